@@ -1,0 +1,1 @@
+"""The strongroom CLI and the composition root that assembles a running node."""

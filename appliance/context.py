@@ -1,0 +1,66 @@
+"""What every CLI verb shares: the common options, settings from them, and opening a
+node's data directory when no node is running there (under the node's own lock)."""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+from node.errors import StrongroomError
+from node.settings import Settings, load_settings
+
+
+class NodeBusyError(StrongroomError):
+    """Another process (a running node) holds the data directory."""
+
+
+def common_parser() -> argparse.ArgumentParser:
+    """Options every verb that acts on a node accepts, exactly as ``serve`` does."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="TOML settings file (default /etc/strongroom/strongroom.toml if present)",
+    )
+    parent.add_argument("--data-dir", type=Path, default=None, help="the node's data directory")
+    return parent
+
+
+def settings_from_args(args: argparse.Namespace, **flags: object) -> Settings:
+    config = args.config
+    if config is None and os.environ.get("STRONGROOM_CONFIG"):
+        config = Path(os.environ["STRONGROOM_CONFIG"])
+    overrides: dict[str, object] = {"data_dir": args.data_dir, **flags}
+    return load_settings(config_path=config, overrides=overrides)
+
+
+def lock_path(settings: Settings) -> Path:
+    return settings.data_dir / "run" / "node.lock"
+
+
+@contextmanager
+def data_dir_lock(settings: Settings, purpose: str) -> Iterator[IO[str]]:
+    """Hold the data directory's exclusive lock; a running node holds it for its lifetime."""
+    path = lock_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fh = path.open("a+")
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise NodeBusyError(
+                f"another Strongroom process holds {settings.data_dir} ({purpose} needs it)"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        yield fh
+    finally:
+        fh.close()

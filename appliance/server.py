@@ -1,0 +1,235 @@
+"""The composition root: assemble and run one node (``strongroom serve``)."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import signal
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tornado.httpserver
+import tornado.netutil
+
+from appliance.context import data_dir_lock
+from appliance.control import ControlServer
+from node import __version__
+from node.errors import FatalError, StrongroomError, ValidationError
+from node.keyring import KeyRing
+from node.services import Services, build_services
+from node.settings import Settings
+from node.store.db import Store, open_store
+from node.tls import TlsFiles, ensure_certificate, fingerprint, validate_pair, write_private
+from web.app import make_app, make_ssl_context
+
+log = logging.getLogger("strongroom.serve")
+
+ControlHandler = Callable[["Node", dict[str, Any]], Awaitable[dict[str, Any]]]
+CONTROL_VERBS: dict[str, ControlHandler] = {}
+
+
+def control_verb(name: str) -> Callable[[ControlHandler], ControlHandler]:
+    """Register a handler for a control-socket verb (see appliance/control.py)."""
+
+    def register(fn: ControlHandler) -> ControlHandler:
+        CONTROL_VERBS[name] = fn
+        return fn
+
+    return register
+
+
+class PortInUseError(FatalError):
+    pass
+
+
+def bind_port(settings: Settings) -> list[socket.socket]:
+    try:
+        return tornado.netutil.bind_sockets(settings.port, settings.bind or None)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUseError(
+                f"port {settings.port} on {settings.bind} is already in use "
+                "(is another node running?)"
+            ) from None
+        raise PortInUseError(
+            f"cannot listen on {settings.bind}:{settings.port}: {exc.strerror}"
+        ) from None
+
+
+@dataclass
+class Node:
+    """A running node: its services, the HTTPS server and the control socket."""
+
+    settings: Settings
+    store: Store
+    keyring: KeyRing
+    services: Services
+    tls: TlsFiles
+    ssl_ctx: ssl.SSLContext
+    executor: ThreadPoolExecutor
+    first_password: str | None = None
+    stop_event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def reload_tls(self) -> None:
+        self.ssl_ctx.load_cert_chain(str(self.tls.cert), str(self.tls.key))
+
+
+def open_node(settings: Settings) -> tuple[Store, KeyRing]:
+    """Open the store and key ring of ``settings`` (migrating the schema), with the checks
+    that must pass before anything is written."""
+    db_file = None if not settings.uses_sqlite else settings.data_dir / "strongroom.db"
+    key_path = settings.key_path
+    if key_path.exists() or (db_file is not None and db_file.exists()):
+        # Refuse early, before a migration writes anything, if the key is unsafe.
+        from node.keyring import read_key_file
+
+        if key_path.exists():
+            read_key_file(key_path)
+    store = open_store(settings.db_url)
+    keyring = KeyRing.open(store, key_path)
+    return store, keyring
+
+
+def write_initial_password(path: Path, password: str) -> None:
+    write_private(path, (password + "\n").encode())
+
+
+def assemble(settings: Settings) -> Node:
+    store, keyring = open_node(settings)
+    services = build_services(settings, store, keyring)
+    first = services.auth.bootstrap_admin()
+    if first is not None:
+        write_initial_password(services.initial_password_path, first)
+    tls, _made = ensure_certificate(settings.tls_dir, settings.tls_addresses)
+    return Node(
+        settings=settings,
+        store=store,
+        keyring=keyring,
+        services=services,
+        tls=tls,
+        ssl_ctx=make_ssl_context(tls),
+        executor=ThreadPoolExecutor(max_workers=16, thread_name_prefix="sr-worker"),
+        first_password=first,
+    )
+
+
+def banner(node: Node) -> str:
+    host = (
+        "localhost" if node.settings.bind in ("0.0.0.0", "::", "127.0.0.1") else node.settings.bind
+    )
+    lines = [
+        f"Strongroom {__version__} is serving https://{host}:{node.settings.port}/",
+        f"TLS certificate SHA-256 fingerprint: {fingerprint(node.tls.cert.read_bytes())}",
+    ]
+    if node.first_password is not None:
+        lines += [
+            "First start: log in as 'admin' with this one-time password (you must change it):",
+            f"    {node.first_password}",
+            f"(also in {node.services.initial_password_path}, deleted once it is changed)",
+        ]
+    return "\n".join(lines)
+
+
+async def run_node(
+    node: Node, sockets: list[socket.socket], announce: Callable[[str], None] = print
+) -> None:
+    app = make_app(node.services, node.executor)
+    server = tornado.httpserver.HTTPServer(app, ssl_options=node.ssl_ctx, xheaders=False)
+    server.add_sockets(sockets)
+    control = ControlServer({name: _bind(fn, node) for name, fn in CONTROL_VERBS.items()})
+    sock_path = node.settings.control_socket
+    sock_path.unlink(missing_ok=True)
+    control.listen_on(sock_path)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, node.stop_event.set)
+    announce(banner(node))
+    log.info("node started", extra={"port": node.settings.port, "version": __version__})
+    await node.stop_event.wait()
+    log.info("node stopping")
+    server.stop()
+    control.stop()
+    sock_path.unlink(missing_ok=True)
+    await server.close_all_connections()
+    node.executor.shutdown(wait=True)
+    node.store.dispose()
+
+
+def _bind(fn: ControlHandler, node: Node) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]:
+    async def call(args: dict[str, Any]) -> dict[str, Any]:
+        return await fn(node, args)
+
+    return call
+
+
+def serve(settings: Settings, announce: Callable[[str], None] = print) -> None:
+    """Run a node until SIGTERM or SIGINT. Fails with one clear error, having changed
+    nothing, when the port is taken, the data dir is in use, or the key or database is bad."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with data_dir_lock(settings, "serve"):
+        sockets = bind_port(settings)
+        try:
+            node = assemble(settings)
+            asyncio.run(run_node(node, sockets, announce))
+        finally:
+            for s in sockets:
+                s.close()
+
+
+# --- control verbs of the foundation -------------------------------------------------------
+
+
+@control_verb("keys.rotate")
+async def _keys_rotate(node: Node, _args: dict[str, Any]) -> dict[str, Any]:
+    key_id = await node.in_thread(node.keyring.rotate)
+    return {"key_id": key_id}
+
+
+@control_verb("keys.rekey")
+async def _keys_rekey(node: Node, _args: dict[str, Any]) -> dict[str, Any]:
+    backup = await node.in_thread(node.keyring.rekey)
+    return {"backup": str(backup)}
+
+
+@control_verb("admin.reset_password")
+async def _reset_password(node: Node, args: dict[str, Any]) -> dict[str, Any]:
+    username = str(args.get("username", ""))
+    otp = await node.in_thread(node.services.auth.reset_password, username, "local admin", "local")
+    return {"password": otp}
+
+
+@control_verb("tls.install")
+async def _tls_install(node: Node, args: dict[str, Any]) -> dict[str, Any]:
+    cert = Path(str(args.get("cert", "")))
+    key = Path(str(args.get("key", "")))
+    chain = Path(str(args["chain"])) if args.get("chain") else None
+    install_tls(node.tls, cert, key, chain)
+    node.reload_tls()
+    return {"fingerprint": fingerprint(node.tls.cert.read_bytes())}
+
+
+def install_tls(target: TlsFiles, cert: Path, key: Path, chain: Path | None) -> None:
+    """Check an operator's certificate and key, then install them over ``target``."""
+    try:
+        cert_pem = cert.read_bytes()
+        key_pem = key.read_bytes()
+        chain_pem = chain.read_bytes() if chain else b""
+    except OSError as exc:
+        raise ValidationError(f"cannot read {exc.filename}: {exc.strerror}") from None
+    full = validate_pair(cert_pem, key_pem, chain_pem)
+    write_private(target.key, key_pem)
+    write_private(target.cert, full)
+    os.chmod(target.cert, 0o644)
+
+
+__all__ = ["serve", "control_verb", "Node", "StrongroomError"]

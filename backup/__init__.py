@@ -1,0 +1,1 @@
+"""Encrypted backup archives, storage targets, schedule, retention and restore."""

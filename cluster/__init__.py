@@ -1,0 +1,1 @@
+"""Raft cluster state, PostgreSQL management, the HA loop and the virtual IP."""

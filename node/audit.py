@@ -1,0 +1,185 @@
+"""The tamper-evident audit trail.
+
+Each row carries the previous row's HMAC and an HMAC over its own canonical content, keyed
+by the key ring's audit key. Rows are appended inside the caller's transaction, so an
+audited operation and its audit row commit together or not at all (fail closed). The
+``audit_head`` row names the last row; it is locked while appending, which serialises the
+chain, and lets :func:`verify_chain` notice a deleted tail.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from node.errors import AuditWriteError
+from node.store.dialect import for_update
+from node.store.models import AuditHead, AuditRow, utcnow
+
+GENESIS = "0" * 64
+MAX_FIELD = {"target": 512, "reason": 1024, "detail": 1024, "username": 128, "source_ip": 64}
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """What to record. Never put a secret in any field."""
+
+    operation: str
+    username: str
+    source_ip: str
+    target: str = ""
+    category: str = "resource"  # resource | user
+    result: str = "success"
+    reason: str = ""
+    detail: str = ""
+    resource_id: int | None = None
+    account_id: int | None = None
+
+
+def _canonical(row: AuditRow) -> bytes:
+    fields = {
+        "id": row.id,
+        "ts": row.ts.isoformat(timespec="microseconds"),
+        "category": row.category,
+        "username": row.username,
+        "source_ip": row.source_ip,
+        "operation": row.operation,
+        "target": row.target,
+        "resource_id": row.resource_id,
+        "account_id": row.account_id,
+        "reason": row.reason,
+        "result": row.result,
+        "detail": row.detail,
+        "prev": row.prev_hmac,
+    }
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def row_hmac(key: bytes, row: AuditRow) -> str:
+    return hmac.new(key, _canonical(row), hashlib.sha256).hexdigest()
+
+
+def head_hmac(key: bytes, last_id: int, last_hmac: str) -> str:
+    return hmac.new(key, f"head|{last_id}|{last_hmac}".encode(), hashlib.sha256).hexdigest()
+
+
+def _clip(name: str, value: str) -> str:
+    limit = MAX_FIELD.get(name)
+    return value if limit is None or len(value) <= limit else value[: limit - 1] + "…"
+
+
+class AuditLog:
+    """Appends to and verifies the chain. ``key`` is the key ring's audit HMAC key."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def append(self, session: Session, event: AuditEvent, now: dt.datetime | None = None) -> int:
+        """Add ``event`` in ``session``'s transaction; returns the new row's id. Raises
+        :class:`AuditWriteError` if the row cannot be written, so the caller's transaction
+        rolls back and the audited operation does not happen."""
+        try:
+            head = session.scalars(
+                for_update(session, select(AuditHead).where(AuditHead.id == 1))
+            ).first()
+            if head is None:
+                head = AuditHead(id=1, last_id=0, last_hmac=GENESIS, head_hmac="")
+                session.add(head)
+            row = AuditRow(
+                id=head.last_id + 1,
+                ts=(now or utcnow()).replace(tzinfo=None),
+                category=event.category,
+                username=_clip("username", event.username),
+                source_ip=_clip("source_ip", event.source_ip),
+                operation=event.operation,
+                target=_clip("target", event.target),
+                resource_id=event.resource_id,
+                account_id=event.account_id,
+                reason=_clip("reason", event.reason),
+                result=event.result,
+                detail=_clip("detail", event.detail),
+                prev_hmac=head.last_hmac or GENESIS,
+            )
+            row.hmac = row_hmac(self._key, row)
+            session.add(row)
+            head.last_id = row.id
+            head.last_hmac = row.hmac
+            head.head_hmac = head_hmac(self._key, row.id, row.hmac)
+            session.flush()
+        except SQLAlchemyError as exc:
+            raise AuditWriteError(
+                "the audit trail could not be written, so the operation was not carried out"
+            ) from exc
+        return row.id
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    ok: bool
+    rows_checked: int
+    first_broken_id: int | None
+    problem: str
+
+    def sentence(self) -> str:
+        if self.ok:
+            return f"audit chain intact: {self.rows_checked} rows verified"
+        return f"audit chain BROKEN at row {self.first_broken_id}: {self.problem}"
+
+
+def _iter_rows(session: Session, batch: int = 5000) -> Iterator[AuditRow]:
+    last = 0
+    while True:
+        rows = session.scalars(
+            select(AuditRow).where(AuditRow.id > last).order_by(AuditRow.id).limit(batch)
+        ).all()
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1].id
+        session.expunge_all()
+
+
+def verify_chain(session: Session, key: bytes) -> ChainReport:
+    """Walk the whole chain in id order and report the first row that does not fit."""
+    prev = GENESIS
+    expected_id = 1
+    count = 0
+    for row in _iter_rows(session):
+        if row.id != expected_id:
+            return ChainReport(False, count, expected_id, f"row {expected_id} is missing")
+        if row.prev_hmac != prev:
+            return ChainReport(
+                False,
+                count,
+                row.id,
+                "does not follow the previous row (a row was deleted, inserted or reordered)",
+            )
+        if not hmac.compare_digest(row_hmac(key, row), row.hmac):
+            return ChainReport(False, count, row.id, "its content was altered")
+        prev = row.hmac
+        expected_id += 1
+        count += 1
+    head = session.get(AuditHead, 1)
+    last_id = count
+    if head is None:
+        if count:
+            return ChainReport(False, count, None, "the chain head record is missing")
+        return ChainReport(True, 0, None, "")
+    if not hmac.compare_digest(head_hmac(key, head.last_id, head.last_hmac), head.head_hmac):
+        return ChainReport(False, count, head.last_id, "the chain head record was altered")
+    if head.last_id != last_id or head.last_hmac != prev:
+        return ChainReport(
+            False,
+            count,
+            last_id + 1,
+            f"rows after {last_id} were deleted (head names {head.last_id})",
+        )
+    return ChainReport(True, count, None, "")

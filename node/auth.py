@@ -1,0 +1,281 @@
+"""Logins, lockout, browser sessions and the initial administrator.
+
+Password hashing is slow on purpose; web handlers call :meth:`AuthService.authenticate`
+and :meth:`AuthService.change_password` from a thread pool, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import secrets
+import unicodedata
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from node.audit import AuditEvent, AuditLog
+from node.errors import AccountLockedError, AuthenticationError, ValidationError
+from node.passwords import DUMMY_HASH, hash_password, one_time_password, verify_password
+from node.roles import Role
+from node.store.db import Store
+from node.store.models import LoginSession, User, utcnow
+
+log = logging.getLogger("strongroom.auth")
+
+MIN_LOGIN_PASSWORD = 12
+MAX_LOGIN_PASSWORD = 256
+INITIAL_ADMIN = "admin"
+_TOUCH_EVERY = dt.timedelta(seconds=30)
+
+
+def normalize_username(raw: str) -> str:
+    """The one normal form of a username: NFKC, stripped, case-folded."""
+    return unicodedata.normalize("NFKC", raw).strip().casefold()
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class SessionUser:
+    """Who a request acts as: a snapshot, safe to pass between threads."""
+
+    id: int
+    username: str
+    role: Role
+    super_admin: bool
+    must_change_password: bool
+    full_name: str = ""
+
+
+def _snapshot(user: User) -> SessionUser:
+    return SessionUser(
+        id=user.id,
+        username=user.username,
+        role=Role(user.role),
+        super_admin=user.super_admin,
+        must_change_password=user.must_change_password,
+        full_name=user.full_name,
+    )
+
+
+def check_login_password_rules(password: str) -> None:
+    if len(password) < MIN_LOGIN_PASSWORD:
+        raise ValidationError(
+            f"the new password must have at least {MIN_LOGIN_PASSWORD} characters"
+        )
+    if len(password) > MAX_LOGIN_PASSWORD:
+        raise ValidationError(f"the new password must have at most {MAX_LOGIN_PASSWORD} characters")
+
+
+class AuthService:
+    def __init__(
+        self,
+        store: Store,
+        audit: AuditLog,
+        *,
+        lockout_threshold: int = 5,
+        lockout_minutes: int = 15,
+        idle_timeout_s: int = 900,
+    ) -> None:
+        self._store = store
+        self._audit = audit
+        self.lockout_threshold = lockout_threshold
+        self.lockout = dt.timedelta(minutes=lockout_minutes)
+        self.idle_timeout = dt.timedelta(seconds=idle_timeout_s)
+
+    # logins -----------------------------------------------------------------------------
+
+    def authenticate(
+        self, username: str, password: str, source_ip: str, now: dt.datetime | None = None
+    ) -> SessionUser:
+        """Check a username and password. Raises :class:`AuthenticationError` with the same
+        message for an unknown user and a wrong password, and locks the account after the
+        configured number of failures. Every attempt is audited."""
+        now = now or utcnow()
+        name = normalize_username(username)
+        with self._store.sessions() as session:
+            user = session.scalars(select(User).where(User.username == name)).first()
+            encoded = user.password_hash if user and user.password_hash else DUMMY_HASH
+        ok = bool(verify_password(password, encoded) and user is not None and user.password_hash)
+        failure: AuthenticationError | None = None
+        with self._store.transaction() as session:
+            user = session.scalars(select(User).where(User.username == name)).first()
+            if user is not None and user.locked_until is not None and user.locked_until > now:
+                self._record(session, name, source_ip, "failed login", "account locked")
+                failure = AccountLockedError(
+                    "This account is locked after too many failed logins. Try again later "
+                    "or ask an administrator."
+                )
+            elif not ok or user is None or user.status != "active" or user.kind != "person":
+                if user is not None and user.kind == "person":
+                    user.failed_logins += 1
+                    if user.failed_logins >= self.lockout_threshold:
+                        user.locked_until = now + self.lockout
+                        user.failed_logins = 0
+                        self._record(
+                            session,
+                            name,
+                            source_ip,
+                            "account locked",
+                            f"{self.lockout_threshold} failed logins",
+                        )
+                self._record(session, name, source_ip, "failed login", "")
+                failure = AuthenticationError()
+            else:
+                user.failed_logins = 0
+                user.locked_until = None
+                user.last_login_at = now
+                self._record(session, name, source_ip, "login", "", result="success")
+                snapshot = _snapshot(user)
+        # Raised after the commit, so failed attempts and their audit rows are kept.
+        if failure is not None:
+            raise failure
+        return snapshot
+
+    def _record(
+        self, session: Session, name: str, ip: str, op: str, detail: str, result: str = "failure"
+    ) -> None:
+        self._audit.append(
+            session,
+            AuditEvent(
+                operation=op,
+                username=name,
+                source_ip=ip,
+                target=name,
+                category="user",
+                result=result,
+                detail=detail,
+            ),
+        )
+
+    # sessions ---------------------------------------------------------------------------
+
+    def create_session(self, user_id: int, source_ip: str) -> str:
+        token = secrets.token_urlsafe(32)
+        with self._store.transaction() as session:
+            session.add(
+                LoginSession(
+                    token_hash=token_hash(token), user_id=user_id, source_ip=source_ip[:64]
+                )
+            )
+        return token
+
+    def session_user(self, token: str, now: dt.datetime | None = None) -> SessionUser | None:
+        """The user of a live session, or None. Ends sessions idle for too long."""
+        now = now or utcnow()
+        with self._store.transaction() as session:
+            row = session.scalars(
+                select(LoginSession).where(LoginSession.token_hash == token_hash(token))
+            ).first()
+            if row is None:
+                return None
+            if now - row.last_seen_at > self.idle_timeout:
+                session.delete(row)
+                return None
+            user = session.get(User, row.user_id)
+            if user is None or user.status != "active":
+                session.delete(row)
+                return None
+            if now - row.last_seen_at > _TOUCH_EVERY:
+                row.last_seen_at = now
+            return _snapshot(user)
+
+    def logout(self, token: str, username: str, source_ip: str) -> None:
+        with self._store.transaction() as session:
+            session.execute(
+                delete(LoginSession).where(LoginSession.token_hash == token_hash(token))
+            )
+            self._record(session, username, source_ip, "logout", "", result="success")
+
+    def end_sessions_of(self, user_id: int) -> None:
+        with self._store.transaction() as session:
+            session.execute(delete(LoginSession).where(LoginSession.user_id == user_id))
+
+    # passwords --------------------------------------------------------------------------
+
+    def change_password(self, user_id: int, current: str, new: str, source_ip: str) -> None:
+        """Change one's own login password; the current one must be given."""
+        check_login_password_rules(new)
+        if new == current:
+            raise ValidationError("the new password must differ from the current one")
+        with self._store.sessions() as session:
+            user = session.get(User, user_id)
+            encoded = user.password_hash if user and user.password_hash else DUMMY_HASH
+        if user is None or not verify_password(current, encoded):
+            raise ValidationError("the current password is not correct")
+        new_hash = hash_password(new)
+        with self._store.transaction() as session:
+            user = session.get(User, user_id)
+            assert user is not None
+            user.password_hash = new_hash
+            user.must_change_password = False
+            user.password_changed_at = utcnow()
+            self._record(
+                session, user.username, source_ip, "change login password", "", result="success"
+            )
+
+    def reset_password(self, username: str, actor: str, source_ip: str) -> str:
+        """Give ``username`` a new one-time password (must be changed at next login) and
+        lift any lockout. Returns the one-time password; it is never stored in clear."""
+        name = normalize_username(username)
+        otp = one_time_password()
+        new_hash = hash_password(otp)
+        with self._store.transaction() as session:
+            user = session.scalars(select(User).where(User.username == name)).first()
+            if user is None or user.kind != "person":
+                raise ValidationError(f"no user named '{name}'")
+            user.password_hash = new_hash
+            user.must_change_password = True
+            user.failed_logins = 0
+            user.locked_until = None
+            session.execute(delete(LoginSession).where(LoginSession.user_id == user.id))
+            self._audit.append(
+                session,
+                AuditEvent(
+                    operation="reset login password",
+                    username=actor,
+                    source_ip=source_ip,
+                    target=name,
+                    category="user",
+                ),
+            )
+        return otp
+
+    # first start ------------------------------------------------------------------------
+
+    def bootstrap_admin(self) -> str | None:
+        """On an empty vault, create ``admin`` with a one-time password and return it.
+        Returns None when any user exists already."""
+        with self._store.sessions() as session:
+            if session.scalars(select(User.id).limit(1)).first() is not None:
+                return None
+        otp = one_time_password()
+        new_hash = hash_password(otp)
+        with self._store.transaction() as session:
+            session.add(
+                User(
+                    username=INITIAL_ADMIN,
+                    full_name="Administrator",
+                    role=Role.ADMINISTRATOR,
+                    super_admin=True,
+                    password_hash=new_hash,
+                    must_change_password=True,
+                )
+            )
+            self._audit.append(
+                session,
+                AuditEvent(
+                    operation="add user",
+                    username="system",
+                    source_ip="local",
+                    target=INITIAL_ADMIN,
+                    category="user",
+                    detail="initial administrator",
+                ),
+            )
+        return otp

@@ -1,0 +1,60 @@
+"""The node's domain services, assembled once by the composition root (appliance/) and
+handed to the web layer and control verbs. Later features add their service here."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from node.audit import AuditLog
+from node.auth import INITIAL_ADMIN, AuthService
+from node.keyring import KeyRing
+from node.settings import Settings
+from node.store.db import Store
+
+log = logging.getLogger("strongroom.node")
+
+INITIAL_PASSWORD_FILE = "initial-admin-password.txt"
+
+
+@dataclass
+class NodeState:
+    """What the web layer needs to know about this node's place in a cluster."""
+
+    role: str = "single"  # single | primary | standby | fenced
+    writable: bool = True
+    primary_address: str | None = None
+    detail: str = ""
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    keyring: KeyRing
+    audit: AuditLog
+    auth: AuthService
+    state: NodeState = field(default_factory=NodeState)
+
+    @property
+    def initial_password_path(self) -> Path:
+        return self.settings.data_dir / INITIAL_PASSWORD_FILE
+
+    def forget_initial_password(self, username: str) -> None:
+        """The initial administrator changed the one-time password: drop its file."""
+        if username == INITIAL_ADMIN and self.initial_password_path.exists():
+            self.initial_password_path.unlink()
+            log.info("removed the initial password file")
+
+
+def build_services(settings: Settings, store: Store, keyring: KeyRing) -> Services:
+    audit = AuditLog(keyring.audit_hmac_key)
+    auth = AuthService(
+        store,
+        audit,
+        lockout_threshold=settings.lockout_threshold,
+        lockout_minutes=settings.lockout_minutes,
+        idle_timeout_s=settings.session_idle_timeout,
+    )
+    return Services(settings=settings, store=store, keyring=keyring, audit=audit, auth=auth)

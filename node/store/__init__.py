@@ -1,0 +1,1 @@
+"""Store: SQLAlchemy models, engine set-up and Alembic migrations."""

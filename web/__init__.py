@@ -1,0 +1,1 @@
+"""The Tornado application: pages, REST API and TLS; thin handlers over node services."""

@@ -1,0 +1,62 @@
+"""The Tornado application and its HTTPS server."""
+
+from __future__ import annotations
+
+import secrets
+import ssl
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import tornado.web
+
+from node.services import Services
+from node.tls import TlsFiles
+from web import session_pages
+from web.base import BaseHandler, WebContext, access_log
+
+HERE = Path(__file__).parent
+
+
+class NotFoundPage(BaseHandler):
+    async def prepare(self) -> None:
+        await super().prepare()
+        raise tornado.web.HTTPError(404, reason="No such page.")
+
+
+def route_table() -> list[tuple[str, type[tornado.web.RequestHandler]]]:
+    """Every route of the application, in one list (the authorization matrix test walks it)."""
+    return [*session_pages.ROUTES]
+
+
+def make_app(
+    services: Services, executor: ThreadPoolExecutor | None = None, **overrides: Any
+) -> tornado.web.Application:
+    ctx = WebContext(
+        services, executor or ThreadPoolExecutor(max_workers=8, thread_name_prefix="sr-web")
+    )
+    handlers: list[Any] = [(pattern, cls, {"ctx": ctx}) for pattern, cls in route_table()]
+    settings: dict[str, Any] = {
+        "template_path": str(HERE / "templates"),
+        "static_path": str(HERE / "static"),
+        "xsrf_cookies": True,
+        "xsrf_cookie_kwargs": {"secure": True, "httponly": True, "samesite": "Strict"},
+        "cookie_secret": secrets.token_hex(32),
+        "login_url": "/login",
+        "log_function": access_log,
+        "default_handler_class": NotFoundPage,
+        "default_handler_args": {"ctx": ctx},
+        "compress_response": False,
+        "autoescape": "xhtml_escape",
+    }
+    settings.update(overrides)
+    app = tornado.web.Application(handlers, **settings)
+    app.settings["strongroom_ctx"] = ctx
+    return app
+
+
+def make_ssl_context(files: TlsFiles) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(files.cert), str(files.key))
+    return ctx

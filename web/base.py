@@ -1,0 +1,223 @@
+"""Base handlers: security headers, sessions, the client's address, errors without
+internals, and running blocking service calls off the event loop."""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import logging
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ParamSpec, TypeVar
+
+import tornado.web
+from tornado.ioloop import IOLoop
+
+from node import __version__
+from node.auth import SessionUser
+from node.errors import (
+    AuthenticationError,
+    ConflictError,
+    LicenceError,
+    NotFoundError,
+    NotPrimaryError,
+    PermissionDeniedError,
+    StrongroomError,
+    ValidationError,
+)
+from node.services import Services
+
+log = logging.getLogger("strongroom.web")
+
+SESSION_COOKIE = "sr_session"
+P = ParamSpec("P")
+T = TypeVar("T")
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+)
+
+STATUS_OF: list[tuple[type[StrongroomError], int]] = [
+    (ValidationError, 400),
+    (AuthenticationError, 401),
+    (PermissionDeniedError, 403),
+    (LicenceError, 403),
+    (NotFoundError, 404),
+    (ConflictError, 409),
+    (NotPrimaryError, 503),
+]
+
+
+def status_for(exc: StrongroomError) -> int:
+    for kind, status in STATUS_OF:
+        if isinstance(exc, kind):
+            return status
+    return 500
+
+
+class WebContext:
+    """What every handler reaches through ``self.ctx``."""
+
+    def __init__(self, services: Services, executor: ThreadPoolExecutor) -> None:
+        self.services = services
+        self.executor = executor
+        self.version = __version__
+        trusted = []
+        for net in services.settings.trusted_proxies:
+            trusted.append(ipaddress.ip_network(net, strict=False))
+        self.trusted_proxies = trusted
+
+
+class BaseHandler(tornado.web.RequestHandler):
+    ctx: WebContext
+
+    def initialize(self, ctx: WebContext) -> None:
+        self.ctx = ctx
+
+    @property
+    def services(self) -> Services:
+        return self.ctx.services
+
+    def set_default_headers(self) -> None:
+        self.set_header("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+        self.set_header("Content-Security-Policy", CSP)
+        self.set_header("X-Frame-Options", "DENY")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Referrer-Policy", "no-referrer")
+        self.set_header("Cache-Control", "no-store")
+        self.clear_header("Server")
+
+    # the client -------------------------------------------------------------------------
+
+    @functools.cached_property
+    def source_ip(self) -> str:
+        """The client's address. X-Forwarded-For counts only from a trusted proxy, and then
+        only its right-most untrusted hop."""
+        remote = self.request.remote_ip or ""
+        if not self.ctx.trusted_proxies or not self._trusted(remote):
+            return remote
+        hops = [h.strip() for h in self.request.headers.get("X-Forwarded-For", "").split(",")]
+        for hop in reversed([h for h in hops if h]):
+            if not self._trusted(hop):
+                try:
+                    return str(ipaddress.ip_address(hop))
+                except ValueError:
+                    return remote
+        return remote
+
+    def _trusted(self, addr: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.ctx.trusted_proxies)
+
+    # off the loop -----------------------------------------------------------------------
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        call = functools.partial(fn, *args, **kwargs)
+        return await IOLoop.current().run_in_executor(self.ctx.executor, call)
+
+    # sessions ---------------------------------------------------------------------------
+
+    async def prepare(self) -> None:
+        token = self.get_cookie(SESSION_COOKIE)
+        self.current_user_obj: SessionUser | None = None
+        if token:
+            self.current_user_obj = await self.run(self.services.auth.session_user, token)
+            if self.current_user_obj is None:
+                self.clear_cookie(SESSION_COOKIE, path="/")
+
+    def get_current_user(self) -> SessionUser | None:
+        return getattr(self, "current_user_obj", None)
+
+    @property
+    def user(self) -> SessionUser:
+        user = self.get_current_user()
+        assert user is not None
+        return user
+
+    def start_session(self, token: str) -> None:
+        self.set_cookie(
+            SESSION_COOKIE, token, path="/", secure=True, httponly=True, samesite="Strict"
+        )
+
+    def get_login_url(self) -> str:
+        return "/login"
+
+    # errors -----------------------------------------------------------------------------
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        message = self._reason or "Something went wrong."
+        exc_info = kwargs.get("exc_info")
+        if exc_info and isinstance(exc_info[1], StrongroomError):
+            message = str(exc_info[1])
+        elif status_code >= 500:
+            message = "The server could not complete the request. The error has been logged."
+        self.render("error.html", status=status_code, message=message)
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, StrongroomError | tornado.web.HTTPError):
+            return
+        super().log_exception(typ, value, tb)
+
+    def fail(self, exc: StrongroomError) -> None:
+        """Answer a service error with its status and message."""
+        self.set_status(status_for(exc))
+        self.render("error.html", status=status_for(exc), message=str(exc))
+
+    def template_namespace_extra(self) -> dict[str, Any]:
+        return {}
+
+    def get_template_namespace(self) -> dict[str, Any]:
+        ns = super().get_template_namespace()
+        ns.update(
+            user=self.get_current_user(),
+            version=self.ctx.version,
+            node_state=self.services.state,
+            path=self.request.path,
+        )
+        ns.update(self.template_namespace_extra())
+        return ns
+
+
+def authenticated_page(
+    method: Callable[..., Awaitable[None]],
+) -> Callable[..., Awaitable[None]]:
+    """A page for logged-in users who have set their own password."""
+
+    @functools.wraps(method)
+    async def wrapper(self: BaseHandler, *args: Any, **kwargs: Any) -> None:
+        user = self.get_current_user()
+        if user is None:
+            if self.request.method in ("GET", "HEAD"):
+                self.redirect("/login")
+                return
+            raise tornado.web.HTTPError(401)
+        if user.must_change_password:
+            self.redirect("/change-password")
+            return
+        await method(self, *args, **kwargs)
+
+    return wrapper
+
+
+def access_log(handler: tornado.web.RequestHandler) -> None:
+    """Tornado's access log, without query strings (they may carry an AUTHTOKEN)."""
+    status = handler.get_status()
+    request = handler.request
+    level = logging.INFO if status < 400 else logging.WARNING
+    if status >= 500:
+        level = logging.ERROR
+    logging.getLogger("strongroom.access").log(
+        level,
+        "request",
+        extra={
+            "method": request.method,
+            "path": request.path,
+            "status": status,
+            "ms": round(1000.0 * request.request_time(), 1),
+            "ip": request.remote_ip,
+        },
+    )
