@@ -25,6 +25,7 @@ from node.errors import (
     StrongroomError,
     ValidationError,
 )
+from node.permissions import Action, allowed
 from node.services import Services
 
 log = logging.getLogger("strongroom.web")
@@ -221,3 +222,26 @@ def access_log(handler: tornado.web.RequestHandler) -> None:
             "ip": request.remote_ip,
         },
     )
+
+
+def needs(
+    action: Action,
+) -> Callable[[Callable[..., Awaitable[None]]], Callable[..., Awaitable[None]]]:
+    """A page method for logged-in users whose role allows ``action``. The action is kept on
+    the method (``required_action``) so the role-by-route test can read it."""
+
+    def decorate(method: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+        inner = authenticated_page(method)
+
+        @functools.wraps(method)
+        async def wrapper(self: BaseHandler, *args: Any, **kwargs: Any) -> None:
+            user = self.get_current_user()
+            if user is not None and not user.must_change_password:
+                if not allowed(user.role, action):
+                    raise tornado.web.HTTPError(403, reason="Your role does not allow this.")
+            await inner(self, *args, **kwargs)
+
+        wrapper.required_action = action  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate

@@ -10,8 +10,9 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from node.errors import AuthenticationError, ValidationError
+from node.permissions import Action
 from node.store.models import BrandingLogo
-from web.base import SESSION_COOKIE, BaseHandler, authenticated_page
+from web.base import SESSION_COOKIE, BaseHandler, needs
 
 MAX_FIELD = 256
 HERE = Path(__file__).parent
@@ -80,7 +81,7 @@ class LogoutPage(BaseHandler):
 
 
 class HomePage(BaseHandler):
-    @authenticated_page
+    @needs(Action.USE_VAULT)
     async def get(self) -> None:
         self.render("home.html")
 
