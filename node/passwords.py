@@ -26,7 +26,7 @@ class Argon2Params:
 
 DEFAULT_PARAMS = Argon2Params()
 # Tests and benchmarks may lower the cost through this variable; production never sets it.
-if os.environ.get("STRONGROOM_TEST_FAST_KDF") == "1":
+if os.environ.get("SR_TEST_FAST_KDF") == "1":
     DEFAULT_PARAMS = Argon2Params(memory_kib=1024, iterations=1, lanes=1)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("STRONGROOM_TEST_FAST_KDF", "1")
+os.environ.setdefault("SR_TEST_FAST_KDF", "1")
 
 from cluster.postgres import LocalPostgres  # noqa: E402
 from node.keyring import KeyRing  # noqa: E402

@@ -136,7 +136,7 @@ class NodeProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.stdout_path = self.data_dir.parent / f"{self.data_dir.name}.stdout"
         self.stderr_path = self.data_dir.parent / f"{self.data_dir.name}.stderr"
-        env = {**os.environ, "STRONGROOM_TEST_FAST_KDF": "1", **self.env}
+        env = {**os.environ, "SR_TEST_FAST_KDF": "1", **self.env}
         self.proc = subprocess.Popen(
             [
                 STRONGROOM,
@@ -202,6 +202,6 @@ def run_cli(
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "STRONGROOM_TEST_FAST_KDF": "1", **(env or {})},
+        env={**os.environ, "SR_TEST_FAST_KDF": "1", **(env or {})},
         check=False,
     )
