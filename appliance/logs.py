@@ -53,3 +53,4 @@ def setup_logging(level: str = "INFO", log_file: Path | None = None) -> None:
     root.setLevel(level)
     # Tornado's own access log is replaced by web.base.access_log (no query strings).
     logging.getLogger("tornado.access").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)

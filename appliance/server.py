@@ -25,7 +25,7 @@ from node.errors import FatalError, StrongroomError, ValidationError
 from node.keyring import KeyRing
 from node.services import Services, build_services
 from node.settings import Settings
-from node.store.db import Store, open_store
+from node.store.db import Store, describe_url, open_store
 from node.tls import TlsFiles, ensure_certificate, fingerprint, validate_pair, write_private
 from web.app import make_app, make_ssl_context
 
@@ -85,18 +85,17 @@ class Node:
 
 
 def open_node(settings: Settings) -> tuple[Store, KeyRing]:
-    """Open the store and key ring of ``settings`` (migrating the schema), with the checks
-    that must pass before anything is written."""
-    db_file = None if not settings.uses_sqlite else settings.data_dir / "strongroom.db"
-    key_path = settings.key_path
-    if key_path.exists() or (db_file is not None and db_file.exists()):
-        # Refuse early, before a migration writes anything, if the key is unsafe.
-        from node.keyring import read_key_file
-
-        if key_path.exists():
-            read_key_file(key_path)
-    store = open_store(settings.db_url)
-    keyring = KeyRing.open(store, key_path)
+    """Open the store and key ring of ``settings``. On a database that holds data, the
+    master key must fit before any migration writes to it."""
+    store = open_store(settings.db_url, migrate=False)
+    try:
+        if store.has_data():
+            KeyRing.check_fits(store, settings.key_path)
+        store.migrate()
+        keyring = KeyRing.open(store, settings.key_path)
+    except BaseException:
+        store.dispose()
+        raise
     return store, keyring
 
 
@@ -154,7 +153,15 @@ async def run_node(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, node.stop_event.set)
     announce(banner(node))
-    log.info("node started", extra={"port": node.settings.port, "version": __version__})
+    log.info(
+        "node started",
+        extra={
+            "port": node.settings.port,
+            "version": __version__,
+            "db": describe_url(node.settings.db_url),
+            "key_file": str(node.settings.key_path),
+        },
+    )
     await node.stop_event.wait()
     log.info("node stopping")
     server.stop()

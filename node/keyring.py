@@ -172,13 +172,34 @@ class KeyRing:
                         )
                     )
             return cls(store, master, key_path)
-        if not key_path.exists() and not _pending_rekey(key_path).exists():
+        cls.check_fits(store, key_path)
+        master = _settle_rekey(store, key_path)
+        return cls(store, master, key_path)
+
+    @staticmethod
+    def check_fits(store: Store, key_path: Path) -> None:
+        """Raise :class:`KeyFileError` unless the key file (or an interrupted rekey's new
+        file) exists, is private, and fits this database. Changes nothing."""
+        pending = _pending_rekey(key_path)
+        if not key_path.exists() and not pending.exists():
             raise KeyFileError(
                 f"master key file {key_path} is missing, but the database already holds "
                 "data; restore the key file (or set master_key_path) before starting"
             )
-        master = _settle_rekey(store, key_path)
-        return cls(store, master, key_path)
+        with store.sessions() as session:
+            meta = session.get(KeyringMeta, 1)
+            check = meta.master_check if meta is not None else None
+        if check is None:
+            return
+        for candidate in (key_path, pending):
+            if candidate.exists() and hmac.compare_digest(
+                master_check(read_key_file(candidate)), check
+            ):
+                return
+        raise KeyFileError(
+            f"master key file {key_path} does not fit this database (wrong key, or the data "
+            "belongs to another installation)"
+        )
 
     def _load(self) -> None:
         with self._store.transaction() as session:

@@ -130,5 +130,4 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
         raise StoreError(f"database {where} failed: {text.splitlines()[0]}") from None
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot open database {where}: {type(exc).__name__}") from None
-    log.info("database ready", extra={"db": where, "revision": current_revision(engine)})
     return store

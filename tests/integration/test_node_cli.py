@@ -1,0 +1,129 @@
+"""Starting a node the way an operator does, and every way a bad start must fail cleanly."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from node.tls import make_self_signed
+from tests.helpers import NodeProcess, free_port, run_cli
+
+
+def _snapshot(directory: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(directory)): p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and not p.name.endswith((".lock", ".sock"))
+    }
+
+
+def test_version() -> None:
+    result = run_cli("version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("strongroom 0.")
+
+
+def test_unknown_config_key_exits_2(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("port = 7272\nlisten = '0.0.0.0'\n")
+    result = run_cli("serve", "--config", str(cfg), "--data-dir", str(tmp_path / "d"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"strongroom: unknown setting 'listen' in config file {cfg}"
+    ]
+    assert not (tmp_path / "d").exists()
+
+
+def test_port_in_use(tmp_path: Path) -> None:
+    port = free_port()
+    with socket.socket() as blocker:
+        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        blocker.bind(("127.0.0.1", port))
+        blocker.listen()
+        result = run_cli("serve", "--data-dir", str(tmp_path / "d"), "--port", str(port),
+                         "--bind", "127.0.0.1")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"port {port}" in lines[0] and "already in use" in lines[0]
+    assert not (tmp_path / "d" / "keys").exists()
+    assert not (tmp_path / "d" / "strongroom.db").exists()
+
+
+@pytest.fixture
+def stopped_node(tmp_path: Path) -> NodeProcess:
+    """A node that ran once (so its data exists) and is stopped again."""
+    proc = NodeProcess(tmp_path / "node", free_port()).start()
+    proc.stop()
+    return proc
+
+
+def test_missing_master_key_with_data(stopped_node: NodeProcess) -> None:
+    key = stopped_node.data_dir / "keys" / "master.key"
+    key.rename(key.with_name("elsewhere.key"))
+    before = _snapshot(stopped_node.data_dir)
+    result = run_cli("serve", "--data-dir", str(stopped_node.data_dir), "--port",
+                     str(free_port()), "--bind", "127.0.0.1")
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "master key file" in result.stderr and "missing" in result.stderr
+    assert _snapshot(stopped_node.data_dir) == before
+
+
+def test_world_readable_master_key(stopped_node: NodeProcess) -> None:
+    key = stopped_node.data_dir / "keys" / "master.key"
+    os.chmod(key, 0o644)
+    before = _snapshot(stopped_node.data_dir)
+    result = run_cli("serve", "--data-dir", str(stopped_node.data_dir), "--port",
+                     str(free_port()), "--bind", "127.0.0.1")
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "readable by group or others" in result.stderr and "chmod 600" in result.stderr
+    assert _snapshot(stopped_node.data_dir) == before
+
+
+def test_wrong_master_key(stopped_node: NodeProcess, tmp_path: Path) -> None:
+    other = NodeProcess(tmp_path / "other", free_port()).start()
+    other.stop()
+    key = stopped_node.data_dir / "keys" / "master.key"
+    key.write_bytes((other.data_dir / "keys" / "master.key").read_bytes())
+    result = run_cli("serve", "--data-dir", str(stopped_node.data_dir), "--port",
+                     str(free_port()), "--bind", "127.0.0.1")
+    assert result.returncode == 1
+    assert "does not fit this database" in result.stderr
+
+
+def test_database_file_that_is_not_a_database(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    data.mkdir()
+    junk = b"this is a spreadsheet, not a database\n" * 200
+    (data / "strongroom.db").write_bytes(junk)
+    result = run_cli("serve", "--data-dir", str(data), "--port", str(free_port()),
+                     "--bind", "127.0.0.1")
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "is not a SQLite database" in result.stderr
+    assert (data / "strongroom.db").read_bytes() == junk
+    assert not (data / "keys").exists()
+
+
+def test_tls_install_refuses_mismatched_key(stopped_node: NodeProcess, tmp_path: Path) -> None:
+    cert, _key = make_self_signed(["vault.example.org"])
+    _cert2, other_key = make_self_signed(["other.example.org"])
+    (tmp_path / "c.pem").write_bytes(cert)
+    (tmp_path / "k.pem").write_bytes(other_key)
+    tls_dir = stopped_node.data_dir / "tls"
+    before = _snapshot(tls_dir)
+    result = run_cli("tls", "install", str(tmp_path / "c.pem"), str(tmp_path / "k.pem"),
+                     "--data-dir", str(stopped_node.data_dir))
+    assert result.returncode == 1
+    assert result.stderr.strip() == "strongroom: the private key does not match the certificate"
+    assert _snapshot(tls_dir) == before
+
+
+def test_sqlite_file_is_a_real_database(stopped_node: NodeProcess) -> None:
+    with sqlite3.connect(stopped_node.data_dir / "strongroom.db") as conn:
+        assert conn.execute("SELECT count(*) FROM users").fetchone() == (1,)
