@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from node.api_tokens import ApiTokenService
 from node.audit import AuditLog
 from node.auth import INITIAL_ADMIN, AuthService
 from node.keyring import KeyRing
@@ -35,6 +36,7 @@ class Services:
     keyring: KeyRing
     audit: AuditLog
     auth: AuthService
+    api_tokens: ApiTokenService
     state: NodeState = field(default_factory=NodeState)
 
     @property
@@ -57,4 +59,11 @@ def build_services(settings: Settings, store: Store, keyring: KeyRing) -> Servic
         lockout_minutes=settings.lockout_minutes,
         idle_timeout_s=settings.session_idle_timeout,
     )
-    return Services(settings=settings, store=store, keyring=keyring, audit=audit, auth=auth)
+    return Services(
+        settings=settings,
+        store=store,
+        keyring=keyring,
+        audit=audit,
+        auth=auth,
+        api_tokens=ApiTokenService(store, audit),
+    )

@@ -1,0 +1,226 @@
+"""API users and their AUTHTOKENs (application-to-application access over the REST API).
+
+An API user is a :class:`User` with ``kind='api'``: it has a role like anyone else, but no
+login password, so it can never log in to the console. Its token is shown once, when it is
+issued; the database keeps only a short prefix (to find the row and to name the token in
+logs and audit rows) and the SHA-256 of the whole token, compared in constant time. A
+revoked token stops working at once (no caching), on every node of a cluster.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from node.audit import AuditEvent, AuditLog
+from node.auth import SessionUser, normalize_username
+from node.errors import ConflictError, NotFoundError, ValidationError
+from node.roles import Role
+from node.store.db import Store
+from node.store.models import ApiToken, User, utcnow
+
+log = logging.getLogger("strongroom.api_tokens")
+
+PREFIX_LEN = 8
+MAX_TOKEN_LEN = 128
+MAX_NAME_LEN = 64
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._@-]*$")
+
+
+def new_token() -> str:
+    """A fresh AUTHTOKEN: 128 random bits, written like Password Manager Pro's tokens
+    (upper-case hex in UUID groups), so clients that check the shape keep working."""
+    raw = secrets.token_hex(16).upper()
+    return f"{raw[:8]}-{raw[8:12]}-{raw[12:16]}-{raw[16:20]}-{raw[20:]}"
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A token just issued. ``token`` exists only in this object: show it once."""
+
+    user_id: int
+    username: str
+    role: Role
+    token: str
+
+    @property
+    def prefix(self) -> str:
+        return self.token[:PREFIX_LEN]
+
+
+@dataclass(frozen=True)
+class ApiUserInfo:
+    id: int
+    username: str
+    role: Role
+    status: str
+    created_at: dt.datetime
+    token_prefix: str | None  # the live token's prefix; None when revoked or never issued
+    token_created_at: dt.datetime | None
+
+
+def check_api_username(raw: str) -> str:
+    name = normalize_username(raw)
+    if not name:
+        raise ValidationError("the API user needs a name")
+    if len(name) > MAX_NAME_LEN:
+        raise ValidationError(f"the API user's name must have at most {MAX_NAME_LEN} characters")
+    if not _NAME_RE.match(name):
+        raise ValidationError(
+            "the API user's name may contain only letters, digits and . _ @ - "
+            "(starting with a letter or digit)"
+        )
+    return name
+
+
+class ApiTokenService:
+    def __init__(self, store: Store, audit: AuditLog) -> None:
+        self._store = store
+        self._audit = audit
+
+    # administration ---------------------------------------------------------------------
+
+    def add_api_user(self, name: str, role: Role, actor: str, source_ip: str) -> IssuedToken:
+        """Create an API user with ``role`` and issue its first token."""
+        username = check_api_username(name)
+        with self._store.transaction() as session:
+            taken = session.scalars(select(User.id).where(User.username == username)).first()
+            if taken is not None:
+                raise ConflictError(f"a user named '{username}' already exists")
+            user = User(username=username, full_name=username, role=role, kind="api")
+            session.add(user)
+            session.flush()
+            issued = self._issue(session, user)
+            self._record(session, "add api user", actor, source_ip, username, issued.prefix)
+        log.info("API user added", extra={"user": username, "token_prefix": issued.prefix})
+        return issued
+
+    def regenerate(self, name: str, actor: str, source_ip: str) -> IssuedToken:
+        """Revoke the API user's tokens and issue a new one."""
+        with self._store.transaction() as session:
+            user = self._api_user(session, name)
+            self._revoke_all(session, user.id)
+            user.status = "active"
+            issued = self._issue(session, user)
+            self._record(session, "new api token", actor, source_ip, user.username, issued.prefix)
+        log.info("API token issued", extra={"user": user.username, "token_prefix": issued.prefix})
+        return issued
+
+    def revoke(self, name: str, actor: str, source_ip: str) -> int:
+        """Revoke every live token of the API user; returns how many were live."""
+        with self._store.transaction() as session:
+            user = self._api_user(session, name)
+            count = self._revoke_all(session, user.id)
+            self._record(
+                session, "revoke api token", actor, source_ip, user.username, f"{count} revoked"
+            )
+        log.info("API tokens revoked", extra={"user": user.username, "count": count})
+        return count
+
+    def list_api_users(self) -> list[ApiUserInfo]:
+        with self._store.sessions() as session:
+            users = session.scalars(
+                select(User).where(User.kind == "api").order_by(User.username)
+            ).all()
+            live = {
+                t.user_id: t
+                for t in session.scalars(
+                    select(ApiToken).where(ApiToken.revoked_at.is_(None)).order_by(ApiToken.id)
+                ).all()
+            }
+            return [
+                ApiUserInfo(
+                    id=u.id,
+                    username=u.username,
+                    role=Role(u.role),
+                    status=u.status,
+                    created_at=u.created_at,
+                    token_prefix=live[u.id].prefix if u.id in live else None,
+                    token_created_at=live[u.id].created_at if u.id in live else None,
+                )
+                for u in users
+            ]
+
+    # authentication ---------------------------------------------------------------------
+
+    def authenticate(self, token: str) -> SessionUser | None:
+        """The API user a token belongs to, or None for a missing, malformed, revoked or
+        unknown token, or one whose user is disabled."""
+        token = token.strip()
+        if len(token) < PREFIX_LEN + 8 or len(token) > MAX_TOKEN_LEN:
+            return None
+        digest = _digest(token)
+        with self._store.sessions() as session:
+            rows = session.execute(
+                select(ApiToken.token_hash, User)
+                .join(User, User.id == ApiToken.user_id)
+                .where(ApiToken.prefix == token[:PREFIX_LEN], ApiToken.revoked_at.is_(None))
+            ).all()
+            match: User | None = None
+            for stored, user in rows:
+                # Compare every candidate, so timing says nothing about which one matched.
+                if hmac.compare_digest(stored, digest):
+                    match = user
+            if match is None or match.status != "active" or match.kind != "api":
+                return None
+            return SessionUser(
+                id=match.id,
+                username=match.username,
+                role=Role(match.role),
+                super_admin=False,
+                must_change_password=False,
+                full_name=match.full_name,
+            )
+
+    # internals --------------------------------------------------------------------------
+
+    def _api_user(self, session: Session, name: str) -> User:
+        username = normalize_username(name)
+        user = session.scalars(
+            select(User).where(User.username == username, User.kind == "api")
+        ).first()
+        if user is None:
+            raise NotFoundError(f"no API user named '{username[:MAX_NAME_LEN]}'")
+        return user
+
+    def _issue(self, session: Session, user: User) -> IssuedToken:
+        token = new_token()
+        session.add(ApiToken(user_id=user.id, prefix=token[:PREFIX_LEN], token_hash=_digest(token)))
+        return IssuedToken(
+            user_id=user.id, username=user.username, role=Role(user.role), token=token
+        )
+
+    def _revoke_all(self, session: Session, user_id: int) -> int:
+        result = session.execute(
+            update(ApiToken)
+            .where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    def _record(
+        self, session: Session, op: str, actor: str, ip: str, target: str, detail: str
+    ) -> None:
+        self._audit.append(
+            session,
+            AuditEvent(
+                operation=op,
+                username=actor,
+                source_ip=ip,
+                target=target,
+                category="user",
+                detail=f"token {detail}" if op != "revoke api token" else detail,
+            ),
+        )

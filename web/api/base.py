@@ -1,0 +1,291 @@
+"""The JSON base of the REST API under ``/restapi/json/v1``, compatible with Password
+Manager Pro (see shared/PMP-API.md).
+
+Every reply, success or failure, is PMP's envelope::
+
+    {"operation": {"name": "<OP NAME>", "result": {"status": "Success" | "Failed",
+     "message": "..."}, "Details": ..., "totalRows": N}}
+
+with a proper HTTP status (PMP itself answers failures with 200; clients that check either
+keep working). Requests authenticate with an ``AUTHTOKEN`` header or query parameter and
+send their input as ``INPUT_DATA`` (JSON ``{"operation": {"Details": {...}}}``): in the query
+string for GET and DELETE, in a form body (any content type, ``text/json`` included) for
+POST and PUT. There are no cookies, so there is no XSRF check.
+
+Each handler method is wrapped by :func:`operation`, which names the operation, the
+:class:`Action` it needs (kept as ``required_action`` for the role-by-route test) and the
+:class:`Spec` of its input (also used by the OpenAPI document).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import tornado.web
+
+from node.auth import SessionUser
+from node.errors import (
+    AuthenticationError,
+    NotFoundError,
+    PermissionDeniedError,
+    StrongroomError,
+    ValidationError,
+)
+from node.permissions import Action, allowed
+from web.api.schema import NO_INPUT, Spec
+from web.base import BaseHandler, status_for
+
+log = logging.getLogger("strongroom.api")
+
+API_PREFIX = "/restapi/json/v1"
+MAX_INPUT_BYTES = 256 * 1024
+RESERVED_QUERY = frozenset({"AUTHTOKEN", "INPUT_DATA"})
+AUTH_OPERATION = "Authentication"
+BAD_TOKEN = "Invalid API key received: the key is not associated with any user."
+NO_TOKEN = "No API key received: send the AUTHTOKEN header (or AUTHTOKEN query parameter)."
+_ABSENT: Any = object()
+
+ApiMethod = Callable[..., Awaitable[None]]
+
+
+class ApiHandler(BaseHandler):
+    """Base of every REST API handler."""
+
+    operation_name = "REST API"
+    api_user: SessionUser
+
+    # no browser session, no XSRF: the API authenticates each request by its token -------
+
+    async def prepare(self) -> None:
+        self.current_user_obj = None
+        if len(self.request.body) > MAX_INPUT_BYTES:
+            self.answer_failure(400, f"the request is too large (at most {MAX_INPUT_BYTES} bytes)")
+
+    def check_xsrf_cookie(self) -> None:
+        return None
+
+    def set_default_headers(self) -> None:
+        super().set_default_headers()
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+
+    # replies ----------------------------------------------------------------------------
+
+    def answer(
+        self,
+        message: str,
+        details: Any = _ABSENT,
+        total_rows: int | None = None,
+        status: int = 200,
+        failed: bool = False,
+    ) -> None:
+        op: dict[str, Any] = {
+            "name": self.operation_name,
+            "result": {"status": "Failed" if failed else "Success", "message": message},
+        }
+        if details is not _ABSENT:
+            op["Details"] = details
+        if total_rows is not None:
+            op["totalRows"] = total_rows
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(encode_json({"operation": op}))
+
+    def answer_failure(self, status: int, message: str) -> None:
+        if status == 401:
+            self.set_header("WWW-Authenticate", 'AUTHTOKEN realm="Strongroom"')
+        self.answer(message, status=status, failed=True)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc_info = kwargs.get("exc_info")
+        exc = exc_info[1] if exc_info else None
+        if isinstance(exc, StrongroomError):
+            message = str(exc)
+        elif status_code == 404:
+            message = "No such API operation."
+        elif status_code == 405:
+            message = f"The method {self.request.method} is not allowed on this path."
+        elif status_code < 500:
+            message = self._reason or "The request could not be handled."
+        else:
+            message = "The server could not complete the request. The error has been logged."
+        self.clear_header("WWW-Authenticate")
+        self.answer(message, status=status_code, failed=True)
+
+    # authentication and input -----------------------------------------------------------
+
+    def presented_token(self) -> str | None:
+        token = self.request.headers.get("AUTHTOKEN")
+        if token is None:
+            values = self.request.query_arguments.get("AUTHTOKEN")
+            if values:
+                token = values[-1].decode("utf-8", errors="replace")
+        return token.strip() if token is not None and token.strip() else None
+
+    async def authenticate(self) -> SessionUser:
+        token = self.presented_token()
+        if token is None:
+            raise _AuthFailure(NO_TOKEN)
+        user = await self.run(self.services.api_tokens.authenticate, token)
+        if user is None:
+            log.warning(
+                "API request with an unknown or revoked token",
+                extra={"token_prefix": token[:8], "ip": self.source_ip},
+            )
+            raise _AuthFailure(BAD_TOKEN)
+        return user
+
+    def read_input(self, spec: Spec) -> dict[str, Any]:
+        """The request's input: ``INPUT_DATA`` Details and plain query parameters, checked
+        against ``spec``. Raises :class:`ValidationError` (400) for anything else."""
+        query = {k: v for k, v in self.request.query_arguments.items()}
+        body_input = self._body_input_data()
+        raw_inputs = query.pop("INPUT_DATA", [])
+        query.pop("AUTHTOKEN", None)
+        if body_input is not None:
+            raw_inputs = [*raw_inputs, body_input]
+        if len(raw_inputs) > 1:
+            raise ValidationError("INPUT_DATA was given more than once")
+        details: dict[str, Any] = {}
+        if raw_inputs:
+            details = _details_of(_decode(raw_inputs[0]))
+        extra: dict[str, Any] = {}
+        for key, values in query.items():
+            if key in details:
+                raise ValidationError(f"{key[:40]} was given both in INPUT_DATA and the query")
+            if len(values) != 1:
+                raise ValidationError(f"the query parameter {key[:40]} was given more than once")
+            extra[key] = _decode(values[0])
+        merged = {**details, **extra}
+        return spec.parse(merged)
+
+    def _body_input_data(self) -> bytes | None:
+        if self.request.method not in ("POST", "PUT") or not self.request.body.strip():
+            return None
+        ctype = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if ctype == "multipart/form-data":
+            values = self.request.body_arguments.get("INPUT_DATA", [])
+            extra = [k for k in self.request.body_arguments if k != "INPUT_DATA"]
+        else:
+            body = self.request.body.strip()
+            if body.startswith(b"{"):
+                return body  # the JSON itself, as a few clients send it
+            try:
+                pairs = urllib.parse.parse_qs(
+                    body.decode("utf-8"), keep_blank_values=True, strict_parsing=True
+                )
+            except (UnicodeDecodeError, ValueError):
+                raise ValidationError(
+                    "the request body must be a form with an INPUT_DATA field"
+                ) from None
+            values = [v.encode() for v in pairs.get("INPUT_DATA", [])]
+            extra = [k for k in pairs if k != "INPUT_DATA"]
+        if extra:
+            raise ValidationError(
+                f"unknown form field {extra[0][:40]!r} (only INPUT_DATA is accepted)"
+            )
+        if len(values) > 1:
+            raise ValidationError("INPUT_DATA was given more than once")
+        return values[0] if values else None
+
+    # path ids ---------------------------------------------------------------------------
+
+    @staticmethod
+    def path_id(text: str, what: str) -> int:
+        """A numeric id from the path. An id that cannot exist gets the same 404 as one
+        that does not exist or is not shared."""
+        if not text.isdigit() or len(text) > 18 or int(text) < 1:
+            raise NotFoundError(f"{what} not found or not shared with you.")
+        return int(text)
+
+
+class _AuthFailure(AuthenticationError):
+    """The token is missing or not valid (answered as operation ``Authentication``)."""
+
+
+def _decode(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValidationError("the input is not valid UTF-8") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValidationError(f"INPUT_DATA is not valid JSON ({name} is not allowed)")
+
+
+def _details_of(text: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise ValidationError(
+            'INPUT_DATA is not valid JSON; send {"operation": {"Details": {...}}}'
+        ) from None
+    if not isinstance(data, dict) or set(data) != {"operation"}:
+        raise ValidationError('INPUT_DATA must be a JSON object {"operation": {"Details": {...}}}')
+    op = data["operation"]
+    if not isinstance(op, dict) or not set(op) <= {"Details"}:
+        raise ValidationError('INPUT_DATA\'s "operation" may only hold "Details"')
+    details = op.get("Details", {})
+    if not isinstance(details, dict):
+        raise ValidationError('INPUT_DATA\'s "Details" must be a JSON object')
+    return details
+
+
+def encode_json(value: Any) -> str:
+    """JSON with <, > and & escaped, so a stored script is inert even if a client shows
+    the reply as HTML."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def operation(name: str, action: Action, spec: Spec = NO_INPUT) -> Callable[[ApiMethod], ApiMethod]:
+    """Wrap an API handler method: authenticate the token, check that the caller's role
+    allows ``action``, parse the input against ``spec``, then call the method with the path
+    arguments and the parsed input. Every error becomes the PMP envelope with its status;
+    unexpected errors are logged and answered without their text."""
+
+    def decorate(method: ApiMethod) -> ApiMethod:
+        @functools.wraps(method)
+        async def wrapper(self: ApiHandler, *args: str) -> None:
+            self.operation_name = name
+            if self._finished:  # refused in prepare (too large)
+                return
+            try:
+                try:
+                    self.api_user = await self.authenticate()
+                except _AuthFailure as exc:
+                    self.operation_name = AUTH_OPERATION
+                    raise exc
+                if not allowed(self.api_user.role, action):
+                    raise PermissionDeniedError(
+                        f"your role ({self.api_user.role.label}) does not allow: {action.value}"
+                    )
+                data = self.read_input(spec)
+                await method(self, *args, data)
+            except StrongroomError as exc:
+                if not self._finished:
+                    self.answer_failure(status_for(exc), str(exc))
+
+        wrapper.required_action = action  # type: ignore[attr-defined]
+        wrapper.operation_name = name  # type: ignore[attr-defined]
+        wrapper.input_spec = spec  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
+
+
+class ApiNotFound(ApiHandler):
+    """Any other path under /restapi: the envelope with 404 (after authentication, so an
+    anonymous client learns nothing about which paths exist)."""
+
+    @operation("REST API", Action.USE_VAULT)
+    async def get(self, *_args: str) -> None:
+        raise tornado.web.HTTPError(404)
+
+    post = put = delete = get
