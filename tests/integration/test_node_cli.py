@@ -44,8 +44,9 @@ def test_port_in_use(tmp_path: Path) -> None:
         blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         blocker.bind(("127.0.0.1", port))
         blocker.listen()
-        result = run_cli("serve", "--data-dir", str(tmp_path / "d"), "--port", str(port),
-                         "--bind", "127.0.0.1")
+        result = run_cli(
+            "serve", "--data-dir", str(tmp_path / "d"), "--port", str(port), "--bind", "127.0.0.1"
+        )
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and f"port {port}" in lines[0] and "already in use" in lines[0]
@@ -65,8 +66,15 @@ def test_missing_master_key_with_data(stopped_node: NodeProcess) -> None:
     key = stopped_node.data_dir / "keys" / "master.key"
     key.rename(key.with_name("elsewhere.key"))
     before = _snapshot(stopped_node.data_dir)
-    result = run_cli("serve", "--data-dir", str(stopped_node.data_dir), "--port",
-                     str(free_port()), "--bind", "127.0.0.1")
+    result = run_cli(
+        "serve",
+        "--data-dir",
+        str(stopped_node.data_dir),
+        "--port",
+        str(free_port()),
+        "--bind",
+        "127.0.0.1",
+    )
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1
     assert "master key file" in result.stderr and "missing" in result.stderr
@@ -77,8 +85,15 @@ def test_world_readable_master_key(stopped_node: NodeProcess) -> None:
     key = stopped_node.data_dir / "keys" / "master.key"
     os.chmod(key, 0o644)
     before = _snapshot(stopped_node.data_dir)
-    result = run_cli("serve", "--data-dir", str(stopped_node.data_dir), "--port",
-                     str(free_port()), "--bind", "127.0.0.1")
+    result = run_cli(
+        "serve",
+        "--data-dir",
+        str(stopped_node.data_dir),
+        "--port",
+        str(free_port()),
+        "--bind",
+        "127.0.0.1",
+    )
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1
     assert "readable by group or others" in result.stderr and "chmod 600" in result.stderr
@@ -90,8 +105,15 @@ def test_wrong_master_key(stopped_node: NodeProcess, tmp_path: Path) -> None:
     other.stop()
     key = stopped_node.data_dir / "keys" / "master.key"
     key.write_bytes((other.data_dir / "keys" / "master.key").read_bytes())
-    result = run_cli("serve", "--data-dir", str(stopped_node.data_dir), "--port",
-                     str(free_port()), "--bind", "127.0.0.1")
+    result = run_cli(
+        "serve",
+        "--data-dir",
+        str(stopped_node.data_dir),
+        "--port",
+        str(free_port()),
+        "--bind",
+        "127.0.0.1",
+    )
     assert result.returncode == 1
     assert "does not fit this database" in result.stderr
 
@@ -101,8 +123,9 @@ def test_database_file_that_is_not_a_database(tmp_path: Path) -> None:
     data.mkdir()
     junk = b"this is a spreadsheet, not a database\n" * 200
     (data / "strongroom.db").write_bytes(junk)
-    result = run_cli("serve", "--data-dir", str(data), "--port", str(free_port()),
-                     "--bind", "127.0.0.1")
+    result = run_cli(
+        "serve", "--data-dir", str(data), "--port", str(free_port()), "--bind", "127.0.0.1"
+    )
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1
     assert "is not a SQLite database" in result.stderr
@@ -117,8 +140,14 @@ def test_tls_install_refuses_mismatched_key(stopped_node: NodeProcess, tmp_path:
     (tmp_path / "k.pem").write_bytes(other_key)
     tls_dir = stopped_node.data_dir / "tls"
     before = _snapshot(tls_dir)
-    result = run_cli("tls", "install", str(tmp_path / "c.pem"), str(tmp_path / "k.pem"),
-                     "--data-dir", str(stopped_node.data_dir))
+    result = run_cli(
+        "tls",
+        "install",
+        str(tmp_path / "c.pem"),
+        str(tmp_path / "k.pem"),
+        "--data-dir",
+        str(stopped_node.data_dir),
+    )
     assert result.returncode == 1
     assert result.stderr.strip() == "strongroom: the private key does not match the certificate"
     assert _snapshot(tls_dir) == before

@@ -23,8 +23,10 @@ def test_secret_is_not_stored_in_plaintext(store: Store, keyring: KeyRing) -> No
         s.add(User(username="u1", role="password_user"))
         s.flush()
         blob = keyring.encrypt(secret, "users", "custom", 1)
-        s.execute(text("INSERT INTO app_settings (key, value) VALUES ('probe', :v)"),
-                  {"v": f'"{blob.hex()}"'})
+        s.execute(
+            text("INSERT INTO app_settings (key, value) VALUES ('probe', :v)"),
+            {"v": f'"{blob.hex()}"'},
+        )
     with store.engine.connect() as conn:
         dump = " ".join(str(r) for r in conn.execute(text("SELECT * FROM app_settings")))
     assert secret not in dump
@@ -59,8 +61,15 @@ def test_audit_chain_detects_edit_delete_reorder(services: Services, store: Stor
     key = services.keyring.audit_hmac_key
     with store.transaction() as s:
         for i in range(5):
-            services.audit.append(s, AuditEvent(operation="view password", username="alice",
-                                                source_ip="10.0.0.1", target=f"acct{i}"))
+            services.audit.append(
+                s,
+                AuditEvent(
+                    operation="view password",
+                    username="alice",
+                    source_ip="10.0.0.1",
+                    target=f"acct{i}",
+                ),
+            )
     with store.sessions() as s:
         assert verify_chain(s, key).ok
     with store.transaction() as s:

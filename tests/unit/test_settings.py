@@ -51,7 +51,12 @@ def test_ill_typed_values_named(tmp_path: Path, text: str, message: str) -> None
 
 
 def test_env_lists_and_ints() -> None:
-    s = load_settings(None, environ={"STRONGROOM_TRUSTED_PROXIES": "10.0.0.1, 10.0.1.0/24",
-                                     "STRONGROOM_LOCKOUT_MINUTES": "30"})
+    s = load_settings(
+        None,
+        environ={
+            "STRONGROOM_TRUSTED_PROXIES": "10.0.0.1, 10.0.1.0/24",
+            "STRONGROOM_LOCKOUT_MINUTES": "30",
+        },
+    )
     assert s.trusted_proxies == ("10.0.0.1", "10.0.1.0/24")
     assert s.lockout_minutes == 30
