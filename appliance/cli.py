@@ -19,6 +19,7 @@ from node.errors import StrongroomError
 
 COMMAND_MODULES = [
     "appliance.cmd_node",
+    "appliance.cmd_api",
 ]
 
 EXIT_USAGE = 2
