@@ -1,0 +1,54 @@
+"""Sessions and lockout timing with an injected clock, on both dialects."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import select
+
+from node.auth import normalize_username
+from node.errors import AccountLockedError, AuthenticationError
+from node.services import Services
+from node.store.models import AuditRow
+
+
+def _admin_password(services: Services) -> str:
+    otp = services.auth.bootstrap_admin()
+    assert otp is not None
+    assert services.auth.bootstrap_admin() is None  # only once
+    return otp
+
+
+def test_idle_session_expires(services: Services) -> None:
+    otp = _admin_password(services)
+    user = services.auth.authenticate("admin", otp, "127.0.0.1")
+    token = services.auth.create_session(user.id, "127.0.0.1")
+    t0 = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    idle = services.auth.idle_timeout
+    assert services.auth.session_user(token, now=t0 + idle - dt.timedelta(seconds=5)) is not None
+    # Activity moved last-seen forward, so the session lives on from there...
+    assert services.auth.session_user(token, now=t0 + 2 * idle - dt.timedelta(seconds=10))
+    # ...and ends once it has been idle for longer than the timeout.
+    assert services.auth.session_user(token, now=t0 + 4 * idle) is None
+    assert services.auth.session_user(token) is None  # ended for good
+
+
+def test_lockout_lifts_after_its_time(services: Services) -> None:
+    otp = _admin_password(services)
+    t0 = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    for _ in range(services.auth.lockout_threshold):
+        with pytest.raises(AuthenticationError):
+            services.auth.authenticate("admin", "nope-nope-nope", "10.1.1.1", now=t0)
+    with pytest.raises(AccountLockedError):
+        services.auth.authenticate("admin", otp, "10.1.1.1", now=t0 + dt.timedelta(minutes=1))
+    later = t0 + services.auth.lockout + dt.timedelta(seconds=1)
+    assert services.auth.authenticate("admin", otp, "10.1.1.1", now=later).username == "admin"
+    with services.store.sessions() as s:
+        ops = [r.operation for r in s.scalars(select(AuditRow).order_by(AuditRow.id))]
+    assert ops.count("failed login") == 6 and "account locked" in ops and ops[-1] == "login"
+
+
+def test_usernames_normalised_once() -> None:
+    assert normalize_username("  ADMIN ") == "admin"
+    assert normalize_username("\uff21dmin") == "admin"  # full-width A (NFKC)
