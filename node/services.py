@@ -11,6 +11,7 @@ from node.api_tokens import ApiTokenService
 from node.audit import AuditLog
 from node.auth import INITIAL_ADMIN, AuthService
 from node.keyring import KeyRing
+from node.licence_service import LicenceService
 from node.settings import Settings
 from node.store.db import Store
 
@@ -37,6 +38,7 @@ class Services:
     audit: AuditLog
     auth: AuthService
     api_tokens: ApiTokenService
+    licence: LicenceService
     state: NodeState = field(default_factory=NodeState)
 
     @property
@@ -66,4 +68,5 @@ def build_services(settings: Settings, store: Store, keyring: KeyRing) -> Servic
         audit=audit,
         auth=auth,
         api_tokens=ApiTokenService(store, audit),
+        licence=LicenceService(store, audit),
     )
