@@ -176,7 +176,7 @@ class ClusterMachine(SyncObj):
         Does nothing on a cluster that already exists."""
         with self._lock:
             if self._s["cluster_id"]:
-                return self._s["cluster_id"] == cluster_id
+                return bool(self._s["cluster_id"] == cluster_id)
             self._s["cluster_id"] = cluster_id
             self._s["members"][first["name"]] = dict(first)
             if first["kind"] == DATA:
