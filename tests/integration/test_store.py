@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import text, update
 
 from node.audit import AuditEvent, verify_chain
 from node.errors import DecryptionError
