@@ -20,6 +20,7 @@ from node.errors import StrongroomError
 COMMAND_MODULES = [
     "appliance.cmd_node",
     "appliance.cmd_api",
+    "appliance.cmd_licence",
 ]
 
 EXIT_USAGE = 2

@@ -106,6 +106,7 @@ def write_initial_password(path: Path, password: str) -> None:
 def assemble(settings: Settings) -> Node:
     store, keyring = open_node(settings)
     services = build_services(settings, store, keyring)
+    services.licence.ensure_started()  # a new vault's evaluation starts now
     first = services.auth.bootstrap_admin()
     if first is not None:
         write_initial_password(services.initial_password_path, first)

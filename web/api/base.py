@@ -36,6 +36,7 @@ from node.errors import (
     StrongroomError,
     ValidationError,
 )
+from node.licence import Feature
 from node.permissions import Action, allowed
 from web.api.schema import NO_INPUT, Spec
 from web.base import BaseHandler, status_for
@@ -262,6 +263,7 @@ def operation(name: str, action: Action, spec: Spec = NO_INPUT) -> Callable[[Api
                 except _AuthFailure as exc:
                     self.operation_name = AUTH_OPERATION
                     raise exc
+                await self.run(self.services.licence.require, Feature.REST_API)
                 if not allowed(self.api_user.role, action):
                     raise PermissionDeniedError(
                         f"your role ({self.api_user.role.label}) does not allow: {action.value}"
