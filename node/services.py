@@ -12,8 +12,13 @@ from node.audit import AuditLog
 from node.auth import INITIAL_ADMIN, AuthService
 from node.keyring import KeyRing
 from node.licence_service import LicenceService
+from node.policies import PolicyService
+from node.seed import seed_builtins
 from node.settings import Settings
+from node.sharing import SharingService
 from node.store.db import Store
+from node.users import UserService
+from node.vault import VaultService
 
 log = logging.getLogger("strongroom.node")
 
@@ -39,6 +44,10 @@ class Services:
     auth: AuthService
     api_tokens: ApiTokenService
     licence: LicenceService
+    users: UserService
+    vault: VaultService
+    sharing: SharingService
+    policies: PolicyService
     state: NodeState = field(default_factory=NodeState)
 
     @property
@@ -61,6 +70,7 @@ def build_services(settings: Settings, store: Store, keyring: KeyRing) -> Servic
         lockout_minutes=settings.lockout_minutes,
         idle_timeout_s=settings.session_idle_timeout,
     )
+    seed_builtins(store)
     return Services(
         settings=settings,
         store=store,
@@ -69,4 +79,8 @@ def build_services(settings: Settings, store: Store, keyring: KeyRing) -> Servic
         auth=auth,
         api_tokens=ApiTokenService(store, audit),
         licence=LicenceService(store, audit),
+        users=UserService(store, audit),
+        vault=VaultService(store, keyring, audit),
+        sharing=SharingService(store, audit),
+        policies=PolicyService(store, audit),
     )

@@ -1,0 +1,99 @@
+"""Checks of free-text input shared by the vault services.
+
+Functions:
+- :func:`one_line` and :func:`multi_line` return the cleaned text or raise
+  :class:`~node.errors.ValidationError` naming the field and the rule (required, too long,
+  control characters). Text is stored verbatim otherwise: escaping is the web's job.
+- :func:`clean_attributes` checks custom attributes against the admin-defined fields
+  (``custom_fields``) for users, resources or accounts; unknown names, ill-typed or
+  over-long values raise ValidationError.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import unicodedata
+from collections.abc import Mapping
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from node.errors import ValidationError
+from node.store.models import CustomField
+
+MAX_ATTRIBUTE_VALUE = 1024
+MAX_ATTRIBUTES = 50
+FIELD_KINDS = ("user", "resource", "account")
+FIELD_TYPES = ("text", "number", "date")
+
+
+def _has_control(text: str, allowed: str = "") -> bool:
+    return any(unicodedata.category(c) == "Cc" and c not in allowed for c in text)
+
+
+def one_line(field: str, value: object, max_len: int, *, required: bool = False) -> str:
+    """A single-line text field: stripped, no control characters, at most ``max_len``."""
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise ValidationError(f"{field} must be text")
+    text = value.strip()
+    if required and not text:
+        raise ValidationError(f"{field} is required")
+    if len(text) > max_len:
+        raise ValidationError(f"{field} is too long (at most {max_len} characters)")
+    if _has_control(text):
+        raise ValidationError(f"{field} must not contain control characters")
+    return text
+
+
+def multi_line(field: str, value: object, max_len: int) -> str:
+    """A free-text field that may span lines (tabs and line breaks allowed)."""
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise ValidationError(f"{field} must be text")
+    if len(value) > max_len:
+        raise ValidationError(f"{field} is too long (at most {max_len} characters)")
+    if _has_control(value, "\n\r\t"):
+        raise ValidationError(f"{field} must not contain control characters")
+    return value
+
+
+def _check_typed(name: str, field_type: str, value: str) -> None:
+    if not value:
+        return
+    if field_type == "number":
+        try:
+            float(value)
+        except ValueError:
+            raise ValidationError(f"custom attribute '{name}' must be a number") from None
+    elif field_type == "date":
+        try:
+            dt.date.fromisoformat(value)
+        except ValueError:
+            raise ValidationError(
+                f"custom attribute '{name}' must be a date (YYYY-MM-DD)"
+            ) from None
+
+
+def clean_attributes(
+    session: Session, applies_to: str, attributes: Mapping[str, object] | None
+) -> dict[str, str]:
+    """Check ``attributes`` against the custom fields defined for ``applies_to``."""
+    if not attributes:
+        return {}
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise ValidationError(f"too many custom attributes (at most {MAX_ATTRIBUTES})")
+    defined = {
+        f.name: f.field_type
+        for f in session.scalars(select(CustomField).where(CustomField.applies_to == applies_to))
+    }
+    cleaned: dict[str, str] = {}
+    for name, raw in attributes.items():
+        if name not in defined:
+            raise ValidationError(f"unknown custom attribute '{name}' for a {applies_to}")
+        value = one_line(f"custom attribute '{name}'", raw, MAX_ATTRIBUTE_VALUE)
+        _check_typed(name, defined[name], value)
+        cleaned[name] = value
+    return cleaned

@@ -1,0 +1,397 @@
+"""Sharing resources, accounts and resource groups, and transferring ownership.
+
+Who may share: a role with Action.SHARE whose effective access on the object is Full or
+Owner (owner, Super Administrator, or a Full share: "full may re-share"). Shares go to one
+user or one user group at View, Modify or Full; sharing again with the same user or group
+replaces the level. How shares combine is decided in node/access.py (:func:`resolve`).
+
+Methods of :class:`SharingService` (all audited in the same transaction):
+- ``share_account``, ``share_resource``, ``share_group``: grant or change a share.
+- ``unshare_account``, ``unshare_resource``, ``unshare_group``: remove one.
+- ``list_shares(actor, kind, object_id)``: who has what on an object (needs Full).
+- ``transfer_ownership(actor, ip, from_user_id, to_user_id)``: every resource and resource
+  group the first user owns (trash included) goes to the second, who must be an active
+  administrator-type user. The acting administrator gains nothing unless they are the
+  receiver. Needs Action.TRANSFER_OWNERSHIP.
+
+Errors: NotFoundError (object missing or not visible; unknown user or user group),
+PermissionDeniedError (role lacks the action, or access below Full), ValidationError
+(bad level, sharing with oneself or with the owner, transfer to a non-administrator or to
+the same user), AuditWriteError.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import ColumnElement, delete, func, select
+from sqlalchemy.orm import Session
+
+from node.access import (
+    Access,
+    account_access,
+    group_access,
+    parse_access,
+    resource_access,
+    visible_accounts,
+    visible_groups,
+    visible_resources,
+)
+from node.audit import AuditEvent, AuditLog
+from node.auth import SessionUser
+from node.errors import NotFoundError, PermissionDeniedError, ValidationError
+from node.permissions import Action, require
+from node.roles import Role
+from node.store.db import Store
+from node.store.models import (
+    Account,
+    Resource,
+    ResourceGroup,
+    Share,
+    User,
+    UserGroup,
+)
+
+ObjectKind = Literal["account", "resource", "group"]
+
+
+@dataclass(frozen=True)
+class ShareView:
+    id: int
+    principal: Literal["user", "user_group"]
+    principal_id: int
+    principal_name: str
+    access: Access
+    granted_by: str
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    resources: int
+    groups: int
+
+
+@dataclass(frozen=True)
+class _Target:
+    kind: ObjectKind
+    id: int
+    name: str
+    owner_id: int
+    resource_id: int | None
+    account_id: int | None
+
+
+class SharingService:
+    def __init__(self, store: Store, audit: AuditLog) -> None:
+        self._store = store
+        self._audit = audit
+
+    # the object and the caller's right on it ---------------------------------------------
+
+    def _target(self, s: Session, actor: SessionUser, kind: ObjectKind, oid: int) -> _Target:
+        if kind == "account":
+            a = s.scalars(
+                select(Account)
+                .join(Resource, Resource.id == Account.resource_id)
+                .where(Account.id == oid, Resource.deleted_at.is_(None), visible_accounts(actor))
+            ).first()
+            if a is None:
+                raise NotFoundError(f"no account with id {oid}")
+            level = account_access(s, actor, a)
+            target = _Target(
+                "account",
+                a.id,
+                f"{a.resource.name}/{a.username}",
+                a.resource.owner_id,
+                a.resource_id,
+                a.id,
+            )
+        elif kind == "resource":
+            r = s.scalars(
+                select(Resource).where(
+                    Resource.id == oid, Resource.deleted_at.is_(None), visible_resources(actor)
+                )
+            ).first()
+            if r is None:
+                raise NotFoundError(f"no resource with id {oid}")
+            level = resource_access(s, actor, r)
+            target = _Target("resource", r.id, r.name, r.owner_id, r.id, None)
+        else:
+            g = s.scalars(
+                select(ResourceGroup).where(ResourceGroup.id == oid, visible_groups(actor))
+            ).first()
+            if g is None:
+                raise NotFoundError(f"no resource group with id {oid}")
+            level = group_access(s, actor, g)
+            target = _Target("group", g.id, g.name, g.owner_id, None, None)
+        if level < Access.FULL:
+            raise PermissionDeniedError(
+                f"your access ({level.label}) does not allow sharing this {kind} (needs Full)"
+            )
+        return target
+
+    @staticmethod
+    def _object_filter(t: _Target) -> list[ColumnElement[bool]]:
+        if t.kind == "account":
+            return [Share.account_id == t.id]
+        if t.kind == "resource":
+            return [Share.resource_id == t.id]
+        return [Share.resource_group_id == t.id]
+
+    @staticmethod
+    def _principal(
+        s: Session, user_id: int | None, user_group_id: int | None
+    ) -> tuple[str, int, str]:
+        if (user_id is None) == (user_group_id is None):
+            raise ValidationError("share with exactly one user or one user group")
+        if user_id is not None:
+            u = s.get(User, user_id)
+            if u is None:
+                raise NotFoundError(f"no user with id {user_id}")
+            return "user", u.id, u.username
+        assert user_group_id is not None
+        g = s.get(UserGroup, user_group_id)
+        if g is None:
+            raise NotFoundError(f"no user group with id {user_group_id}")
+        return "user_group", g.id, g.name
+
+    def _log(
+        self, s: Session, actor: SessionUser, ip: str, op: str, t: _Target, detail: str
+    ) -> None:
+        self._audit.append(
+            s,
+            AuditEvent(
+                operation=op,
+                username=actor.username,
+                source_ip=ip,
+                target=f"{t.kind} {t.name}",
+                category="resource",
+                resource_id=t.resource_id,
+                account_id=t.account_id,
+                detail=detail,
+            ),
+        )
+
+    # sharing ------------------------------------------------------------------------------
+
+    def _share(
+        self,
+        actor: SessionUser,
+        ip: str,
+        kind: ObjectKind,
+        oid: int,
+        user_id: int | None,
+        user_group_id: int | None,
+        access: object,
+    ) -> None:
+        require(actor.role, Action.SHARE)
+        level = parse_access(access)
+        with self._store.transaction() as s:
+            t = self._target(s, actor, kind, oid)
+            pkind, pid, pname = self._principal(s, user_id, user_group_id)
+            if pkind == "user" and pid == actor.id:
+                raise ValidationError("you cannot share with yourself")
+            if pkind == "user" and pid == t.owner_id:
+                raise ValidationError(f"{pname} owns this {kind} already")
+            col = Share.user_id if pkind == "user" else Share.user_group_id
+            row = s.scalars(select(Share).where(*self._object_filter(t), col == pid)).first()
+            if row is None:
+                row = Share(
+                    account_id=t.id if kind == "account" else None,
+                    resource_id=t.id if kind == "resource" else None,
+                    resource_group_id=t.id if kind == "group" else None,
+                    user_id=pid if pkind == "user" else None,
+                    user_group_id=pid if pkind == "user_group" else None,
+                )
+                s.add(row)
+            row.access = level.name.lower()
+            row.granted_by = actor.id
+            self._log(s, actor, ip, "share", t, f"{pkind.replace('_', ' ')} {pname}: {level.label}")
+
+    def share_account(
+        self,
+        actor: SessionUser,
+        ip: str,
+        account_id: int,
+        access: object,
+        *,
+        user_id: int | None = None,
+        user_group_id: int | None = None,
+    ) -> None:
+        self._share(actor, ip, "account", account_id, user_id, user_group_id, access)
+
+    def share_resource(
+        self,
+        actor: SessionUser,
+        ip: str,
+        resource_id: int,
+        access: object,
+        *,
+        user_id: int | None = None,
+        user_group_id: int | None = None,
+    ) -> None:
+        self._share(actor, ip, "resource", resource_id, user_id, user_group_id, access)
+
+    def share_group(
+        self,
+        actor: SessionUser,
+        ip: str,
+        group_id: int,
+        access: object,
+        *,
+        user_id: int | None = None,
+        user_group_id: int | None = None,
+    ) -> None:
+        self._share(actor, ip, "group", group_id, user_id, user_group_id, access)
+
+    def _unshare(
+        self,
+        actor: SessionUser,
+        ip: str,
+        kind: ObjectKind,
+        oid: int,
+        user_id: int | None,
+        user_group_id: int | None,
+    ) -> None:
+        require(actor.role, Action.SHARE)
+        with self._store.transaction() as s:
+            t = self._target(s, actor, kind, oid)
+            pkind, pid, pname = self._principal(s, user_id, user_group_id)
+            col = Share.user_id if pkind == "user" else Share.user_group_id
+            gone = s.execute(delete(Share).where(*self._object_filter(t), col == pid))
+            if not getattr(gone, "rowcount", 0):
+                raise NotFoundError(f"this {kind} is not shared with {pname}")
+            self._log(s, actor, ip, "unshare", t, f"{pkind.replace('_', ' ')} {pname}")
+
+    def unshare_account(
+        self,
+        actor: SessionUser,
+        ip: str,
+        account_id: int,
+        *,
+        user_id: int | None = None,
+        user_group_id: int | None = None,
+    ) -> None:
+        self._unshare(actor, ip, "account", account_id, user_id, user_group_id)
+
+    def unshare_resource(
+        self,
+        actor: SessionUser,
+        ip: str,
+        resource_id: int,
+        *,
+        user_id: int | None = None,
+        user_group_id: int | None = None,
+    ) -> None:
+        self._unshare(actor, ip, "resource", resource_id, user_id, user_group_id)
+
+    def unshare_group(
+        self,
+        actor: SessionUser,
+        ip: str,
+        group_id: int,
+        *,
+        user_id: int | None = None,
+        user_group_id: int | None = None,
+    ) -> None:
+        self._unshare(actor, ip, "group", group_id, user_id, user_group_id)
+
+    def list_shares(self, actor: SessionUser, kind: ObjectKind, object_id: int) -> list[ShareView]:
+        require(actor.role, Action.SHARE)
+        with self._store.sessions() as s:
+            t = self._target(s, actor, kind, object_id)
+            rows = s.scalars(select(Share).where(*self._object_filter(t)).order_by(Share.id)).all()
+            names = dict(s.execute(select(User.id, User.username)).all())
+            groups = dict(s.execute(select(UserGroup.id, UserGroup.name)).all())
+            out = []
+            for r in rows:
+                if r.user_id is not None:
+                    principal: Literal["user", "user_group"] = "user"
+                    pid, pname = r.user_id, names.get(r.user_id, "")
+                else:
+                    assert r.user_group_id is not None
+                    principal = "user_group"
+                    pid, pname = r.user_group_id, groups.get(r.user_group_id, "")
+                out.append(
+                    ShareView(
+                        id=r.id,
+                        principal=principal,
+                        principal_id=pid,
+                        principal_name=pname,
+                        access=Access[r.access.upper()],
+                        granted_by=names.get(r.granted_by or 0, ""),
+                    )
+                )
+            return out
+
+    # ownership ----------------------------------------------------------------------------
+
+    def transfer_ownership(
+        self, actor: SessionUser, ip: str, from_user_id: int, to_user_id: int
+    ) -> TransferResult:
+        require(actor.role, Action.TRANSFER_OWNERSHIP)
+        if from_user_id == to_user_id:
+            raise ValidationError("choose a different user to receive the ownership")
+        with self._store.transaction() as s:
+            giver = s.get(User, from_user_id)
+            taker = s.get(User, to_user_id)
+            if giver is None:
+                raise NotFoundError(f"no user with id {from_user_id}")
+            if taker is None:
+                raise NotFoundError(f"no user with id {to_user_id}")
+            if not Role(taker.role).is_admin_type or taker.status != "active":
+                raise ValidationError(
+                    f"{taker.username} is not an active administrator or password administrator"
+                )
+            resources = s.scalars(
+                select(Resource).where(Resource.owner_id == giver.id).order_by(Resource.id)
+            ).all()
+            groups = s.scalars(
+                select(ResourceGroup).where(ResourceGroup.owner_id == giver.id)
+            ).all()
+            detail = f"from {giver.username} to {taker.username}"
+            for r in resources:
+                r.owner_id = taker.id
+                self._audit.append(
+                    s,
+                    AuditEvent(
+                        operation="transfer ownership",
+                        username=actor.username,
+                        source_ip=ip,
+                        target=r.name,
+                        category="resource",
+                        resource_id=r.id,
+                        detail=detail,
+                    ),
+                )
+            for g in groups:
+                g.owner_id = taker.id
+            self._audit.append(
+                s,
+                AuditEvent(
+                    operation="transfer ownership",
+                    username=actor.username,
+                    source_ip=ip,
+                    target=giver.username,
+                    category="user",
+                    detail=f"{detail}: {len(resources)} resources, {len(groups)} groups",
+                ),
+            )
+            return TransferResult(resources=len(resources), groups=len(groups))
+
+    def owned_counts(self, actor: SessionUser, user_id: int) -> TransferResult:
+        """How much a user owns (for the transfer page); needs TRANSFER_OWNERSHIP."""
+        require(actor.role, Action.TRANSFER_OWNERSHIP)
+        with self._store.sessions() as s:
+            if s.get(User, user_id) is None:
+                raise NotFoundError(f"no user with id {user_id}")
+            nres = s.scalar(
+                select(func.count()).select_from(Resource).where(Resource.owner_id == user_id)
+            )
+            ngrp = s.scalar(
+                select(func.count())
+                .select_from(ResourceGroup)
+                .where(ResourceGroup.owner_id == user_id)
+            )
+            return TransferResult(int(nres or 0), int(ngrp or 0))

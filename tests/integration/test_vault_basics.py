@@ -1,0 +1,222 @@
+"""Resources, accounts, passwords and the trash through the vault services, on SQLite and
+PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select, text
+
+from node.access import Access
+from node.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
+from node.roles import Role
+from node.services import Services
+from node.store.models import Account, AuditRow, PasswordHistory, PasswordPolicy, ResourceType
+from node.vault import NewAccount, NewResource, ResourceChanges
+from tests.integration.vault_helpers import IP, initial_admin, make_user
+
+XSS = "<script>alert('x')</script>\"'&"
+
+
+def test_builtins_are_seeded_once(services: Services) -> None:
+    from node.seed import seed_builtins
+
+    assert seed_builtins(services.store) == 0  # build_services already seeded
+    with services.store.sessions() as s:
+        types = set(s.scalars(select(ResourceType.name).where(ResourceType.builtin)))
+        policies = set(s.scalars(select(PasswordPolicy.name).where(PasswordPolicy.builtin)))
+    assert {
+        "Linux",
+        "Windows",
+        "Windows Domain",
+        "MySQL",
+        "PostgreSQL",
+        "Oracle",
+        "MS SQL",
+        "Cisco IOS",
+        "Generic",
+    } == types
+    assert policies == {"Low", "Medium", "Strong", "Offline Password"}
+
+
+def test_create_view_change_and_history(services: Services) -> None:
+    admin = initial_admin(services)
+    made = services.vault.create_resource(
+        admin,
+        IP,
+        NewResource(name="web01", dns_name="10.1.1.1", resource_type="linux"),
+        NewAccount(username="root", password="first-Pass1"),
+    )
+    assert made.account_id is not None
+    with services.store.sessions() as s:
+        row = s.get(Account, made.account_id)
+        assert row is not None and row.password_ct is not None
+        assert b"first-Pass1" not in row.password_ct
+    detail = services.vault.get_resource(admin, made.resource_id)
+    assert detail.resource.resource_type == "Linux"
+    assert [a.username for a in detail.accounts] == ["root"]
+    assert detail.accounts[0].access == Access.OWNER
+    assert services.vault.view_password(admin, IP, made.account_id) == "first-Pass1"
+    services.vault.change_password(admin, IP, made.account_id, "second-Pass2", reason="rotate")
+    assert services.vault.copy_password(admin, IP, made.account_id) == "second-Pass2"
+    history = services.vault.password_history(admin, made.account_id)
+    assert [h.changed_by for h in history] == ["admin", "admin"]
+    with services.store.sessions() as s:
+        ops = list(s.scalars(select(AuditRow.operation).order_by(AuditRow.id)))
+        blobs = list(s.scalars(select(PasswordHistory.password_ct)))
+    assert ops[-5:] == [
+        "add resource",
+        "add account",
+        "view password",
+        "change password",
+        "copy password",
+    ]
+    assert all(b"Pass" not in b for b in blobs)
+    assert services.vault.resource_id_by_name(admin, "web01") == made.resource_id
+    assert services.vault.account_id_by_name(admin, "web01", "root") == (
+        made.resource_id,
+        made.account_id,
+    )
+
+
+def test_duplicates_and_bad_input_change_nothing(services: Services) -> None:
+    admin = initial_admin(services)
+    rid = services.vault.create_resource(admin, IP, NewResource(name="db1")).resource_id
+    with pytest.raises(ConflictError):
+        services.vault.create_resource(admin, IP, NewResource(name="db1"))
+    services.vault.add_account(admin, IP, rid, NewAccount("sa", "pw-1234"))
+    with pytest.raises(ConflictError):
+        services.vault.add_account(admin, IP, rid, NewAccount("sa", "other-99"))
+    with pytest.raises(ValidationError, match="too long"):
+        services.vault.create_resource(admin, IP, NewResource(name="x" * 257))
+    with pytest.raises(ValidationError, match="description is too long"):
+        services.vault.create_resource(admin, IP, NewResource(name="y", description="d" * 5000))
+    with pytest.raises(ValidationError, match="unknown resource type"):
+        services.vault.create_resource(admin, IP, NewResource(name="z", resource_type="Toaster"))
+    with pytest.raises(ValidationError, match="control"):
+        services.vault.add_account(admin, IP, rid, NewAccount("bad\nname", "pw-1234"))
+    with pytest.raises(ValidationError, match="password"):
+        services.vault.add_account(admin, IP, rid, NewAccount("n", "x" * 300))
+    names = [r.name for r in services.vault.list_resources(admin).items]
+    assert names == ["db1"]
+    assert len(services.vault.get_resource(admin, rid).accounts) == 1
+
+
+def test_xss_strings_are_stored_verbatim(services: Services) -> None:
+    admin = initial_admin(services)
+    made = services.vault.create_resource(
+        admin,
+        IP,
+        NewResource(
+            name=XSS,
+            description=XSS,
+            department=XSS,
+            location=XSS,
+            url=XSS,
+            domain_name=XSS,
+            dns_name=XSS,
+        ),
+        NewAccount(username=XSS, password=XSS, notes=XSS),
+    )
+    assert made.account_id is not None
+    view = services.vault.get_resource(admin, made.resource_id)
+    r = view.resource
+    assert (r.name, r.description, r.department, r.location, r.url, r.domain_name, r.dns_name) == (
+        XSS,
+    ) * 7
+    assert (view.accounts[0].username, view.accounts[0].notes) == (XSS, XSS)
+    assert services.vault.view_password(admin, IP, made.account_id) == XSS
+
+
+def test_trash_restore_and_purge(services: Services) -> None:
+    admin = initial_admin(services)
+    made = services.vault.create_resource(
+        admin, IP, NewResource(name="old-box"), NewAccount("root", "pw-abcd")
+    )
+    assert made.account_id is not None
+    services.vault.delete_resource(admin, IP, made.resource_id)
+    assert services.vault.list_resources(admin).total == 0
+    with pytest.raises(NotFoundError):
+        services.vault.get_resource(admin, made.resource_id)
+    with pytest.raises(NotFoundError):
+        services.vault.view_password(admin, IP, made.account_id)
+    with pytest.raises(ConflictError, match="trash"):
+        services.vault.create_resource(admin, IP, NewResource(name="old-box"))
+    assert [t.name for t in services.vault.list_trash(admin)] == ["old-box"]
+    services.vault.restore_resource(admin, IP, made.resource_id)
+    assert services.vault.view_password(admin, IP, made.account_id) == "pw-abcd"
+    services.vault.delete_resource(admin, IP, made.resource_id)
+    services.vault.purge_resource(admin, IP, made.resource_id)
+    assert services.vault.list_trash(admin) == []
+    with services.store.sessions() as s:
+        assert s.get(Account, made.account_id) is None
+    with pytest.raises(NotFoundError):
+        services.vault.restore_resource(admin, IP, made.resource_id)
+
+
+def test_trash_is_for_admins_and_owners(services: Services) -> None:
+    admin = initial_admin(services)
+    pa = make_user(services, admin, "pa", Role.PASSWORD_ADMINISTRATOR)
+    other = make_user(services, admin, "other-admin", Role.ADMINISTRATOR)
+    rid = services.vault.create_resource(pa, IP, NewResource(name="pa-box")).resource_id
+    with pytest.raises(NotFoundError):
+        services.vault.delete_resource(other, IP, rid)  # not theirs, not shared
+    services.vault.delete_resource(pa, IP, rid)
+    with pytest.raises(PermissionDeniedError):
+        services.vault.list_trash(pa)  # the role has no trash
+    assert services.vault.list_trash(other) == []  # not theirs
+    assert [t.name for t in services.vault.list_trash(admin)] == ["pa-box"]  # super admin
+
+
+def test_edit_resource_and_types(services: Services) -> None:
+    admin = initial_admin(services)
+    services.vault.add_resource_type(admin, IP, "Juniper JunOS")
+    rid = services.vault.create_resource(
+        admin, IP, NewResource(name="fw1", resource_type="Juniper JunOS")
+    ).resource_id
+    with pytest.raises(ConflictError):
+        services.vault.delete_resource_type(admin, IP, "Juniper JunOS")
+    with pytest.raises(ConflictError):
+        services.vault.delete_resource_type(admin, IP, "Linux")
+    services.vault.edit_resource(admin, IP, rid, ResourceChanges(name="fw-1", location="DC2"))
+    r = services.vault.get_resource(admin, rid).resource
+    assert (r.name, r.location, r.resource_type) == ("fw-1", "DC2", "Juniper JunOS")
+
+
+def test_custom_attributes(services: Services) -> None:
+    admin = initial_admin(services)
+    services.users.define_field(admin, IP, "resource", "Rack", "text")
+    services.users.define_field(admin, IP, "account", "Expires", "date")
+    made = services.vault.create_resource(
+        admin,
+        IP,
+        NewResource(name="r1", custom_attributes={"Rack": "A7"}),
+        NewAccount("svc", "pw-abcd", custom_attributes={"Expires": "2027-01-31"}),
+    )
+    assert made.account_id is not None
+    assert services.vault.get_resource(admin, made.resource_id).resource.custom_attributes == {
+        "Rack": "A7"
+    }
+    assert services.vault.get_account(admin, made.account_id).custom_attributes == {
+        "Expires": "2027-01-31"
+    }
+    with pytest.raises(ValidationError, match="unknown custom attribute"):
+        services.vault.create_resource(
+            admin, IP, NewResource(name="r2", custom_attributes={"Colour": "red"})
+        )
+    with pytest.raises(ValidationError, match="date"):
+        services.vault.add_account(
+            admin,
+            IP,
+            made.resource_id,
+            NewAccount("b", "pw-abcd", custom_attributes={"Expires": "soon"}),
+        )
+
+
+def test_sql_like_input_is_just_text(services: Services) -> None:
+    admin = initial_admin(services)
+    name = "x'; DROP TABLE resources; --"
+    rid = services.vault.create_resource(admin, IP, NewResource(name=name)).resource_id
+    assert services.vault.list_resources(admin, search="drop table").items[0].id == rid
+    assert services.vault.list_resources(admin, search="%").total == 0
+    with services.store.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM resources")).scalar() == 1

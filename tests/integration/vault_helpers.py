@@ -1,0 +1,39 @@
+"""Helpers for the vault service tests: acting users made through the real services."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from node.auth import SessionUser
+from node.roles import Role
+from node.services import Services
+from node.store.models import User
+
+IP = "192.0.2.10"
+
+
+def snapshot(services: Services, user_id: int) -> SessionUser:
+    """The SessionUser a login would produce, read fresh from the database."""
+    with services.store.sessions() as s:
+        u = s.get(User, user_id)
+        assert u is not None
+        return SessionUser(
+            id=u.id,
+            username=u.username,
+            role=Role(u.role),
+            super_admin=u.super_admin,
+            must_change_password=u.must_change_password,
+        )
+
+
+def initial_admin(services: Services) -> SessionUser:
+    """The bootstrap administrator (a Super Administrator)."""
+    services.auth.bootstrap_admin()
+    with services.store.sessions() as s:
+        uid = s.scalars(select(User.id).where(User.username == "admin")).one()
+    return snapshot(services, uid)
+
+
+def make_user(services: Services, admin: SessionUser, name: str, role: Role) -> SessionUser:
+    new = services.users.add_user(admin, IP, name, role)
+    return snapshot(services, new.id)
