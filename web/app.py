@@ -12,7 +12,11 @@ import tornado.web
 
 from node.services import Services
 from node.tls import TlsFiles
-from web import session_pages
+from web import apiuser_pages, session_pages
+from web.api import base as api_base
+from web.api import openapi as api_openapi
+from web.api import resources as api_resources
+from web.api import sharing as api_sharing
 from web.base import BaseHandler, WebContext, access_log
 
 HERE = Path(__file__).parent
@@ -26,7 +30,15 @@ class NotFoundPage(BaseHandler):
 
 def route_table() -> list[tuple[str, type[tornado.web.RequestHandler]]]:
     """Every route of the application, in one list (the authorization matrix test walks it)."""
-    return [*session_pages.ROUTES]
+    return [
+        *session_pages.ROUTES,
+        *apiuser_pages.ROUTES,
+        # REST API: its routes, then its catch-all (JSON 404) last among /restapi paths
+        *api_resources.ROUTES,
+        *api_sharing.ROUTES,
+        *api_openapi.ROUTES,
+        *api_base.ROUTES,
+    ]
 
 
 def make_app(

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -58,6 +59,7 @@ class ApiHandler(BaseHandler):
     """Base of every REST API handler."""
 
     operation_name = "REST API"
+    path_template = ""
     api_user: SessionUser
 
     # no browser session, no XSRF: the API authenticates each request by its token -------
@@ -201,7 +203,7 @@ class ApiHandler(BaseHandler):
         """A numeric id from the path. An id that cannot exist gets the same 404 as one
         that does not exist or is not shared."""
         if not text.isdigit() or len(text) > 18 or int(text) < 1:
-            raise NotFoundError(f"{what} not found or not shared with you.")
+            raise NotFoundError(f"no {what} with id {text[:20]}")
         return int(text)
 
 
@@ -245,11 +247,20 @@ def encode_json(value: Any) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def operation(name: str, action: Action, spec: Spec = NO_INPUT) -> Callable[[ApiMethod], ApiMethod]:
+def operation(
+    name: str,
+    action: Action,
+    spec: Spec = NO_INPUT,
+    *,
+    reply: dict[str, Any] | None = None,
+    list_reply: bool = False,
+) -> Callable[[ApiMethod], ApiMethod]:
     """Wrap an API handler method: authenticate the token, check that the caller's role
     allows ``action``, parse the input against ``spec``, then call the method with the path
     arguments and the parsed input. Every error becomes the PMP envelope with its status;
-    unexpected errors are logged and answered without their text."""
+    unexpected errors are logged and answered without their text. ``reply`` (the JSON
+    schema of ``Details``) and ``list_reply`` (replies carry ``totalRows``) only feed the
+    OpenAPI document."""
 
     def decorate(method: ApiMethod) -> ApiMethod:
         @functools.wraps(method)
@@ -277,9 +288,25 @@ def operation(name: str, action: Action, spec: Spec = NO_INPUT) -> Callable[[Api
         wrapper.required_action = action  # type: ignore[attr-defined]
         wrapper.operation_name = name  # type: ignore[attr-defined]
         wrapper.input_spec = spec  # type: ignore[attr-defined]
+        wrapper.reply_schema = reply  # type: ignore[attr-defined]
+        wrapper.list_reply = list_reply  # type: ignore[attr-defined]
         return wrapper
 
     return decorate
+
+
+def api_routes(
+    handlers: list[type[ApiHandler]],
+) -> list[tuple[str, type[tornado.web.RequestHandler]]]:
+    """Routes for handlers that declare ``path_template`` (``/resources/{rid}/accounts``,
+    relative to the API prefix). A ``{name}`` matches one path segment; the handler checks
+    it (so a malformed id gets the same 404 as an unknown one)."""
+    out: list[tuple[str, type[tornado.web.RequestHandler]]] = []
+    for cls in handlers:
+        parts = re.split(r"\{[a-zA-Z]+\}", cls.path_template)
+        pattern = "([^/]+)".join(re.escape(p) for p in parts)
+        out.append((API_PREFIX + pattern + "/?", cls))
+    return out
 
 
 class ApiNotFound(ApiHandler):
@@ -291,3 +318,6 @@ class ApiNotFound(ApiHandler):
         raise tornado.web.HTTPError(404)
 
     post = put = delete = get
+
+
+ROUTES = [(r"/restapi/.*", ApiNotFound)]

@@ -1,0 +1,218 @@
+"""The OpenAPI 3 document of the REST API, built from the routes themselves: each API
+handler's path template, and for each method its operation name, required action, input
+:class:`Spec` and reply schema (all declared by :func:`web.api.base.operation`). Served,
+without authentication, at ``/restapi/openapi.json``."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import tornado.web
+
+from node import __version__
+from web.api.base import API_PREFIX, ApiHandler, encode_json
+from web.api.schema import Spec
+from web.base import BaseHandler
+
+METHODS = ("get", "post", "put", "delete")
+_PARAM = re.compile(r"\{([a-zA-Z]+)\}")
+
+ENVELOPE_DESCRIPTION = (
+    "Password Manager Pro's envelope. `result.status` is `Success` or `Failed`; failures "
+    "also carry a 4xx status. `Details` is absent on failures and on empty lists; "
+    "`totalRows` is present on list operations. Ids and flags are strings."
+)
+
+
+def _envelope(details: dict[str, Any] | None, list_reply: bool) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "type": "object",
+        "required": ["name", "result"],
+        "properties": {
+            "name": {"type": "string"},
+            "result": {"$ref": "#/components/schemas/Result"},
+        },
+    }
+    if details is not None:
+        op["properties"]["Details"] = details
+    if list_reply:
+        op["properties"]["totalRows"] = {"type": "integer", "minimum": 0}
+    return {
+        "type": "object",
+        "description": ENVELOPE_DESCRIPTION,
+        "required": ["operation"],
+        "properties": {"operation": op},
+    }
+
+
+def _input_data(spec: Spec) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "operation": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"Details": spec.json_schema()},
+            }
+        },
+    }
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Failure"}}},
+    }
+
+
+def _operation(template: str, http_method: str, fn: Any) -> dict[str, Any]:
+    name: str = fn.operation_name
+    spec: Spec = fn.input_spec
+    reply: dict[str, Any] | None = getattr(fn, "reply_schema", None)
+    list_reply: bool = getattr(fn, "list_reply", False)
+    summary: str = (fn.__doc__ or name).strip().splitlines()[0]
+    op: dict[str, Any] = {
+        "operationId": re.sub(r"[^A-Za-z0-9]+", "_", f"{http_method}_{template}").strip("_"),
+        "summary": summary,
+        "description": (
+            f"Operation name in replies: `{name}`. Needs the role permission "
+            f"`{fn.required_action.value}`."
+        ),
+        "tags": [template.strip("/").split("/")[0]],
+        "parameters": [
+            {
+                "name": p,
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string"},
+            }
+            for p in _PARAM.findall(template)
+        ],
+        "responses": {
+            "200": {
+                "description": "Success",
+                "content": {"application/json": {"schema": _envelope(reply, list_reply)}},
+            },
+            "400": _error("Malformed INPUT_DATA, an unknown key, or a value that breaks a rule"),
+            "401": _error("Missing, unknown or revoked AUTHTOKEN (operation `Authentication`)"),
+            "403": _error("The API user's role does not allow this, or the share does not"),
+            "404": _error("No such object, or it is not shared with the API user"),
+        },
+    }
+    if spec.fields:
+        if http_method in ("post", "put"):
+            op["requestBody"] = {
+                "required": any(f.required for f in spec.fields),
+                "content": {
+                    "application/x-www-form-urlencoded": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {"INPUT_DATA": _input_data(spec)},
+                        },
+                        "encoding": {"INPUT_DATA": {"contentType": "application/json"}},
+                    }
+                },
+            }
+        else:
+            op["parameters"].append(
+                {
+                    "name": "INPUT_DATA",
+                    "in": "query",
+                    "required": False,
+                    "description": (
+                        "JSON input. Each key of Details may also be sent as a plain "
+                        "query parameter."
+                    ),
+                    "content": {"application/json": {"schema": _input_data(spec)}},
+                }
+            )
+    return op
+
+
+def build_document(
+    routes: Iterable[tuple[str, type[tornado.web.RequestHandler]]],
+) -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for _pattern, cls in routes:
+        template = getattr(cls, "path_template", None)
+        if not (isinstance(template, str) and issubclass(cls, ApiHandler)):
+            continue
+        item: dict[str, Any] = paths.setdefault(template, {})
+        for http_method in METHODS:
+            fn = getattr(cls, http_method, None)
+            if fn is not None and hasattr(fn, "operation_name"):
+                item[http_method] = _operation(template, http_method, fn)
+    result_schema = {
+        "type": "object",
+        "required": ["status", "message"],
+        "properties": {
+            "status": {"type": "string", "enum": ["Success", "Failed"]},
+            "message": {"type": "string"},
+        },
+    }
+    failure = {
+        "type": "object",
+        "required": ["operation"],
+        "properties": {
+            "operation": {
+                "type": "object",
+                "required": ["name", "result"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "result": {"$ref": "#/components/schemas/Result"},
+                },
+            }
+        },
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Strongroom REST API (Password Manager Pro compatible)",
+            "version": __version__,
+            "description": (
+                "Application-to-application access to the vault. Paths, INPUT_DATA, key "
+                "names, operation names and the reply envelope follow Password Manager "
+                "Pro's REST API, so existing integration scripts keep working. Every "
+                "password fetch is audited."
+            ),
+        },
+        "servers": [{"url": API_PREFIX}],
+        "security": [{"authtokenHeader": []}, {"authtokenQuery": []}],
+        "paths": dict(sorted(paths.items())),
+        "components": {
+            "securitySchemes": {
+                "authtokenHeader": {"type": "apiKey", "in": "header", "name": "AUTHTOKEN"},
+                "authtokenQuery": {"type": "apiKey", "in": "query", "name": "AUTHTOKEN"},
+            },
+            "schemas": {"Result": result_schema, "Failure": failure},
+        },
+    }
+
+
+class OpenApiDocument(BaseHandler):
+    """GET /restapi/openapi.json: the document, public (it describes, it reveals no data)."""
+
+    async def prepare(self) -> None:
+        return None
+
+    def check_xsrf_cookie(self) -> None:
+        return None
+
+    async def get(self) -> None:
+        from web.app import route_table
+
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.finish(_document_text(tuple(route_table())))
+
+
+@functools.lru_cache(maxsize=1)
+def _document_text(routes: tuple[tuple[str, type[tornado.web.RequestHandler]], ...]) -> str:
+    return encode_json(build_document(routes))
+
+
+ROUTES = [(r"/restapi/openapi\.json", OpenApiDocument)]
