@@ -245,12 +245,16 @@ class ClusterMachine(SyncObj):
             return True
 
     @replicated
-    def promote(self, candidate: str, expected_epoch: int) -> int:
-        """Make ``candidate`` primary if it is the recorded synchronous standby and nobody
-        was promoted since ``expected_epoch``. Returns the new epoch, or 0 if refused."""
+    def promote(self, candidate: str, expected_epoch: int, expected_lease: int = -1) -> int:
+        """Make ``candidate`` primary if it is the recorded synchronous standby, nobody was
+        promoted since ``expected_epoch`` and, unless ``expected_lease`` is -1 (a planned
+        handover), the primary has not renewed its lease since the caller saw counter
+        ``expected_lease``. Returns the new epoch, or 0 if refused."""
         with self._lock:
             s = self._s
             if s["epoch"] != expected_epoch or s["sync_standby"] != candidate:
+                return 0
+            if expected_lease != -1 and s["lease_counter"] != expected_lease:
                 return 0
             if s["primary"] == candidate:
                 return 0

@@ -163,3 +163,17 @@ def test_a_node_with_another_secret_cannot_join_or_read(tmp_path: Path) -> None:
     finally:
         good.stop()
         bad.stop()
+
+
+def test_a_promotion_is_refused_once_the_primary_renewed_its_lease(
+    trio: list[ClusterState],
+) -> None:
+    call_anywhere(trio, "bootstrap", "cid", member("n1"))
+    call_anywhere(trio, "add_member", member("n2"))
+    call_anywhere(trio, "set_sync_standby", "n1", 1, "n2")
+    seen = trio[1].view().lease_counter
+    assert call_anywhere(trio, "renew_lease", "n1", 1) is True
+    # n2 saw the lease at ``seen``; the primary renewed since, so it is alive.
+    assert call_anywhere(trio, "promote", "n2", 1, seen) == 0
+    eventually(lambda: trio[1].view().lease_counter == seen + 1)
+    assert call_anywhere(trio, "promote", "n2", 1, seen + 1) == 2
