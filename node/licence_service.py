@@ -31,6 +31,7 @@ from node.licence import (
     Feature,
     InvalidLicenceError,
     Licence,
+    LicenceWarning,
     admin_refusal,
     compute_entitlement,
     feature_refusal,
@@ -38,6 +39,7 @@ from node.licence import (
     resource_refusal,
 )
 from node.licence_store import AppSettingsLicenceStorage, LicenceRecord, LicenceStorage
+from node.permissions import Action, allowed
 from node.roles import Role
 from node.store.db import Store
 from node.store.models import Resource, User, utcnow
@@ -51,8 +53,14 @@ ADMIN_ROLES = tuple(r.value for r in Role if r.is_admin_type)
 
 
 def count_administrators(session: Session) -> int:
-    """Users that count against the licence: those with an admin-type role."""
-    return int(session.scalar(select(func.count(User.id)).where(User.role.in_(ADMIN_ROLES))) or 0)
+    """Users that count against the licence: people (not API users) with an admin-type
+    role (Administrator, Password Administrator), enabled or not."""
+    return int(
+        session.scalar(
+            select(func.count(User.id)).where(User.role.in_(ADMIN_ROLES), User.kind == "person")
+        )
+        or 0
+    )
 
 
 def count_resources(session: Session) -> int:
@@ -232,6 +240,14 @@ class LicenceService:
             admins = count_administrators(session)
             resources = count_resources(session)
         return LicenceStatus(ent, admins, resources)
+
+    def warnings_for(self, role: Role) -> tuple[LicenceWarning, ...]:
+        """The licence warnings for the console banner: shown to those who manage the
+        licence (expiry 30, 7 and 1 days ahead, an expired licence or evaluation, a clock
+        that went back)."""
+        if not allowed(role, Action.MANAGE_LICENCE):
+            return ()
+        return self.entitlement().warnings
 
     # the checks other services call -----------------------------------------------------
 

@@ -71,6 +71,7 @@ def build_services(settings: Settings, store: Store, keyring: KeyRing) -> Servic
         idle_timeout_s=settings.session_idle_timeout,
     )
     seed_builtins(store)
+    licence = LicenceService(store, audit)
     return Services(
         settings=settings,
         store=store,
@@ -78,9 +79,9 @@ def build_services(settings: Settings, store: Store, keyring: KeyRing) -> Servic
         audit=audit,
         auth=auth,
         api_tokens=ApiTokenService(store, audit),
-        licence=LicenceService(store, audit),
-        users=UserService(store, audit),
-        vault=VaultService(store, keyring, audit),
+        licence=licence,
+        users=UserService(store, audit, licence),
+        vault=VaultService(store, keyring, audit, licence),
         sharing=SharingService(store, audit),
         policies=PolicyService(store, audit),
     )

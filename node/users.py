@@ -39,6 +39,7 @@ from node.audit import AuditEvent, AuditLog
 from node.auth import SessionUser, normalize_username
 from node.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
 from node.inputs import FIELD_KINDS, FIELD_TYPES, clean_attributes, one_line
+from node.licence_service import LicenceService
 from node.passwords import hash_password, one_time_password
 from node.permissions import Action, allowed, require
 from node.roles import Role, parse_role
@@ -129,9 +130,10 @@ def _clean_email(raw: object) -> str:
 
 
 class UserService:
-    def __init__(self, store: Store, audit: AuditLog) -> None:
+    def __init__(self, store: Store, audit: AuditLog, licence: LicenceService) -> None:
         self._store = store
         self._audit = audit
+        self._licence = licence  # limits the number of administrators
 
     def _log(
         self, s: Session, actor: SessionUser, ip: str, op: str, target: str, detail: str = ""
@@ -206,6 +208,8 @@ class UserService:
         with self._store.transaction() as s:
             if s.scalars(select(User.id).where(User.username == name)).first() is not None:
                 raise ConflictError(f"a user named '{name}' exists already")
+            if the_role.is_admin_type and kind == "person":
+                self._licence.check_add_administrator(s)
             user = User(
                 username=name,
                 full_name=full,
@@ -302,6 +306,8 @@ class UserService:
                 return
             if the_role != Role.ADMINISTRATOR:
                 self._keeps_an_admin(s, u)
+            if the_role.is_admin_type and not old.is_admin_type and u.kind == "person":
+                self._licence.check_add_administrator(s)
             u.role = the_role.value
             detail = f"{old.label} -> {the_role.label}"
             if u.super_admin and not the_role.is_admin_type:

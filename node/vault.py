@@ -55,6 +55,7 @@ from node.auth import SessionUser
 from node.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
 from node.inputs import clean_attributes, multi_line, one_line
 from node.keyring import KeyRing
+from node.licence_service import LicenceService
 from node.permissions import Action, require
 from node.policies import (
     DEFAULT_POLICY,
@@ -251,10 +252,13 @@ def put_setting(session: Session, key: str, value: Any) -> None:
 
 
 class VaultService:
-    def __init__(self, store: Store, keyring: KeyRing, audit: AuditLog) -> None:
+    def __init__(
+        self, store: Store, keyring: KeyRing, audit: AuditLog, licence: LicenceService
+    ) -> None:
         self._store = store
         self._keyring = keyring
         self._audit = audit
+        self._licence = licence  # limits the number of resources
 
     # helpers ----------------------------------------------------------------------------
 
@@ -430,6 +434,7 @@ class VaultService:
         name = one_line("resource name", spec.name, 256, required=True)
         with self._store.transaction() as s:
             self._unique_name(s, name)
+            self._licence.check_add_resource(s)
             resource = Resource(
                 name=name,
                 dns_name=one_line("DNS name or IP", spec.dns_name, 256),
@@ -645,6 +650,7 @@ class VaultService:
         require(actor.role, Action.MANAGE_TRASH)
         with self._store.transaction() as s:
             r = self._trashed(s, actor, resource_id)
+            self._licence.check_add_resource(s)
             r.deleted_at = None
             r.deleted_by = None
             self._log(s, actor, ip, "restore resource", r.name, resource_id=r.id)

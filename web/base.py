@@ -129,6 +129,10 @@ class BaseHandler(tornado.web.RequestHandler):
             self.current_user_obj = await self.run(self.services.auth.session_user, token)
             if self.current_user_obj is None:
                 self.clear_cookie(SESSION_COOKIE, path="/")
+            else:  # the licence banner (for those who manage the licence)
+                self.licence_warnings = await self.run(
+                    self.services.licence.warnings_for, self.current_user_obj.role
+                )
 
     def get_current_user(self) -> SessionUser | None:
         return getattr(self, "current_user_obj", None)
@@ -178,6 +182,7 @@ class BaseHandler(tornado.web.RequestHandler):
             version=self.ctx.version,
             node_state=self.services.state,
             path=self.request.path,
+            licence_warnings=getattr(self, "licence_warnings", ()),
         )
         ns.update(self.template_namespace_extra())
         return ns
