@@ -127,6 +127,7 @@ class NodeProcess:
     stderr_path: Path | None = None
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    command: list[str] = field(default_factory=lambda: [STRONGROOM])  # the CLI to run
 
     @property
     def control_socket(self) -> Path:
@@ -139,7 +140,7 @@ class NodeProcess:
         env = {**os.environ, "SR_TEST_FAST_KDF": "1", **self.env}
         self.proc = subprocess.Popen(
             [
-                STRONGROOM,
+                *self.command,
                 "serve",
                 "--data-dir",
                 str(self.data_dir),
