@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 DATA   ?= ./var
+SERVE_ARGS ?=
 
 .PHONY: run test lint unit venv test-venv sysdeps-run sysdeps-test clean
 
@@ -29,7 +30,7 @@ venv: sysdeps-run $(VENV)/.run-deps
 test-venv: sysdeps-test $(VENV)/.test-deps
 
 run: venv
-	$(BIN)/strongroom serve --data-dir $(DATA)
+	$(BIN)/strongroom serve --data-dir $(DATA) $(SERVE_ARGS)
 
 lint: test-venv
 	$(BIN)/ruff check .
