@@ -550,7 +550,8 @@ def compute_entitlement(
             warnings.append(
                 LicenceWarning(
                     level,
-                    f"The {licence.describe()} expires {_in_days(days)} (last day "
+                    f"The {licence.describe()} expires "
+                    f"{'at the end of today' if days <= 1 else _in_days(days)} (last day "
                     f"{licence.expires:%Y-%m-%d}); then the vault runs with the Free edition's "
                     f"limits ({_free_limits()}). Passwords stay readable.",
                 )
