@@ -13,6 +13,7 @@ from node.auth import INITIAL_ADMIN, AuthService
 from node.keyring import KeyRing
 from node.licence_service import LicenceService
 from node.policies import PolicyService
+from node.resource_groups import ResourceGroupService
 from node.seed import seed_builtins
 from node.settings import Settings
 from node.sharing import SharingService
@@ -48,6 +49,7 @@ class Services:
     vault: VaultService
     sharing: SharingService
     policies: PolicyService
+    resource_groups: ResourceGroupService
     state: NodeState = field(default_factory=NodeState)
 
     @property
@@ -84,4 +86,5 @@ def build_services(settings: Settings, store: Store, keyring: KeyRing) -> Servic
         vault=VaultService(store, keyring, audit, licence),
         sharing=SharingService(store, audit),
         policies=PolicyService(store, audit),
+        resource_groups=ResourceGroupService(store, audit),
     )

@@ -1,0 +1,167 @@
+"""Viewing and copying passwords: reasons, tickets, audit rows and failing closed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text
+
+from node.errors import AuditWriteError, PermissionDeniedError, ValidationError
+from node.keyring import KeyRing
+from node.roles import Role
+from node.services import Services, build_services
+from node.settings import Settings
+from node.store.db import Store, make_engine, open_store
+from node.store.models import Account, AuditRow
+from node.vault import AccountChanges, NewAccount, NewResource, VaultService
+from tests.integration.vault_helpers import IP, initial_admin, make_user
+
+SECRET = "Sekrit-Needle-4711"
+
+
+def _audit_rows(services: Services) -> list[AuditRow]:
+    with services.store.sessions() as s:
+        return list(s.scalars(select(AuditRow).order_by(AuditRow.id)))
+
+
+def _account(services: Services) -> int:
+    admin = initial_admin(services)
+    made = services.vault.create_resource(
+        admin, IP, NewResource(name="srv"), NewAccount("root", SECRET)
+    )
+    assert made.account_id is not None
+    return made.account_id
+
+
+def test_view_and_copy_are_audited_without_the_secret(services: Services) -> None:
+    aid = _account(services)
+    admin = initial_admin(services)
+    assert services.vault.view_password(admin, "203.0.113.5", aid, reason="patching") == SECRET
+    assert services.vault.copy_password(admin, "203.0.113.6", aid) == SECRET
+    rows = _audit_rows(services)
+    view, copy = rows[-2], rows[-1]
+    assert (view.operation, view.source_ip, view.reason, view.target, view.account_id) == (
+        "view password",
+        "203.0.113.5",
+        "patching",
+        "srv/root",
+        aid,
+    )
+    assert (copy.operation, copy.source_ip, copy.reason) == ("copy password", "203.0.113.6", "")
+    for row in rows:
+        assert SECRET not in " ".join(str(v) for v in vars(row).values())
+    assert services.vault.get_account(admin, aid).last_accessed_at is not None
+
+
+def test_reason_required_by_the_vault_setting(services: Services) -> None:
+    aid = _account(services)
+    admin = initial_admin(services)
+    pa = make_user(services, admin, "pa", Role.PASSWORD_ADMINISTRATOR)
+    with pytest.raises(PermissionDeniedError):
+        services.vault.set_password_reason(pa, IP, "required")
+    with pytest.raises(ValidationError):
+        services.vault.set_password_reason(admin, IP, "sometimes")
+    services.vault.set_password_reason(admin, IP, "required")
+    assert services.vault.get_settings(admin).password_reason == "required"
+    before = len(_audit_rows(services))
+    for op in (services.vault.view_password, services.vault.copy_password):
+        with pytest.raises(ValidationError, match="reason is required"):
+            op(admin, IP, aid)
+        with pytest.raises(ValidationError, match="reason is required"):
+            op(admin, IP, aid, reason="   ")
+    assert len(_audit_rows(services)) == before
+    assert services.vault.view_password(admin, IP, aid, reason="incident 42") == SECRET
+    with pytest.raises(ValidationError, match="reason is too long"):
+        services.vault.view_password(admin, IP, aid, reason="r" * 1025)
+    services.vault.set_password_reason(admin, IP, "optional")
+    assert services.vault.view_password(admin, IP, aid) == SECRET
+
+
+def test_reason_and_ticket_required_by_the_account(services: Services) -> None:
+    aid = _account(services)
+    admin = initial_admin(services)
+    services.vault.edit_account(
+        admin, IP, aid, AccountChanges(reason_required=True, ticket_required=True)
+    )
+    with pytest.raises(ValidationError, match="reason"):
+        services.vault.view_password(admin, IP, aid, ticket="CHG-1")
+    with pytest.raises(ValidationError, match="ticket"):
+        services.vault.copy_password(admin, IP, aid, reason="why not")
+    assert services.vault.copy_password(admin, IP, aid, reason="deploy", ticket="CHG-1") == SECRET
+    last = _audit_rows(services)[-1]
+    assert (last.reason, last.detail) == ("deploy", "ticket CHG-1")
+
+
+def _prepare(services: Services) -> int:
+    aid = _account(services)
+    admin = initial_admin(services)
+    services.vault.view_password(admin, IP, aid)  # the audit works before
+    return aid
+
+
+def test_fail_closed_no_password_without_an_audit_row(services: Services) -> None:
+    aid = _prepare(services)
+    admin = initial_admin(services)
+    with services.store.sessions() as s:
+        before = s.get(Account, aid)
+        assert before is not None
+        accessed, changed = before.last_accessed_at, before.last_changed_at
+        audit_count = s.scalar(select(func.count()).select_from(AuditRow))
+    with services.store.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE audit_head RENAME TO audit_head_away"))
+    try:
+        for op in (services.vault.view_password, services.vault.copy_password):
+            with pytest.raises(AuditWriteError) as err:
+                op(admin, IP, aid)
+            assert SECRET not in str(err.value)
+        with pytest.raises(AuditWriteError):
+            services.vault.change_password(admin, IP, aid, "another-one")
+        with pytest.raises(AuditWriteError):
+            services.vault.create_resource(admin, IP, NewResource(name="not-made"))
+    finally:
+        with services.store.engine.begin() as conn:
+            conn.execute(text("ALTER TABLE audit_head_away RENAME TO audit_head"))
+    with services.store.sessions() as s:
+        after = s.get(Account, aid)
+        assert after is not None
+        assert (after.last_accessed_at, after.last_changed_at) == (accessed, changed)
+        assert s.scalar(select(func.count()).select_from(AuditRow)) == audit_count
+    assert services.vault.view_password(admin, IP, aid) == SECRET  # not changed
+    assert services.vault.list_resources(admin).total == 1
+
+
+def test_fail_closed_when_insert_is_revoked_on_postgres(pg_url: str, tmp_path: Path) -> None:
+    """PostgreSQL only (GRANT/REVOKE): the node's database user may read and update but
+    not insert, so the audit row cannot be written and no password comes back."""
+    settings = Settings(data_dir=tmp_path / "data", database_url=pg_url)
+    store = open_store(settings.db_url)
+    try:
+        services = build_services(settings, store, KeyRing.open(store, settings.key_path))
+        aid = _prepare(services)
+        admin = initial_admin(services)
+        db = store.engine.url.database
+        role = f"sr_noinsert_{os.getpid()}"
+        with store.engine.begin() as conn:
+            conn.execute(text(f"CREATE ROLE {role} LOGIN PASSWORD 'pw-reader'"))
+            conn.execute(text(f'GRANT CONNECT ON DATABASE "{db}" TO {role}'))
+            conn.execute(text(f"GRANT SELECT, UPDATE ON ALL TABLES IN SCHEMA public TO {role}"))
+        url = store.engine.url.set(username=role, password="pw-reader")
+        limited = Store(make_engine(url.render_as_string(hide_password=False)))
+        try:
+            vault = VaultService(limited, services.keyring, services.audit, services.licence)
+            with pytest.raises(AuditWriteError):
+                vault.view_password(admin, IP, aid)
+            with pytest.raises(AuditWriteError):
+                vault.copy_password(admin, IP, aid)
+        finally:
+            limited.dispose()
+            with store.engine.begin() as conn:
+                conn.execute(text(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}"))
+                conn.execute(text(f'REVOKE ALL ON DATABASE "{db}" FROM {role}'))
+                conn.execute(text(f"DROP ROLE {role}"))
+        views = [r for r in _audit_rows(services) if r.operation == "view password"]
+        assert len(views) == 1  # only the one made before the revoke
+    finally:
+        store.dispose()

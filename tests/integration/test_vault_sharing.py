@@ -1,0 +1,268 @@
+"""Sharing precedence, visibility filtering and ownership transfer, on both dialects."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy import delete, select
+
+from node.access import Access
+from node.auth import SessionUser
+from node.errors import NotFoundError, PermissionDeniedError, ValidationError
+from node.roles import Role
+from node.services import Services
+from node.store.models import AuditRow, Share
+from node.vault import NewAccount, NewResource
+from tests.integration.vault_helpers import IP, initial_admin, make_user, snapshot
+
+
+@dataclass
+class World:
+    admin: SessionUser
+    owner: SessionUser
+    bob: SessionUser
+    carol: SessionUser
+    ops: int  # user group with bob
+    dba: int  # user group with bob
+    rid: int
+    a1: int
+    a2: int
+    gid: int  # resource group holding the resource
+
+
+@pytest.fixture
+def world(services: Services) -> World:
+    admin = initial_admin(services)
+    owner = make_user(services, admin, "owner", Role.PASSWORD_ADMINISTRATOR)
+    bob = make_user(services, admin, "bob", Role.PASSWORD_ADMINISTRATOR)
+    carol = make_user(services, admin, "carol", Role.PASSWORD_USER)
+    ops = services.users.create_user_group(admin, IP, "ops")
+    dba = services.users.create_user_group(admin, IP, "dba")
+    services.users.add_group_member(admin, IP, ops, bob.id)
+    services.users.add_group_member(admin, IP, dba, bob.id)
+    made = services.vault.create_resource(
+        owner, IP, NewResource(name="db-prod"), NewAccount("sa", "pw-one-1")
+    )
+    assert made.account_id is not None
+    a2 = services.vault.add_account(owner, IP, made.resource_id, NewAccount("app", "pw-two-2"))
+    gid = services.resource_groups.create_group(owner, IP, "databases")
+    services.resource_groups.add_resource(owner, IP, gid, made.resource_id)
+    return World(admin, owner, bob, carol, ops, dba, made.resource_id, made.account_id, a2, gid)
+
+
+def _levels(services: Services, w: World) -> tuple[Access, Access]:
+    accounts = {a.id: a.access for a in services.vault.get_resource(w.bob, w.rid).accounts}
+    return accounts.get(w.a1, Access.NONE), accounts.get(w.a2, Access.NONE)
+
+
+# Each case: shares (object, principal, level) -> bob's access on (a1, a2).
+CASES = [
+    ("group only", [("group", "bob", "full")], (Access.FULL, Access.FULL)),
+    (
+        "resource beats group, even lower",
+        [("group", "bob", "full"), ("resource", "bob", "view")],
+        (Access.VIEW, Access.VIEW),
+    ),
+    (
+        "account beats resource, upwards",
+        [("resource", "bob", "view"), ("a1", "bob", "modify")],
+        (Access.MODIFY, Access.VIEW),
+    ),
+    (
+        "account beats resource, downwards",
+        [("resource", "bob", "full"), ("a1", "bob", "view")],
+        (Access.VIEW, Access.FULL),
+    ),
+    (
+        "user beats user group on an account",
+        [("a1", "ops", "full"), ("a1", "bob", "view")],
+        (Access.VIEW, Access.NONE),
+    ),
+    (
+        "user beats user group on a resource",
+        [("resource", "ops", "view"), ("resource", "bob", "full")],
+        (Access.FULL, Access.FULL),
+    ),
+    (
+        "user beats user group on a resource group",
+        [("group", "ops", "full"), ("group", "bob", "modify")],
+        (Access.MODIFY, Access.MODIFY),
+    ),
+    (
+        "object tier before principal: group's account share beats user's resource share",
+        [("a1", "ops", "view"), ("resource", "bob", "full")],
+        (Access.VIEW, Access.FULL),
+    ),
+    (
+        "object tier before principal: user group's resource share beats user's group share",
+        [("resource", "ops", "modify"), ("group", "bob", "full")],
+        (Access.MODIFY, Access.MODIFY),
+    ),
+    (
+        "two user groups at one tier: the more generous",
+        [("resource", "ops", "view"), ("resource", "dba", "modify")],
+        (Access.MODIFY, Access.MODIFY),
+    ),
+    (
+        "account share alone shows only that account",
+        [("a2", "dba", "view")],
+        (Access.NONE, Access.VIEW),
+    ),
+]
+
+
+def _apply(services: Services, w: World, shares: list[tuple[str, str, str]]) -> None:
+    with services.store.transaction() as s:
+        s.execute(delete(Share))
+    for obj, who, level in shares:
+        principal = (
+            {"user_id": w.bob.id}
+            if who == "bob"
+            else {"user_group_id": w.ops if who == "ops" else w.dba}
+        )
+        if obj == "group":
+            services.sharing.share_group(w.owner, IP, w.gid, level, **principal)
+        elif obj == "resource":
+            services.sharing.share_resource(w.owner, IP, w.rid, level, **principal)
+        else:
+            aid = w.a1 if obj == "a1" else w.a2
+            services.sharing.share_account(w.owner, IP, aid, level, **principal)
+
+
+def test_sharing_precedence(services: Services, world: World) -> None:
+    for name, shares, expected in CASES:
+        _apply(services, world, shares)
+        assert _levels(services, world) == expected, name
+        for aid, level in zip((world.a1, world.a2), expected, strict=True):
+            if level == Access.NONE:
+                with pytest.raises(NotFoundError):
+                    services.vault.get_account(world.bob, aid)
+            else:
+                assert services.vault.get_account(world.bob, aid).access == level, name
+
+
+def test_access_level_decides_what_bob_can_do(services: Services, world: World) -> None:
+    w = world
+    _apply(services, w, [("resource", "bob", "full"), ("a1", "bob", "view")])
+    assert services.vault.view_password(w.bob, IP, w.a1) == "pw-one-1"
+    with pytest.raises(PermissionDeniedError, match="View"):
+        services.vault.change_password(w.bob, IP, w.a1, "new-pw-1")
+    services.vault.change_password(w.bob, IP, w.a2, "new-pw-2")
+    assert services.vault.view_password(w.owner, IP, w.a2) == "new-pw-2"
+    # Full may re-share; View may not
+    services.sharing.share_account(w.bob, IP, w.a2, "view", user_id=w.carol.id)
+    assert services.vault.view_password(w.carol, IP, w.a2) == "new-pw-2"
+    with pytest.raises(PermissionDeniedError):
+        services.sharing.share_account(w.bob, IP, w.a1, "view", user_id=w.carol.id)
+    # a Password User with Full still has no role to share
+    services.sharing.share_resource(w.owner, IP, w.rid, "full", user_id=w.carol.id)
+    with pytest.raises(PermissionDeniedError):
+        services.sharing.share_resource(w.carol, IP, w.rid, "view", user_id=w.bob.id)
+    with pytest.raises(ValidationError):
+        services.sharing.share_resource(w.owner, IP, w.rid, "admin", user_id=w.bob.id)
+    with pytest.raises(ValidationError):
+        services.sharing.share_resource(w.owner, IP, w.rid, "view", user_id=w.owner.id)
+
+
+def test_password_user_sees_only_shared_and_counts_do_not_leak(
+    services: Services, world: World
+) -> None:
+    w = world
+    for i in range(3):
+        services.vault.create_resource(
+            w.owner, IP, NewResource(name=f"hidden-{i}"), NewAccount("root", "pw-hidden")
+        )
+    assert services.vault.list_resources(w.carol).total == 0
+    services.sharing.share_account(w.owner, IP, w.a2, "view", user_id=w.carol.id)
+    page = services.vault.list_resources(w.carol)
+    assert page.total == 1 and [r.name for r in page.items] == ["db-prod"]
+    assert page.items[0].account_count == 1  # not 2
+    assert page.items[0].access == Access.NONE  # sees the resource through one account only
+    detail = services.vault.get_resource(w.carol, w.rid)
+    assert [a.username for a in detail.accounts] == ["app"]
+    # unshared and non-existent look the same
+    hidden = services.vault.resource_id_by_name(w.owner, "hidden-0")
+    with pytest.raises(NotFoundError) as unshared:
+        services.vault.get_resource(w.carol, hidden)
+    with pytest.raises(NotFoundError) as missing:
+        services.vault.get_resource(w.carol, 987654)
+    assert re.sub(r"\d+", "N", str(unshared.value)) == re.sub(r"\d+", "N", str(missing.value))
+    with pytest.raises(NotFoundError):
+        services.vault.view_password(w.carol, IP, w.a1)
+    with pytest.raises(NotFoundError):
+        services.vault.resource_id_by_name(w.carol, "hidden-0")
+    with pytest.raises(NotFoundError):
+        services.vault.account_id_by_name(w.carol, "db-prod", "sa")
+    assert services.vault.list_resources(w.carol, search="hidden").total == 0
+    assert services.resource_groups.list_groups(w.carol) == []
+    with pytest.raises(PermissionDeniedError):
+        services.users.list_users(w.carol)
+    # an Administrator without Super Administrator scope does not see others' resources
+    other_admin = make_user(services, w.admin, "admin2", Role.ADMINISTRATOR)
+    assert services.vault.list_resources(other_admin).total == 0
+    assert services.vault.list_resources(w.admin).total == 4  # the Super Administrator
+
+
+def test_group_share_counts_only_visible_members(services: Services, world: World) -> None:
+    w = world
+    services.sharing.share_group(w.owner, IP, w.gid, "view", user_id=w.carol.id)
+    groups = services.resource_groups.list_groups(w.carol)
+    assert [(g.name, g.resource_count, g.access) for g in groups] == [("databases", 1, Access.VIEW)]
+    assert services.vault.view_password(w.carol, IP, w.a1) == "pw-one-1"
+    services.resource_groups.remove_resource(w.owner, IP, w.gid, w.rid)
+    assert services.vault.list_resources(w.carol).total == 0
+
+
+def test_unshare(services: Services, world: World) -> None:
+    w = world
+    services.sharing.share_resource(w.owner, IP, w.rid, "view", user_id=w.carol.id)
+    shares = services.sharing.list_shares(w.owner, "resource", w.rid)
+    assert [(x.principal_name, x.access) for x in shares] == [("carol", Access.VIEW)]
+    services.sharing.unshare_resource(w.owner, IP, w.rid, user_id=w.carol.id)
+    assert services.vault.list_resources(w.carol).total == 0
+    with pytest.raises(NotFoundError):
+        services.sharing.unshare_resource(w.owner, IP, w.rid, user_id=w.carol.id)
+
+
+def test_transfer_ownership(services: Services, world: World) -> None:
+    w = world
+    gone = services.vault.create_resource(w.owner, IP, NewResource(name="in-trash")).resource_id
+    services.vault.delete_resource(w.owner, IP, gone)
+    hr = make_user(services, w.admin, "hr-admin", Role.ADMINISTRATOR)  # not super admin
+    heir = make_user(services, w.admin, "heir", Role.PASSWORD_ADMINISTRATOR)
+    with pytest.raises(ValidationError):
+        services.sharing.transfer_ownership(hr, IP, w.owner.id, w.carol.id)  # not admin-type
+    with pytest.raises(PermissionDeniedError):
+        services.sharing.transfer_ownership(w.bob, IP, w.owner.id, heir.id)  # role
+    result = services.sharing.transfer_ownership(hr, IP, w.owner.id, heir.id)
+    assert (result.resources, result.groups) == (2, 1)
+    # the heir owns everything, trash included; the old owner and the transferring admin
+    # see nothing
+    assert [r.name for r in services.vault.list_resources(heir).items] == ["db-prod"]
+    assert services.vault.get_account(heir, w.a1).access == Access.OWNER
+    assert services.resource_groups.list_groups(heir)[0].access == Access.OWNER
+    assert services.vault.list_resources(w.owner).total == 0
+    assert services.vault.list_resources(hr).total == 0
+    with pytest.raises(NotFoundError):
+        services.vault.view_password(hr, IP, w.a1)
+    with services.store.sessions() as s:
+        rows = s.scalars(select(AuditRow).where(AuditRow.operation == "transfer ownership")).all()
+    assert {r.target for r in rows} == {"db-prod", "in-trash", "owner"}
+    assert all(r.username == "hr-admin" for r in rows)
+    # transferring to oneself is how an admin takes it over
+    services.sharing.transfer_ownership(hr, IP, heir.id, hr.id)
+    assert services.vault.list_resources(hr).total == 1
+    # the departing user can now be deleted
+    services.users.delete_user(w.admin, IP, w.owner.id)
+
+
+def test_super_admin_scope_sees_everything(services: Services, world: World) -> None:
+    w = world
+    boss = make_user(services, w.admin, "boss", Role.ADMINISTRATOR)
+    assert services.vault.list_resources(boss).total == 0
+    services.users.grant_super_admin(w.admin, IP, boss.id)
+    boss = snapshot(services, boss.id)
+    assert services.vault.list_resources(boss).total == 1
+    assert services.vault.view_password(boss, IP, w.a1) == "pw-one-1"
