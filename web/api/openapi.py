@@ -215,4 +215,4 @@ def _document_text(routes: tuple[tuple[str, type[tornado.web.RequestHandler]], .
     return encode_json(build_document(routes))
 
 
-ROUTES = [(r"/restapi/openapi\.json", OpenApiDocument)]
+ROUTES = [(r"/restapi/openapi.json", OpenApiDocument)]

@@ -1,0 +1,309 @@
+"""Bad input to the REST API: clear 4xx answers in PMP's envelope, and nothing changes.
+
+Malformed JSON, unknown keys, over-long values, ids that do not exist or are not shared
+(the same answer), missing and revoked tokens, XSS payloads (stored and returned as inert
+JSON data), oversized bodies, wrong methods and unknown paths."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from node.roles import Role
+from tests.integration.api_helpers import World, api_world, audit_rows, op
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    with api_world(tmp_path_factory.mktemp("api-bad")) as w:
+        api = w.api("app-padmin")
+        op(
+            api.post(
+                "/resources",
+                {"RESOURCENAME": "base", "ACCOUNTNAME": "acc", "PASSWORD": "Base-pass-1"},
+            )
+        )
+        yield w
+
+
+def resource_names(world: World) -> list[str]:
+    """The resources of app-padmin, who creates them in these tests (never empty)."""
+    o = op(world.api("app-padmin").get("/resources"))
+    names = sorted(r["RESOURCE NAME"] for r in o.get("Details", []))
+    assert "base" in names
+    return names
+
+
+def message(resp_text: str) -> str:
+    return str(json.loads(resp_text)["operation"]["result"]["message"])
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"operation": {"Details": {"RESOURCENAME": "x"}',  # cut short
+        "not json at all",
+        '{"operation": {"Details": {"RESOURCENAME": NaN}}}',
+        '["operation"]',
+        '{"Details": {"RESOURCENAME": "x"}}',  # no "operation"
+        '{"operation": {"Details": "RESOURCENAME"}}',
+        '{"operation": {"Details": {}, "name": "CREATE RESOURCE"}}',
+        "[" * 5000 + "]" * 5000,
+    ],
+)
+def test_malformed_input_data_is_refused_and_nothing_is_created(world: World, raw: str) -> None:
+    before = resource_names(world)
+    resp = world.api("app-padmin").post("/resources", raw_input=raw)
+    o = op(resp, 400)
+    assert o["name"] == "CREATE RESOURCE"
+    assert "INPUT_DATA" in o["result"]["message"]
+    assert resource_names(world) == before
+
+
+def test_malformed_json_in_a_get_query(world: World) -> None:
+    resp = world.api("app-padmin").get("/resources", raw_input="{oops")
+    assert "not valid JSON" in op(resp, 400)["result"]["message"]
+
+
+def test_unknown_keys_are_named_and_refused(world: World) -> None:
+    api = world.api("app-padmin")
+    before = resource_names(world)
+    resp = api.post("/resources", {"RESOURCENAME": "u1", "RESOURCENAM": "typo"})
+    msg = op(resp, 400)["result"]["message"]
+    assert "RESOURCENAM" in msg and "unknown key" in msg
+    nested = api.post(
+        "/resources",
+        {"RESOURCENAME": "u2", "RESOURCECUSTOMFIELD": [{"CUSTOMLABEL": "a", "COLOR": "red"}]},
+    )
+    assert "COLOR" in op(nested, 400)["result"]["message"]
+    query = api.get("/resources", query={"SORTBY": "name"})
+    assert "SORTBY" in op(query, 400)["result"]["message"]
+    form = world.api("app-padmin").browser.request(
+        "POST",
+        "/restapi/json/v1/resources",
+        body=b"INPUT_DATA=%7B%7D&EXTRA=1",
+        headers={
+            "AUTHTOKEN": world.tokens["app-padmin"],
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+    )
+    assert "EXTRA" in op(form, 400)["result"]["message"]
+    assert resource_names(world) == before
+
+
+def test_wrong_types_and_choices(world: World) -> None:
+    api = world.api("app-padmin")
+    rid, aid = api.ids("base", "acc")
+    cases = [
+        api.post("/resources", {"RESOURCENAME": 42}),
+        api.post("/resources", {"RESOURCENAME": ["a"]}),
+        api.post(f"/resources/{rid}/accounts", {"ACCOUNTLIST": {"ACCOUNTNAME": "x"}}),
+        api.post(f"/resources/{rid}/accounts", {"ACCOUNTLIST": []}),
+        api.put(
+            f"/resources/{rid}/accounts/{aid}/password",
+            {"NEWPASSWORD": "Abc-12345", "RESETTYPE": "SIDEWAYS"},
+        ),
+        api.put(f"/resources/{rid}/accounts/{aid}/share", {"ACCESSTYPE": "owner", "USERID": "1"}),
+        api.put(f"/resources/{rid}/accounts/{aid}/share", {"ACCESSTYPE": "view", "USERID": "one"}),
+        api.get("/resources", {"SEARCHCOLUMN": "PASSWORD", "SEARCHVALUE": "x"}),
+        api.post("/resources", {}),  # RESOURCENAME is mandatory
+    ]
+    for resp in cases:
+        op(resp, 400)
+    assert op(api.get(f"/resources/{rid}/accounts/{aid}/password"))["Details"]["PASSWORD"] == (
+        "Base-pass-1"
+    )
+
+
+def test_over_long_values_are_refused_and_nothing_changes(world: World) -> None:
+    api = world.api("app-padmin")
+    rid, aid = api.ids("base", "acc")
+    before = resource_names(world)
+    long_name = api.post("/resources", {"RESOURCENAME": "r" * 257})
+    msg = op(long_name, 400)["result"]["message"]
+    assert "RESOURCENAME" in msg and "too long" in msg
+    long_notes = api.post(
+        "/resources", {"RESOURCENAME": "ok-name", "ACCOUNTNAME": "a", "NOTES": "n" * 5000}
+    )
+    assert "NOTES" in op(long_notes, 400)["result"]["message"]
+    assert resource_names(world) == before
+    long_pw = api.put(f"/resources/{rid}/accounts/{aid}/password", {"NEWPASSWORD": "P" * 300})
+    msg = op(long_pw, 400)["result"]["message"]
+    assert "too long" in msg and "PPPP" not in msg  # a password is never echoed
+    long_reason = api.get(f"/resources/{rid}/accounts/{aid}/password", {"REASON": "x" * 2000})
+    op(long_reason, 400)
+    too_many = api.post(
+        f"/resources/{rid}/accounts",
+        {"ACCOUNTLIST": [{"ACCOUNTNAME": f"a{i}"} for i in range(101)]},
+    )
+    assert "at most 100" in op(too_many, 400)["result"]["message"]
+    long_path = api.get("/resources/resourcename/" + "n" * 300)
+    op(long_path, 400)
+    huge = api.post("/resources", {"RESOURCENAME": "big", "RESOURCEDESCRIPTION": "d" * 300_000})
+    assert "too large" in op(huge, 400)["result"]["message"]
+    accounts = op(api.get(f"/resources/{rid}/accounts"))["Details"]["ACCOUNT LIST"]
+    assert [a["ACCOUNT NAME"] for a in accounts] == ["acc"]
+    assert op(api.get(f"/resources/{rid}/accounts/{aid}/password"))["Details"]["PASSWORD"] == (
+        "Base-pass-1"
+    )
+    assert resource_names(world) == before
+
+
+def _same_answer(a: str, a_id: str, b: str, b_id: str) -> None:
+    assert re.sub(rf"\b{a_id}\b", "ID", a) == re.sub(rf"\b{b_id}\b", "ID", b)
+
+
+def test_ids_that_do_not_exist_and_ids_not_shared_get_the_same_answer(world: World) -> None:
+    owner = world.api("app-padmin")
+    outsider = world.api("app-padmin2")
+    rid, aid = owner.ids("base", "acc")
+    missing = "987654"
+    views = len(audit_rows(world.services, "view password"))
+    for template in (
+        "/resources/{r}/accounts",
+        "/resources/{r}/accounts/{a}",
+        "/resources/{r}/accounts/{a}/password",
+    ):
+        real = outsider.get(template.format(r=rid, a=aid))
+        fake = outsider.get(template.format(r=missing, a=missing))
+        assert real.status == fake.status == 404
+        op(real, 404)
+        _same_answer(real.text, rid, fake.text, missing)
+    # an account id that exists, under a resource id it does not belong to
+    op(owner.post("/resources", {"RESOURCENAME": "other"}))
+    other = op(owner.get("/resources/resourcename/other"))["Details"]["RESOURCEID"]
+    wrong_parent = owner.get(f"/resources/{other}/accounts/{aid}/password")
+    fake = owner.get(f"/resources/{other}/accounts/{missing}/password")
+    op(wrong_parent, 404)
+    _same_answer(wrong_parent.text, aid, fake.text, missing)
+    assert len(audit_rows(world.services, "view password")) == views  # nothing was revealed
+    for method, template, details in (
+        ("PUT", "/resources/{r}/accounts/{a}/password", {"NEWPASSWORD": "Zz-123456"}),
+        ("PUT", "/resources/{r}/accounts/{a}/share", {"ACCESSTYPE": "view", "USERID": "1"}),
+        ("POST", "/resources/{r}/accounts", {"ACCOUNTLIST": [{"ACCOUNTNAME": "intruder"}]}),
+        ("DELETE", "/resources/{r}", None),
+    ):
+        real = outsider.call(method, template.format(r=rid, a=aid), details)
+        fake = outsider.call(method, template.format(r=missing, a=missing), details)
+        assert real.status == fake.status == 404, (method, template, real.text)
+        _same_answer(real.text, rid, fake.text, missing)
+    # by name too
+    real = outsider.get("/resources/resourcename/base/accounts/accountname/acc")
+    fake = outsider.get("/resources/resourcename/nothing/accounts/accountname/acc")
+    assert real.status == fake.status == 404
+    _same_answer(real.text, "base", fake.text, "nothing")
+    # malformed ids get the same 404 as well
+    assert outsider.get("/resources/abc/accounts").status == 404
+    assert outsider.get("/resources/99999999999999999999999/accounts").status == 404
+    assert owner.get("/resources/base/accounts").status == 404
+    assert op(owner.get(f"/resources/{rid}/accounts/{aid}/password"))["Details"]["PASSWORD"] == (
+        "Base-pass-1"
+    )
+
+
+@pytest.mark.parametrize(
+    "token", [None, "", "nonsense", "A" * 500, "00000000-0000-0000-0000-000000000000"]
+)
+def test_missing_or_unknown_token_is_401_authentication(world: World, token: str | None) -> None:
+    api = world.api(None)
+    headers = {} if token is None else {"AUTHTOKEN": token}
+    resp = api.browser.request("GET", "/restapi/json/v1/resources", headers=headers)
+    o = op(resp, 401)
+    assert o["name"] == "Authentication"
+    if token:
+        assert "not associated with any user" in o["result"]["message"]
+    assert resp.headers.get("www-authenticate", "").startswith("AUTHTOKEN")
+    assert "base" not in resp.text
+
+
+def test_a_bad_token_is_refused_before_the_input_is_read(world: World) -> None:
+    resp = world.api("wrong-token-value-1234").post("/resources", raw_input="{broken")
+    assert op(resp, 401)["name"] == "Authentication"
+
+
+def test_revoked_token_and_disabled_api_user(world: World) -> None:
+    services = world.services
+    issued = services.api_tokens.add_api_user(
+        "short-lived", Role.PASSWORD_USER, "test", "127.0.0.1"
+    )
+    api = world.api(issued.token)
+    op(api.get("/resources"))
+    services.api_tokens.revoke("short-lived", "test", "127.0.0.1")
+    assert op(api.get("/resources"), 401)["name"] == "Authentication"
+    assert op(api.get("/resources", token_in_query=True), 401)["name"] == "Authentication"
+    fresh = services.api_tokens.regenerate("short-lived", "test", "127.0.0.1")
+    assert fresh.token != issued.token
+    op(world.api(fresh.token).get("/resources"))
+    assert op(world.api(issued.token).get("/resources"), 401)["name"] == "Authentication"
+    uid = services.users.user_id_by_name(world.admin, "short-lived")
+    services.users.set_enabled(world.admin, "127.0.0.1", uid, False)
+    assert op(world.api(fresh.token).get("/resources"), 401)["name"] == "Authentication"
+
+
+XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>&amp;\'"'
+
+
+def test_xss_payloads_round_trip_as_inert_json_data(world: World) -> None:
+    api = world.api("app-padmin")
+    name = "xss " + XSS
+    op(
+        api.post(
+            "/resources",
+            {
+                "RESOURCENAME": name,
+                "ACCOUNTNAME": "acct " + XSS,
+                "PASSWORD": "Xss-pass-1<b>",
+                "RESOURCEDESCRIPTION": XSS,
+                "DNSNAME": XSS[:100],
+                "DEPARTMENT": XSS[:100],
+                "LOCATION": XSS[:100],
+                "NOTES": XSS,
+            },
+        )
+    )
+    listing = api.get("/resources", {"SEARCHVALUE": "xss "})
+    rid, aid = api.ids(name, "acct " + XSS)
+    detail = api.get(f"/resources/{rid}/accounts")
+    account = api.get(f"/resources/{rid}/accounts/{aid}")
+    password = api.get(f"/resources/{rid}/accounts/{aid}/password")
+    for resp in (listing, detail, account, password):
+        assert resp.headers["content-type"].startswith("application/json")
+        assert resp.headers["x-content-type-options"] == "nosniff"
+        assert "<" not in resp.text and ">" not in resp.text  # escaped as \u003c / \u003e
+    [row] = op(listing)["Details"]
+    assert row["RESOURCE NAME"] == name and row["RESOURCE DESCRIPTION"] == XSS
+    d = op(detail)["Details"]
+    assert d["DEPARTMENT"] == XSS[:100] and d["ACCOUNT LIST"][0]["ACCOUNT NAME"] == "acct " + XSS
+    assert op(account)["Details"]["DESCRIPTION"] == XSS
+    assert op(password)["Details"]["PASSWORD"] == "Xss-pass-1<b>"
+    # an error message that quotes the input is escaped too
+    unknown = api.post("/resources", {"RESOURCENAME": "y", "<script>": "1"})
+    assert "<" not in unknown.text and "\\u003cscript" in unknown.text
+
+
+def test_wrong_method_and_unknown_paths(world: World) -> None:
+    api = world.api("app-padmin")
+    patch = api.call("PATCH", "/resources", {"RESOURCENAME": "p"})
+    assert op(patch, 405)["result"]["status"] == "Failed"
+    assert op(api.call("DELETE", "/resources"), 405)
+    assert op(api.get("/no/such/operation"), 404)["result"]["message"] == "No such API operation."
+    assert op(world.api(None).get("/no/such/operation"), 401)["name"] == "Authentication"
+
+
+def test_a_form_body_is_accepted_in_every_content_type_clients_send(world: World) -> None:
+    api = world.api("app-padmin")
+    for i, ctype in enumerate(
+        ("text/json", "application/x-www-form-urlencoded", "application/json; charset=UTF-8")
+    ):
+        op(api.post("/resources", {"RESOURCENAME": f"ctype-{i}"}, content_type=ctype))
+    raw = api.browser.request(
+        "POST",
+        "/restapi/json/v1/resources",
+        body=json.dumps({"operation": {"Details": {"RESOURCENAME": "ctype-raw"}}}).encode(),
+        headers={"AUTHTOKEN": world.tokens["app-padmin"], "Content-Type": "application/json"},
+    )
+    op(raw)
+    assert {"ctype-0", "ctype-1", "ctype-2", "ctype-raw"} <= set(resource_names(world))

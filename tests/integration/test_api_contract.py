@@ -1,0 +1,499 @@
+"""Contract tests of the REST API (Password Manager Pro compatible): every endpoint, its
+operation name, key names, string ids and flags, and the envelope, against the real
+Tornado app over HTTPS on a real vault. Passwords fetched through the API are audited."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import select
+
+from node.policies import check_password
+from node.store.models import Account
+from node.vault import AccountChanges
+from tests.integration.api_helpers import World, api_world, audit_rows, op
+
+ACCOUNT_LIST_KEYS = {
+    "ACCOUNT ID",
+    "ACCOUNT NAME",
+    "PASSWDID",
+    "PASSWORD STATUS",
+    "ACCOUNT PASSWORD POLICY",
+    "ISREASONREQUIRED",
+    "IS_TICKETID_REQD",
+    "IS_TICKETID_REQD_MANDATORY",
+}
+RESOURCE_KEYS = {
+    "RESOURCE ID",
+    "RESOURCE NAME",
+    "RESOURCE DESCRIPTION",
+    "RESOURCE TYPE",
+    "DNS NAME",
+    "DEPARTMENT",
+    "LOCATION",
+    "RESOURCE URL",
+    "RESOURCE OWNER",
+    "RESOURCE PASSWORD POLICY",
+    "DOMAIN NAME",
+    "ACCOUNT LIST",
+}
+ACCOUNT_DETAIL_KEYS = {
+    "DESCRIPTION",
+    "PASSWDID",
+    "LAST MODIFIED TIME",
+    "LAST ACCESSED TIME",
+    "EXPIRY STATUS",
+    "PASSWORD STATUS",
+    "PASSWORD POLICY",
+    "COMPLIANT STATUS",
+    "COMPLIANT REASON",
+}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    with api_world(tmp_path_factory.mktemp("api-contract")) as w:
+        yield w
+
+
+def test_list_is_empty_then_lists_created_resources_with_string_ids(world: World) -> None:
+    api = world.api("app-padmin2")
+    empty = op(api.get("/resources"))
+    assert empty["name"] == "GET RESOURCES"
+    assert empty["totalRows"] == 0 and "Details" not in empty
+    created = op(
+        api.post(
+            "/resources",
+            {
+                "RESOURCENAME": "lst-web01",
+                "ACCOUNTNAME": "root",
+                "RESOURCETYPE": "Linux",
+                "PASSWORD": "Initial-pass-1",
+                "RESOURCEDESCRIPTION": "front web",
+                "DNSNAME": "web01.example.org",
+            },
+        )
+    )
+    assert created == {
+        "name": "CREATE RESOURCE",
+        "result": {
+            "status": "Success",
+            "message": "Resource lst-web01 has been added successfully",
+        },
+    }
+    op(api.post("/resources", {"RESOURCENAME": "lst-db01"}))
+    listed = op(api.get("/resources"))
+    assert listed["totalRows"] == 2
+    rows = {r["RESOURCE NAME"]: r for r in listed["Details"]}
+    assert set(rows) == {"lst-web01", "lst-db01"}
+    web = rows["lst-web01"]
+    assert set(web) == {
+        "RESOURCE ID",
+        "RESOURCE NAME",
+        "RESOURCE TYPE",
+        "RESOURCE DESCRIPTION",
+        "NOOFACCOUNTS",
+    }
+    assert web["RESOURCE TYPE"] == "Linux" and web["RESOURCE DESCRIPTION"] == "front web"
+    assert web["NOOFACCOUNTS"] == "1" and rows["lst-db01"]["NOOFACCOUNTS"] == "0"
+    assert all(
+        isinstance(r["RESOURCE ID"], str) and r["RESOURCE ID"].isdigit() for r in rows.values()
+    )
+
+
+def test_search_by_column_and_type(world: World) -> None:
+    api = world.api("app-padmin2")
+    for name, dept in (("srch-alpha", "Finance"), ("srch-beta", "Ops"), ("xsrch-gamma", "Finance")):
+        op(api.post("/resources", {"RESOURCENAME": name, "DEPARTMENT": dept}))
+
+    def names(details: dict[str, str]) -> set[str]:
+        o = op(api.get("/resources", details))
+        assert o["totalRows"] == len(o.get("Details", []))
+        return {r["RESOURCE NAME"] for r in o.get("Details", [])}
+
+    assert names(
+        {"SEARCHCOLUMN": "RESOURCENAME", "SEARCHVALUE": "srch", "SEARCHTYPE": "contains"}
+    ) == {
+        "srch-alpha",
+        "srch-beta",
+        "xsrch-gamma",
+    }
+    assert names(
+        {"SEARCHCOLUMN": "RESOURCENAME", "SEARCHVALUE": "srch-", "SEARCHTYPE": "STARTSWITH"}
+    ) == {"srch-alpha", "srch-beta"}
+    assert names(
+        {"SEARCHCOLUMN": "RESOURCENAME", "SEARCHVALUE": "SRCH-BETA", "SEARCHTYPE": "equals"}
+    ) == {"srch-beta"}
+    assert names(
+        {"SEARCHCOLUMN": "DEPARTMENT", "SEARCHVALUE": "finance", "SEARCHTYPE": "equals"}
+    ) == {
+        "srch-alpha",
+        "xsrch-gamma",
+    }
+    # the same search as plain query parameters, as some clients send it
+    o = op(api.get("/resources", query={"SEARCHVALUE": "gamma"}))
+    assert [r["RESOURCE NAME"] for r in o["Details"]] == ["xsrch-gamma"]
+    assert names({"SEARCHVALUE": "no-such-thing"}) == set()
+
+
+def test_resource_account_list_and_account_details(world: World) -> None:
+    api = world.api("app-padmin")
+    op(
+        api.post(
+            "/resources",
+            {
+                "RESOURCENAME": "acl-db01",
+                "ACCOUNTNAME": "postgres",
+                "PASSWORD": "Pg-Pass-123456!",
+                "RESOURCETYPE": "postgresql",
+                "DNSNAME": "db01.example.org",
+                "DEPARTMENT": "Data",
+                "LOCATION": "Rack 4",
+                "RESOURCEURL": "https://db01.example.org/",
+                "DOMAINNAME": "EXAMPLE",
+                "RESOURCEPASSWORDPOLICY": "Strong",
+                "NOTES": "superuser",
+            },
+        )
+    )
+    rid, aid = api.ids("acl-db01", "postgres")
+    o = op(api.get(f"/resources/{rid}/accounts"))
+    assert o["name"] == "GET RESOURCE ACCOUNTLIST"
+    d = o["Details"]
+    assert set(d) == RESOURCE_KEYS
+    assert d["RESOURCE ID"] == rid and d["RESOURCE NAME"] == "acl-db01"
+    assert d["RESOURCE TYPE"] == "PostgreSQL"  # the built-in type, whatever case was sent
+    assert d["DNS NAME"] == "db01.example.org" and d["LOCATION"] == "Rack 4"
+    assert d["RESOURCE URL"] == "https://db01.example.org/" and d["DOMAIN NAME"] == "EXAMPLE"
+    assert d["RESOURCE OWNER"] == "app-padmin"
+    assert d["RESOURCE PASSWORD POLICY"] == "Strong"
+    [account] = d["ACCOUNT LIST"]
+    assert set(account) == ACCOUNT_LIST_KEYS
+    assert account["ACCOUNT ID"] == aid and account["PASSWDID"] == aid
+    assert account["ACCOUNT NAME"] == "postgres"
+    assert account["PASSWORD STATUS"] == "****"
+    assert account["ACCOUNT PASSWORD POLICY"] == "Strong"
+    assert account["ISREASONREQUIRED"] == "false"
+    assert account["IS_TICKETID_REQD"] == account["IS_TICKETID_REQD_MANDATORY"] == "false"
+    assert "Pg-Pass-123456!" not in api.get(f"/resources/{rid}/accounts").text
+
+    detail = op(api.get(f"/resources/{rid}/accounts/{aid}"))
+    assert detail["name"] == "GET RESOURCE ACCOUNT DETAILS"
+    dd = detail["Details"]
+    assert set(dd) == ACCOUNT_DETAIL_KEYS
+    assert dd["DESCRIPTION"] == "superuser" and dd["PASSWDID"] == aid
+    assert dd["PASSWORD STATUS"] == "****" and dd["PASSWORD POLICY"] == "Strong"
+    assert dd["LAST ACCESSED TIME"] == "N/A" and dd["LAST MODIFIED TIME"].endswith("UTC")
+    assert dd["EXPIRY STATUS"] == "Valid" and dd["COMPLIANT STATUS"] == "Compliant"
+
+
+def test_get_password_is_audited_with_reason_and_source_ip(world: World) -> None:
+    api = world.api("app-padmin")
+    op(
+        api.post(
+            "/resources",
+            {"RESOURCENAME": "pw-app01", "ACCOUNTNAME": "svc", "PASSWORD": "Svc-pass-9"},
+        )
+    )
+    rid, aid = api.ids("pw-app01", "svc")
+    before = len(audit_rows(world.services, "view password"))
+    o = op(api.get(f"/resources/{rid}/accounts/{aid}/password", {"REASON": "deploy job 42"}))
+    assert o == {
+        "name": "GET PASSWORD",
+        "result": {"status": "Success", "message": "Password fetched successfully"},
+        "Details": {"PASSWORD": "Svc-pass-9"},
+    }
+    rows = audit_rows(world.services, "view password")
+    assert len(rows) == before + 1
+    row = rows[-1]
+    assert (row.username, row.source_ip, row.reason, row.result) == (
+        "app-padmin",
+        "127.0.0.1",
+        "deploy job 42",
+        "success",
+    )
+    assert row.resource_id == int(rid) and row.account_id == int(aid)
+    assert "Svc-pass-9" not in f"{row.target} {row.reason} {row.detail}"
+    # the token may also come as a query parameter
+    again = op(api.get(f"/resources/{rid}/accounts/{aid}/password", token_in_query=True))
+    assert again["Details"] == {"PASSWORD": "Svc-pass-9"}
+    assert op(api.get(f"/resources/{rid}/accounts/{aid}"))["Details"]["LAST ACCESSED TIME"] != "N/A"
+
+
+def test_reason_and_ticket_required_when_the_account_says_so(world: World) -> None:
+    api = world.api("app-padmin")
+    op(
+        api.post(
+            "/resources",
+            {"RESOURCENAME": "rsn-fw01", "ACCOUNTNAME": "enable", "PASSWORD": "Fw-pass-77"},
+        )
+    )
+    rid, aid = api.ids("rsn-fw01", "enable")
+    owner = world.services.api_tokens.authenticate(world.tokens["app-padmin"])
+    assert owner is not None
+    world.services.vault.edit_account(
+        owner, "127.0.0.1", int(aid), AccountChanges(reason_required=True, ticket_required=True)
+    )
+    [account] = op(api.get(f"/resources/{rid}/accounts"))["Details"]["ACCOUNT LIST"]
+    assert account["ISREASONREQUIRED"] == "true"
+    assert account["IS_TICKETID_REQD"] == account["IS_TICKETID_REQD_MANDATORY"] == "true"
+    views = len(audit_rows(world.services, "view password"))
+    path = f"/resources/{rid}/accounts/{aid}/password"
+    no_reason = api.get(path, {"TICKETID": "CHG-1"})
+    assert no_reason.status == 400 and "reason" in op(no_reason, 400)["result"]["message"]
+    no_ticket = api.get(path, {"REASON": "incident"})
+    assert no_ticket.status == 400 and "ticket" in op(no_ticket, 400)["result"]["message"]
+    assert "Fw-pass-77" not in no_reason.text + no_ticket.text
+    assert len(audit_rows(world.services, "view password")) == views
+    ok = op(api.get(path, {"REASON": "incident", "TICKETID": "CHG-1"}))
+    assert ok["Details"]["PASSWORD"] == "Fw-pass-77"
+    assert audit_rows(world.services, "view password")[-1].detail == "ticket CHG-1"
+
+
+def test_change_password_local_and_remote(world: World) -> None:
+    api = world.api("app-padmin")
+    op(
+        api.post(
+            "/resources",
+            {"RESOURCENAME": "chg-web", "ACCOUNTNAME": "deploy", "PASSWORD": "Old-pass-11"},
+        )
+    )
+    rid, aid = api.ids("chg-web", "deploy")
+    path = f"/resources/{rid}/accounts/{aid}/password"
+    done = op(
+        api.put(path, {"NEWPASSWORD": "New-pass-22", "RESETTYPE": "LOCAL", "REASON": "rotation"})
+    )
+    assert done == {
+        "name": "CHANGE PASSWORD",
+        "result": {"status": "Success", "message": "Password changed successfully"},
+    }
+    assert op(api.get(path))["Details"]["PASSWORD"] == "New-pass-22"
+    change = audit_rows(world.services, "change password")[-1]
+    assert change.username == "app-padmin" and change.reason == "rotation"
+    # RESETTYPE defaults to LOCAL
+    op(api.put(path, {"NEWPASSWORD": "New-pass-33"}))
+    assert op(api.get(path))["Details"]["PASSWORD"] == "New-pass-33"
+    remote = api.put(path, {"NEWPASSWORD": "Remote-pass-44", "RESETTYPE": "REMOTE"})
+    assert remote.status == 501
+    message = op(remote, 501)["result"]["message"]
+    assert "remote password reset is not available yet" in message.lower()
+    assert op(api.get(path))["Details"]["PASSWORD"] == "New-pass-33"
+    # a password that breaks the policy is refused with the rule, and nothing changes
+    weak = api.put(path, {"NEWPASSWORD": "ab"})
+    assert weak.status == 400 and "at least" in op(weak, 400)["result"]["message"]
+    assert op(api.get(path))["Details"]["PASSWORD"] == "New-pass-33"
+
+
+def test_create_generates_a_password_from_the_policy(world: World) -> None:
+    api = world.api("app-padmin")
+    op(
+        api.post(
+            "/resources",
+            {"RESOURCENAME": "gen-host", "ACCOUNTNAME": "root", "ACCOUNTPASSWORDPOLICY": "Strong"},
+        )
+    )
+    rid, aid = api.ids("gen-host", "root")
+    password = op(api.get(f"/resources/{rid}/accounts/{aid}/password"))["Details"]["PASSWORD"]
+    strong = next(
+        p for p in world.services.policies.list_policies(world.admin) if p.name == "Strong"
+    )
+    check_password(strong, password)  # raises if the generated password broke the policy
+    unknown = api.post("/resources", {"RESOURCENAME": "gen-2", "RESOURCEPASSWORDPOLICY": "Nope"})
+    assert unknown.status == 400 and "Nope" in op(unknown, 400)["result"]["message"]
+    assert api.get("/resources/resourcename/gen-2").status == 404
+
+
+def test_create_with_custom_fields_and_duplicate_name(world: World) -> None:
+    api = world.api("app-padmin")
+    op(api.post("/resources", {"RESOURCENAME": "dup-1"}))
+    dup = api.post("/resources", {"RESOURCENAME": "dup-1"})
+    assert dup.status == 409 and op(dup, 409)["name"] == "CREATE RESOURCE"
+    # a custom field the administrator has not defined is refused, nothing is created
+    bad = api.post(
+        "/resources",
+        {
+            "RESOURCENAME": "cf-1",
+            "RESOURCECUSTOMFIELD": [{"CUSTOMLABEL": "Rack", "CUSTOMVALUE": "4"}],
+        },
+    )
+    assert bad.status == 400 and "Rack" in op(bad, 400)["result"]["message"]
+    assert api.get("/resources/resourcename/cf-1").status == 404
+    world.services.users.define_field(world.admin, "127.0.0.1", "resource", "Rack", "text")
+    op(
+        api.post(
+            "/resources",
+            {
+                "RESOURCENAME": "cf-1",
+                "RESOURCECUSTOMFIELD": [{"CUSTOMLABEL": "Rack", "CUSTOMVALUE": "4"}],
+            },
+        )
+    )
+    rid = op(api.get("/resources/resourcename/cf-1"))["Details"]["RESOURCEID"]
+    fields = op(api.get(f"/resources/{rid}/accounts"))["Details"]["CUSTOM FIELD"]
+    assert fields == [
+        {
+            "CUSTOMFIELDLABEL": "Rack",
+            "CUSTOMFIELDVALUE": "4",
+            "CUSTOMFIELDTYPE": "Character",
+            "CUSTOMFIELDCOLUMNNAME": "Rack",
+        }
+    ]
+
+
+def test_add_accounts_reports_each_one(world: World) -> None:
+    api = world.api("app-padmin")
+    op(
+        api.post(
+            "/resources",
+            {"RESOURCENAME": "add-srv", "ACCOUNTNAME": "root", "PASSWORD": "Root-pass-1"},
+        )
+    )
+    rid = op(api.get("/resources/resourcename/add-srv"))["Details"]["RESOURCEID"]
+    o = op(
+        api.post(
+            f"/resources/{rid}/accounts",
+            {
+                "ACCOUNTLIST": [
+                    {"ACCOUNTNAME": "app", "PASSWORD": "App-pass-12", "NOTES": "service"},
+                    {"ACCOUNTNAME": "root", "PASSWORD": "Other-pass-3"},
+                    {"ACCOUNTNAME": "gen"},
+                ]
+            },
+        )
+    )
+    assert o["name"] == "ADD ACCOUNTS" and o["result"]["message"] == "2 of 3 account(s) added"
+    assert o["Details"] == [
+        {"app": {"STATUS": "Account added successfully"}},
+        {"root": {"STATUS": "Account already exists; not added"}},
+        {"gen": {"STATUS": "Account added successfully"}},
+    ]
+    accounts = op(api.get(f"/resources/{rid}/accounts"))["Details"]["ACCOUNT LIST"]
+    assert sorted(a["ACCOUNT NAME"] for a in accounts) == ["app", "gen", "root"]
+    _, root = api.ids("add-srv", "root")
+    assert op(api.get(f"/resources/{rid}/accounts/{root}/password"))["Details"]["PASSWORD"] == (
+        "Root-pass-1"
+    )
+    all_dup = api.post(f"/resources/{rid}/accounts", {"ACCOUNTLIST": [{"ACCOUNTNAME": "app"}]})
+    assert all_dup.status == 409
+    assert op(all_dup, 409)["Details"] == [{"app": {"STATUS": "Account already exists; not added"}}]
+
+
+def test_ids_by_name_in_both_forms(world: World) -> None:
+    api = world.api("app-padmin")
+    op(api.post("/resources", {"RESOURCENAME": "Mail Server/EU", "ACCOUNTNAME": "post master"}))
+    by_query = op(
+        api.get(
+            "/resources/getResourceIdAccountId",
+            query={"RESOURCENAME": "Mail Server/EU", "ACCOUNTNAME": "post master"},
+        )
+    )
+    assert by_query["name"] == "GET_RESOURCEACCOUNTID"
+    ids = by_query["Details"]
+    assert set(ids) == {"RESOURCEID", "ACCOUNTID"} and all(v.isdigit() for v in ids.values())
+    by_input = op(
+        api.get(
+            "/resources/getResourceIdAccountId",
+            {"RESOURCENAME": "Mail Server/EU", "ACCOUNTNAME": "post master"},
+        )
+    )
+    assert by_input["Details"] == ids
+    by_path = op(
+        api.get("/resources/resourcename/Mail%20Server%2FEU/accounts/accountname/post%20master")
+    )
+    assert by_path["name"] == "GET_RESOURCEACCOUNTID" and by_path["Details"] == ids
+    rid = op(api.get("/resources/resourcename/Mail%20Server%2FEU"))
+    assert rid["name"] == "GET_RESOURCEID"
+    assert rid["Details"] == {"RESOURCEID": ids["RESOURCEID"]}
+    missing = api.get("/resources/resourcename/Mail%20Server%2FEU/accounts/accountname/nobody")
+    assert missing.status == 404 and op(missing, 404)["name"] == "GET_RESOURCEACCOUNTID"
+
+
+def test_delete_resource_moves_it_to_the_trash(world: World) -> None:
+    api = world.api("app-padmin")
+    op(
+        api.post(
+            "/resources", {"RESOURCENAME": "del-me", "ACCOUNTNAME": "x", "PASSWORD": "Del-pass-1"}
+        )
+    )
+    rid, aid = api.ids("del-me", "x")
+    o = op(api.delete(f"/resources/{rid}"))
+    assert o["name"] == "DELETE RESOURCE" and "Details" not in o
+    gone = api.get(f"/resources/{rid}/accounts/{aid}/password")
+    assert gone.status == 404
+    assert "del-me" not in api.get("/resources").text
+    assert "del-me" in [r.name for r in world.services.vault.list_trash(world.admin)]
+    assert api.delete(f"/resources/{rid}").status == 404
+
+
+def test_share_account_with_a_user_by_id(world: World) -> None:
+    owner = world.api("app-padmin")
+    reader = world.api("app-user")
+    op(
+        owner.post(
+            "/resources", {"RESOURCENAME": "shr-db", "ACCOUNTNAME": "ro", "PASSWORD": "Ro-pass-55"}
+        )
+    )
+    rid, aid = owner.ids("shr-db", "ro")
+    assert reader.get(f"/resources/{rid}/accounts/{aid}/password").status == 404
+    uid = op(owner.get("/user/getUserId", query={"USERNAME": "app-user"}))
+    assert uid["name"] == "GET_USERID" and uid["Details"]["USERID"].isdigit()
+    shared = op(
+        owner.put(
+            f"/resources/{rid}/accounts/{aid}/share",
+            {"ACCESSTYPE": "view", "USERID": uid["Details"]["USERID"]},
+        )
+    )
+    assert shared["name"] == "SHARE ACCOUNT" and shared["result"]["status"] == "Success"
+    listed = op(reader.get("/resources"))
+    assert [r["RESOURCE NAME"] for r in listed["Details"]] == ["shr-db"]
+    assert op(reader.get(f"/resources/{rid}/accounts/{aid}/password"))["Details"] == {
+        "PASSWORD": "Ro-pass-55"
+    }
+    # view does not allow a change
+    refused = reader.put(f"/resources/{rid}/accounts/{aid}/password", {"NEWPASSWORD": "Rw-pass-66"})
+    assert refused.status == 403
+    op(
+        owner.put(
+            f"/resources/{rid}/accounts/{aid}/share",
+            {"ACCESSTYPE": "modify", "USERID": uid["Details"]["USERID"]},
+        )
+    )
+    op(reader.put(f"/resources/{rid}/accounts/{aid}/password", {"NEWPASSWORD": "Rw-pass-66"}))
+    op(
+        owner.put(
+            f"/resources/{rid}/accounts/{aid}/share",
+            {"ACCESSTYPE": "revoke", "USERID": uid["Details"]["USERID"]},
+        )
+    )
+    assert reader.get(f"/resources/{rid}/accounts/{aid}/password").status == 404
+    assert op(reader.get("/resources"))["totalRows"] == 0
+
+
+def test_roles_are_enforced_with_the_operation_name_kept(world: World) -> None:
+    user = world.api("app-user")
+    refused = user.post("/resources", {"RESOURCENAME": "not-allowed"})
+    assert refused.status == 403
+    assert op(refused, 403)["name"] == "CREATE RESOURCE"
+    assert "Password User" in op(refused, 403)["result"]["message"]
+    assert (
+        world.api("app-auditor").get("/user/getUserId", query={"USERNAME": "admin"}).status == 403
+    )
+    assert world.api("app-admin").get("/resources/resourcename/not-allowed").status == 404
+
+
+def test_every_fetch_writes_one_audit_row_and_stores_nothing_secret(world: World) -> None:
+    api = world.api("app-padmin")
+    op(
+        api.post(
+            "/resources", {"RESOURCENAME": "aud-1", "ACCOUNTNAME": "a", "PASSWORD": "Aud-secret-1"}
+        )
+    )
+    rid, aid = api.ids("aud-1", "a")
+    before = len(audit_rows(world.services, "view password"))
+    for _ in range(3):
+        op(api.get(f"/resources/{rid}/accounts/{aid}/password"))
+    assert len(audit_rows(world.services, "view password")) == before + 3
+    with world.services.store.sessions() as s:
+        stored = s.scalars(select(Account.password_ct).where(Account.id == int(aid))).one()
+    assert stored is not None and b"Aud-secret-1" not in stored
