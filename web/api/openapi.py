@@ -139,7 +139,7 @@ def build_document(
     paths: dict[str, Any] = {}
     for _pattern, cls in routes:
         template = getattr(cls, "path_template", None)
-        if not (isinstance(template, str) and issubclass(cls, ApiHandler)):
+        if not (isinstance(template, str) and template and issubclass(cls, ApiHandler)):
             continue
         item: dict[str, Any] = paths.setdefault(template, {})
         for http_method in METHODS:
