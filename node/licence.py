@@ -29,7 +29,6 @@ import binascii
 import datetime as dt
 import hashlib
 import json
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -403,7 +402,7 @@ class Entitlement:
     def days_left(self) -> int | None:
         if self.ends_at is None:
             return None
-        return max(0, math.ceil((self.ends_at - self.now) / dt.timedelta(days=1)))
+        return max(0, days_until(self.ends_at, self.now))
 
 
 def last_day(ends_at: dt.datetime) -> dt.date:
@@ -411,6 +410,12 @@ def last_day(ends_at: dt.datetime) -> dt.date:
     if ends_at.time() == dt.time():
         return (ends_at - dt.timedelta(days=1)).date()
     return ends_at.date()
+
+
+def days_until(ends_at: dt.datetime, now: dt.datetime) -> int:
+    """Calendar days from ``now`` to the last day of terms ending at ``ends_at``: 0 on the
+    last day itself, negative once the terms have ended."""
+    return (last_day(ends_at) - now.date()).days
 
 
 def _level(days_left: int) -> str | None:
@@ -474,7 +479,7 @@ def compute_entitlement(
         ends = installed_at + dt.timedelta(days=EVALUATION_DAYS)
         ended_on = last_day(ends)
         if effective < ends:
-            days = math.ceil((ends - effective) / dt.timedelta(days=1))
+            days = days_until(ends, effective)
             level = _level(days)
             if level:
                 warnings.append(
@@ -544,22 +549,22 @@ def compute_entitlement(
             clock_rollback=rollback,
         )
     if ends_at is not None:
-        days = math.ceil((ends_at - effective) / dt.timedelta(days=1))
+        days = days_until(ends_at, effective)
         level = _level(days)
         if level:
             warnings.append(
                 LicenceWarning(
                     level,
                     f"The {licence.describe()} expires "
-                    f"{'at the end of today' if days <= 1 else _in_days(days)} (last day "
+                    f"{_in_days(days)} (last day "
                     f"{licence.expires:%Y-%m-%d}); then the vault runs with the Free edition's "
                     f"limits ({_free_limits()}). Passwords stay readable.",
                 )
             )
     if licence.support_until is not None:
         support_end = dt.datetime.combine(licence.support_until + dt.timedelta(days=1), dt.time())
-        days = math.ceil((support_end - effective) / dt.timedelta(days=1))
-        if days <= 0:
+        days = days_until(support_end, effective)
+        if days < 0:
             warnings.append(
                 LicenceWarning(
                     "notice",

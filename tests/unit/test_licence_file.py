@@ -194,7 +194,7 @@ def test_expired_licence_falls_to_free_limits_and_says_why(vendor: Vendor) -> No
     assert last_day.edition is Edition.PREMIUM and last_day.admins == 20
     assert (
         last_day.warnings[0].level == "urgent"
-        and "expires at the end of today" in last_day.warnings[0].text
+        and "expires today" in last_day.warnings[0].text
     )
     after = compute_entitlement(lic, INSTALLED, dt.datetime(2027, 1, 1, 0, 0))
     assert after.state == "licence expired"
