@@ -65,6 +65,14 @@ class LocalPostgres:
         self.port = port
         self.host = host
         self.user = server_os_user()
+        # Set by :meth:`configure_cluster` for a cluster member; None for a plain server.
+        self.member: ClusterMember | None = None
+
+    @property
+    def listen(self) -> str:
+        if self.member is None or self.member.advertise in ("", self.host):
+            return self.host
+        return f"{self.host},{self.member.advertise}"
 
     # plumbing ---------------------------------------------------------------------------
 
@@ -109,7 +117,8 @@ class LocalPostgres:
         self._own(self.socket_dir)
         fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(24) + "\n")
+            password = self.member.superuser_password if self.member else secrets.token_urlsafe(24)
+            fh.write(password + "\n")
         self._own(self.password_file)
         self._run(
             [
@@ -134,7 +143,8 @@ class LocalPostgres:
 
     def start(self, extra_options: str = "") -> None:
         options = (
-            f"-p {self.port} -k {self.socket_dir} -c listen_addresses={self.host} {extra_options}"
+            f"-p {self.port} -k {self.socket_dir} -c listen_addresses={self.listen} "
+            f"{self.cluster_options()} {extra_options}"
         )
         self._run(
             [
@@ -201,3 +211,307 @@ class LocalPostgres:
         if not name.replace("_", "").isalnum():
             raise PostgresError(f"database name '{name}' is not a plain identifier")
         self.psql(f'CREATE DATABASE "{name}"')
+
+    # --- a cluster member: TLS, replication, promotion, rewind ---------------------------
+    #
+    # Node-specific settings (addresses, TLS files, pg_hba, whom to follow) live OUTSIDE
+    # the data directory and are passed on the command line, because pg_basebackup and
+    # pg_rewind copy the data directory, configuration files included, from another node.
+    # Only synchronous_standby_names is set with ALTER SYSTEM (it changes at run time).
+
+    @property
+    def hba_file(self) -> Path:
+        return self.base_dir / "pg_hba.conf"
+
+    @property
+    def passfile(self) -> Path:
+        return self.base_dir / "pgpass"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.base_dir / "tls"
+
+    def configure_cluster(self, member: ClusterMember) -> None:
+        """Make this server a cluster member: TLS files, password file and pg_hba."""
+        self.member = member
+        self.base_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._own(self.base_dir)
+        for d in (self.tls_dir, self.socket_dir):
+            d.mkdir(exist_ok=True, mode=0o700)
+            self._own(d)
+        for name, data in (("server.crt", member.cert_pem), ("server.key", member.key_pem)):
+            self._write_private(self.tls_dir / name, data)
+        self._write_private(self.password_file, (member.superuser_password + "\n").encode())
+        lines = [
+            f"*:*:*:{REPLICATION_USER}:{member.replication_password}",
+            f"*:*:*:{SUPERUSER}:{member.superuser_password}",
+        ]
+        self._write_private(self.passfile, ("\n".join(lines) + "\n").encode())
+        self.write_hba(member.peers)
+
+    def _write_private(self, path: Path, data: bytes) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        self._own(tmp)
+        os.replace(tmp, path)
+
+    def write_hba(self, peers: tuple[str, ...]) -> bool:
+        """pg_hba limited to the local socket, loopback and the member addresses (TLS and
+        scram). Returns whether the file changed (then reload)."""
+        lines = [
+            "# Written by Strongroom: local socket, loopback and cluster members only.",
+            "local all all scram-sha-256",
+            "host all all 127.0.0.1/32 scram-sha-256",
+        ]
+        for peer in sorted(set(peers)):
+            cidr = _host_cidr(peer)
+            lines.append(f"hostssl replication {REPLICATION_USER} {cidr} scram-sha-256")
+            lines.append(f"hostssl postgres {SUPERUSER} {cidr} scram-sha-256")
+        text = "\n".join(lines) + "\n"
+        if self.hba_file.exists() and self.hba_file.read_text() == text:
+            return False
+        self._write_private(self.hba_file, text.encode())
+        return True
+
+    def cluster_options(self) -> str:
+        if self.member is None:
+            return ""
+        m = self.member
+        opts = [
+            f"-c hba_file={self.hba_file}",
+            "-c ssl=on",
+            f"-c ssl_cert_file={self.tls_dir / 'server.crt'}",
+            f"-c ssl_key_file={self.tls_dir / 'server.key'}",
+            "-c password_encryption=scram-sha-256",
+            "-c wal_level=replica",
+            "-c max_wal_senders=10",
+            "-c wal_keep_size=512MB",
+            "-c hot_standby=on",
+            "-c hot_standby_feedback=on",
+            "-c wal_log_hints=on",
+            "-c synchronous_commit=on",
+            "-c wal_sender_timeout=5s",
+            "-c wal_receiver_timeout=5s",
+            "-c wal_retrieve_retry_interval=500ms",
+            f"-c cluster_name={m.name}",
+        ]
+        if m.upstream is not None:
+            conninfo = (
+                f"host={m.upstream} port={m.upstream_port} user={REPLICATION_USER} "
+                f"passfile={self.passfile} application_name={m.name} sslmode=require "
+                "connect_timeout=2 keepalives_idle=2 keepalives_interval=1 keepalives_count=2"
+            )
+            opts.append(f"-c primary_conninfo='{conninfo}'")
+        return " ".join(opts)
+
+    def setup_primary_roles(self, replication_password: str, app_password: str) -> None:
+        """Create the replication role and the application's role and database."""
+        self.psql(
+            f"CREATE ROLE {REPLICATION_USER} WITH REPLICATION LOGIN "
+            f"PASSWORD {_literal(replication_password)}"
+        )
+        self.psql(f"CREATE ROLE {APP_USER} WITH LOGIN PASSWORD {_literal(app_password)}")
+        self.psql(f'CREATE DATABASE {APP_DATABASE} OWNER "{APP_USER}"')
+
+    def reload(self) -> None:
+        self.psql("SELECT pg_reload_conf()")
+
+    def query(self, sql: str, database: str = "postgres") -> list[list[str]]:
+        """Rows of a read-only query, as text, through the local socket."""
+        out = self.psql(sql, database)
+        return [line.split("|") for line in out.splitlines() if line]
+
+    def in_recovery(self) -> bool:
+        return self.query("SELECT pg_is_in_recovery()")[0][0] == "t"
+
+    def set_sync_standbys(self, names: tuple[str, ...]) -> None:
+        """Wait for exactly these standbys on commit ('' for none) and reload."""
+        value = ",".join(f'"{n}"' for n in names if _plain(n))
+        self.psql(f"ALTER SYSTEM SET synchronous_standby_names TO {_literal(value)}")
+        self.reload()
+
+    def sync_standbys(self) -> tuple[str, ...]:
+        value = self.query("SHOW synchronous_standby_names")[0][0]
+        return tuple(v.strip().strip('"') for v in value.split(",") if v.strip())
+
+    def promote(self) -> None:
+        """Promote this standby (pg_promote waits until it accepts writes)."""
+        out = self.psql("SELECT pg_promote(true, 60)")
+        if out.strip() != "t":
+            raise PostgresError("promotion did not finish within 60 s")
+
+    def controldata_state(self) -> str:
+        out = self._run([pg_bin("pg_controldata"), str(self.data_dir)], "pg_controldata")
+        for line in out.splitlines():
+            if line.startswith("Database cluster state:"):
+                return line.split(":", 1)[1].strip()
+        return "unknown"
+
+    def ensure_clean_shutdown(self) -> None:
+        """A crashed server must finish crash recovery before pg_rewind will touch it:
+        run it once in single-user mode, which recovers and shuts down cleanly."""
+        if self.controldata_state() in ("shut down", "shut down in recovery"):
+            return
+        (self.data_dir / "standby.signal").unlink(missing_ok=True)
+        # Keep the WAL that pg_rewind will read (a checkpoint could recycle it).
+        cmd = [
+            pg_bin("postgres"),
+            "--single",
+            "-D",
+            str(self.data_dir),
+            "-c",
+            "wal_keep_size=512MB",
+            "-c",
+            f"hba_file={self.hba_file}",
+            "postgres",
+        ]
+        if self.user is not None:
+            cmd = ["runuser", "-u", self.user.name, "--", *cmd]
+        subprocess.run(cmd, input="", capture_output=True, text=True, timeout=120, check=False)
+
+    def rewind_from(self, host: str, port: int) -> None:
+        """Make this stopped former primary a copy of the new primary's timeline."""
+        self.ensure_clean_shutdown()
+        source = (
+            f"host={host} port={port} user={SUPERUSER} dbname=postgres passfile={self.passfile} "
+            "sslmode=require connect_timeout=5"
+        )
+        self._run(
+            [pg_bin("pg_rewind"), "-D", str(self.data_dir), f"--source-server={source}"],
+            "pg_rewind",
+            timeout=600,
+        )
+
+    def base_backup_from(self, host: str, port: int) -> None:
+        """Replace the data directory with a fresh base backup of the primary."""
+        if self.data_dir.exists():
+            shutil.rmtree(self.data_dir)
+        self._run(
+            [
+                pg_bin("pg_basebackup"),
+                "-D",
+                str(self.data_dir),
+                "-d",
+                f"host={host} port={port} user={REPLICATION_USER} passfile={self.passfile} "
+                "sslmode=require connect_timeout=5",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+            ],
+            "pg_basebackup",
+            timeout=3600,
+        )
+
+    def follow(self, host: str, port: int) -> str:
+        """(Re)start as a standby of ``host``: rewind when the data directory has one,
+        else (or when rewinding fails) a fresh base backup. Returns what it did."""
+        assert self.member is not None
+        self.stop()
+        self.member = self.member.following(host, port)
+        how = "base backup"
+        if self.is_initialised():
+            try:
+                self.rewind_from(host, port)
+                how = "rewind"
+            except PostgresError as exc:
+                log.warning("%s; taking a fresh base backup instead", exc)
+                self.base_backup_from(host, port)
+        else:
+            self.base_backup_from(host, port)
+        # A rewound or copied directory carries the source's run-time settings.
+        auto = self.data_dir / "postgresql.auto.conf"
+        self._write_private(auto, b"# Do not edit: managed with ALTER SYSTEM by Strongroom.\n")
+        for stale in ("postmaster.pid", "recovery.signal"):
+            (self.data_dir / stale).unlink(missing_ok=True)
+        signal_file = self.data_dir / "standby.signal"
+        self._write_private(signal_file, b"")
+        self.start()
+        return how
+
+    def replication(self) -> list[dict[str, str]]:
+        """The primary's view of its standbys (pg_stat_replication)."""
+        rows = self.query(
+            "SELECT application_name, state, sync_state, "
+            "COALESCE(replay_lsn - '0/0', 0), COALESCE(flush_lsn - '0/0', 0) "
+            "FROM pg_stat_replication"
+        )
+        keys = ("name", "state", "sync_state", "replay_lsn", "flush_lsn")
+        return [dict(zip(keys, r, strict=False)) for r in rows]
+
+    def wal_position(self) -> int:
+        """The current WAL position (primary) or the last replayed one (standby)."""
+        row = self.query(
+            "SELECT CASE WHEN pg_is_in_recovery() "
+            "THEN COALESCE(pg_last_wal_replay_lsn() - '0/0', 0) "
+            "ELSE pg_current_wal_lsn() - '0/0' END"
+        )
+        return int(float(row[0][0]))
+
+    def upstream(self) -> str | None:
+        """The host this standby streams from, if it streams."""
+        rows = self.query("SELECT sender_host FROM pg_stat_wal_receiver WHERE status='streaming'")
+        return rows[0][0] if rows and rows[0][0] else None
+
+
+REPLICATION_USER = "replicator"
+APP_USER = "strongroom"
+APP_DATABASE = "strongroom"
+
+
+@dataclass(frozen=True)
+class ClusterMember:
+    """How this node's PostgreSQL takes part in the cluster."""
+
+    name: str
+    advertise: str
+    cert_pem: bytes
+    key_pem: bytes
+    superuser_password: str
+    replication_password: str
+    peers: tuple[str, ...] = ()
+    upstream: str | None = None
+    upstream_port: int = 2345
+
+    def following(self, host: str | None, port: int = 2345) -> ClusterMember:
+        return ClusterMember(
+            self.name,
+            self.advertise,
+            self.cert_pem,
+            self.key_pem,
+            self.superuser_password,
+            self.replication_password,
+            self.peers,
+            host,
+            port,
+        )
+
+    def with_peers(self, peers: tuple[str, ...]) -> ClusterMember:
+        return ClusterMember(
+            self.name,
+            self.advertise,
+            self.cert_pem,
+            self.key_pem,
+            self.superuser_password,
+            self.replication_password,
+            peers,
+            self.upstream,
+            self.upstream_port,
+        )
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _plain(name: str) -> bool:
+    return bool(name) and name.replace("-", "").replace("_", "").replace(".", "").isalnum()
+
+
+def _host_cidr(address: str) -> str:
+    import ipaddress
+
+    ip = ipaddress.ip_address(address)
+    return f"{ip}/{ip.max_prefixlen}"
