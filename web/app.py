@@ -12,7 +12,16 @@ import tornado.web
 
 from node.services import Services
 from node.tls import TlsFiles
-from web import apiuser_pages, licence_pages, session_pages
+from web import (
+    admin_pages,
+    apiuser_pages,
+    licence_pages,
+    people_pages,
+    policy_pages,
+    session_pages,
+    share_pages,
+    vault_pages,
+)
 from web.api import base as api_base
 from web.api import openapi as api_openapi
 from web.api import resources as api_resources
@@ -32,6 +41,11 @@ def route_table() -> list[tuple[str, type[tornado.web.RequestHandler]]]:
     """Every route of the application, in one list (the authorization matrix test walks it)."""
     return [
         *session_pages.ROUTES,
+        *vault_pages.ROUTES,
+        *share_pages.ROUTES,
+        *people_pages.ROUTES,
+        *policy_pages.ROUTES,
+        *admin_pages.ROUTES,
         *licence_pages.ROUTES,
         *apiuser_pages.ROUTES,
         # REST API: its routes, then its catch-all (JSON 404) last among /restapi paths

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,7 @@ from node.services import Services
 log = logging.getLogger("strongroom.web")
 
 SESSION_COOKIE = "sr_session"
+FLASH_COOKIE = "sr_flash"
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -175,6 +177,41 @@ class BaseHandler(tornado.web.RequestHandler):
     def template_namespace_extra(self) -> dict[str, Any]:
         return {}
 
+    # flash messages: one short sentence carried over a redirect ------------------------
+
+    def flash(self, message: str, kind: str = "notice") -> None:
+        """Show ``message`` on the next page this browser renders (after a redirect).
+        ``kind`` is ``notice`` or ``error``. Never put a secret in a flash message."""
+        value = json.dumps({"m": message[:400], "k": kind if kind == "error" else "notice"})
+        self.set_signed_cookie(
+            FLASH_COOKIE,
+            value,
+            expires_days=None,
+            path="/",
+            secure=True,
+            httponly=True,
+            samesite="Strict",
+        )
+
+    def _take_flash(self) -> dict[str, str] | None:
+        if getattr(self, "_flash_taken", False):
+            return None
+        self._flash_taken = True
+        raw = self.get_signed_cookie(FLASH_COOKIE, max_age_days=1)
+        if raw is None:
+            return None
+        self.clear_cookie(FLASH_COOKIE, path="/")
+        try:
+            data = json.loads(raw)
+            return {"message": str(data["m"]), "kind": str(data["k"])}
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def can(self, action: Action) -> bool:
+        """Whether the logged-in user's role allows ``action`` (for navigation links)."""
+        user = self.get_current_user()
+        return user is not None and not user.must_change_password and allowed(user.role, action)
+
     def get_template_namespace(self) -> dict[str, Any]:
         ns = super().get_template_namespace()
         ns.update(
@@ -183,6 +220,9 @@ class BaseHandler(tornado.web.RequestHandler):
             node_state=self.services.state,
             path=self.request.path,
             licence_warnings=getattr(self, "licence_warnings", ()),
+            can=self.can,
+            Action=Action,
+            flash=self._take_flash(),
         )
         ns.update(self.template_namespace_extra())
         return ns

@@ -1,0 +1,74 @@
+"""The Admin page: one place that links every administration page, in sections.
+
+Each link names the action its page declares, so a user sees only what they may open. To
+add a page, append one :class:`AdminLink` to :data:`ADMIN_LINKS` (keep sections in the
+order they should appear).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from node.permissions import Action
+from web.base import BaseHandler, needs
+
+SECTIONS = ("People", "Vault", "Audit and reports", "Appliance")
+
+
+@dataclass(frozen=True)
+class AdminLink:
+    section: str
+    label: str
+    href: str
+    action: Action
+    hint: str = ""
+
+
+ADMIN_LINKS: list[AdminLink] = [
+    AdminLink("People", "Users", "/users", Action.MANAGE_USERS, "add, edit, disable, roles"),
+    AdminLink("People", "User groups", "/user-groups", Action.MANAGE_USERS, "share with many"),
+    AdminLink(
+        "People",
+        "Transfer ownership",
+        "/transfer",
+        Action.TRANSFER_OWNERSHIP,
+        "hand a departing user's resources to another administrator",
+    ),
+    AdminLink(
+        "People", "User fields", "/custom-fields", Action.MANAGE_CUSTOM_FIELDS, "custom attributes"
+    ),
+    AdminLink("Vault", "Password policies", "/policies", Action.MANAGE_POLICIES, "rules, age"),
+    AdminLink(
+        "Vault", "Resource types", "/resource-types", Action.MANAGE_RESOURCE_TYPES, "add types"
+    ),
+    AdminLink("Vault", "Trash", "/trash", Action.MANAGE_TRASH, "restore or purge resources"),
+    AdminLink(
+        "Vault",
+        "Password access settings",
+        "/settings",
+        Action.MANAGE_SETTINGS,
+        "reason for viewing and copying passwords",
+    ),
+]
+
+
+def visible_sections(handler: BaseHandler) -> list[tuple[str, list[AdminLink]]]:
+    """The sections with at least one link the user may follow, in order."""
+    out: list[tuple[str, list[AdminLink]]] = []
+    names = list(SECTIONS) + [link.section for link in ADMIN_LINKS if link.section not in SECTIONS]
+    for name in dict.fromkeys(names):
+        links = [ln for ln in ADMIN_LINKS if ln.section == name and handler.can(ln.action)]
+        if links:
+            out.append((name, links))
+    return out
+
+
+class AdminIndexPage(BaseHandler):
+    @needs(Action.MANAGE_SETTINGS)
+    async def get(self) -> None:
+        self.render("admin_index.html", sections=visible_sections(self))
+
+
+ROUTES = [
+    (r"/admin", AdminIndexPage),
+]

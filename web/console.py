@@ -1,0 +1,142 @@
+"""What every vault console page shares: reading form fields without losing them, calling
+a service off the event loop with its errors turned into the right status, and the
+post-redirect-get pattern with a flash message.
+
+Pages answer service errors this way:
+- a form the user can fix (ValidationError, ConflictError) is shown again with what they
+  typed and the rule that failed, with status 400 or 409;
+- anything else (NotFoundError, PermissionDeniedError, ...) goes through :meth:`call`, which
+  answers with the error page and the service's message (404 for an object the user may
+  not see, the same as one that does not exist).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+import tornado.web
+
+from node.errors import StrongroomError, ValidationError
+from web.base import BaseHandler, status_for
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+MAX_LINE = 256
+MAX_TEXT = 4000
+
+
+class Refused(tornado.web.HTTPError):
+    """A service refused the request; ``message`` is written for the user."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status)
+        self.message = message
+
+
+class ConsolePage(BaseHandler):
+    """Base of the vault console's pages (resources, users, policies, admin)."""
+
+    # forms ------------------------------------------------------------------------------
+
+    def field(self, name: str, max_len: int = MAX_LINE, *, strip: bool = True) -> str:
+        """A form field as typed (missing: ""). Longer than ``max_len``: ValidationError,
+        so the form is shown again rather than the value silently cut."""
+        value = self.get_body_argument(name, "", strip=strip)
+        if len(value) > max_len:
+            label = name.replace("_", " ")
+            raise ValidationError(f"{label} is too long (at most {max_len} characters)")
+        return value
+
+    def secret_field(self, name: str, max_len: int = MAX_LINE) -> str:
+        """A password field: kept exactly as typed (no stripping)."""
+        return self.field(name, max_len, strip=False)
+
+    def checkbox(self, name: str) -> bool:
+        return self.get_body_argument(name, "") in ("on", "1", "yes", "true")
+
+    def int_field(self, name: str, *, required: bool = True, label: str = "") -> int | None:
+        raw = self.get_body_argument(name, "").strip()
+        if not raw:
+            if required:
+                raise ValidationError(f"{label or name.replace('_', ' ')} is required")
+            return None
+        if not raw.isdigit() or len(raw) > 9:
+            raise ValidationError(f"{label or name.replace('_', ' ')} must be a whole number")
+        return int(raw)
+
+    def int_list(self, name: str) -> list[int]:
+        out: list[int] = []
+        for raw in self.get_body_arguments(name):
+            if not raw.strip().isdigit() or len(raw.strip()) > 9:
+                raise ValidationError(f"{name.replace('_', ' ')}: not a valid choice")
+            out.append(int(raw))
+        return out
+
+    def custom_fields(self, prefix: str = "attr_") -> dict[str, str]:
+        """Custom attributes posted as ``attr_<name>`` fields."""
+        out: dict[str, str] = {}
+        for key in self.request.body_arguments:
+            if key.startswith(prefix):
+                out[key[len(prefix) :]] = self.field(key, MAX_TEXT)
+        return out
+
+    @staticmethod
+    def object_id(text: str) -> int:
+        """A numeric id from the path; an impossible one is simply not found."""
+        if not text.isdigit() or len(text) > 9 or int(text) < 1:
+            raise Refused(404, "No such object.")
+        return int(text)
+
+    def typed_attributes(self, prefix: str = "attr_") -> dict[str, str]:
+        """Custom attributes as typed, for showing a form again."""
+        return {
+            key[len(prefix) :]: self.get_body_argument(key, "")[:MAX_TEXT]
+            for key in self.request.body_arguments
+            if key.startswith(prefix)
+        }
+
+    # services ---------------------------------------------------------------------------
+
+    async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a service call off the loop; a refusal becomes the error page."""
+        try:
+            return await self.run(fn, *args, **kwargs)
+        except StrongroomError as exc:
+            raise Refused(status_for(exc), str(exc)) from None
+
+    async def attempt(
+        self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+    ) -> tuple[T | None, str | None]:
+        """Run a service call whose ValidationError or ConflictError the user can fix:
+        returns (result, None) or (None, message) and sets the status. Other refusals
+        become the error page."""
+        try:
+            return await self.run(fn, *args, **kwargs), None
+        except StrongroomError as exc:
+            status = status_for(exc)
+            if status not in (400, 409):
+                raise Refused(status, str(exc)) from None
+            self.set_status(status)
+            return None, str(exc)
+
+    # answers ----------------------------------------------------------------------------
+
+    def done(self, message: str, to: str) -> None:
+        """Post-redirect-get with a flash message."""
+        self.flash(message)
+        self.redirect(to)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc_info = kwargs.get("exc_info")
+        if exc_info and isinstance(exc_info[1], Refused):
+            self.render("error.html", status=status_code, message=exc_info[1].message)
+            return
+        super().write_error(status_code, **kwargs)
+
+    def refuse(self, template: str, message: str, status: int = 400, **kwargs: Any) -> None:
+        """Show a form again with what the user typed and the rule that failed."""
+        if self.get_status() < 400:
+            self.set_status(status)
+        self.render(template, error=message, **kwargs)
