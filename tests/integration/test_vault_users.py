@@ -1,0 +1,174 @@
+"""Users, roles, Super Administrator scope, user groups and custom fields."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from node.errors import (
+    AuthenticationError,
+    ConflictError,
+    NotFoundError,
+    PermissionDeniedError,
+    ValidationError,
+)
+from node.roles import Role
+from node.services import Services
+from node.store.models import AuditRow
+from node.users import UserChanges
+from node.vault import NewResource
+from tests.integration.vault_helpers import IP, initial_admin, make_user, snapshot
+
+
+def test_add_user_gets_a_one_time_password_and_must_change_it(services: Services) -> None:
+    admin = initial_admin(services)
+    new = services.users.add_user(
+        admin,
+        IP,
+        "  Alice.Smith ",
+        "password user",
+        full_name="Alice <b>Smith</b>",
+        email="alice@example.org",
+    )
+    assert new.username == "alice.smith" and new.one_time_password
+    user = services.auth.authenticate("ALICE.SMITH", new.one_time_password, IP)
+    assert user.must_change_password and user.role == Role.PASSWORD_USER
+    view = services.users.get_user(admin, new.id)
+    assert view.full_name == "Alice <b>Smith</b>"  # verbatim; escaping is the web's job
+    assert services.users.user_id_by_name(admin, "Alice.Smith") == new.id
+    with pytest.raises(ConflictError):
+        services.users.add_user(admin, IP, "ALICE.smith", Role.PASSWORD_USER)
+    for bad in ("", "two words", "x" * 129, "tab\tname"):
+        with pytest.raises(ValidationError):
+            services.users.add_user(admin, IP, bad, Role.PASSWORD_USER)
+    with pytest.raises(ValidationError, match="unknown role"):
+        services.users.add_user(admin, IP, "bob", "superuser")
+    with pytest.raises(ValidationError, match="e-mail"):
+        services.users.add_user(admin, IP, "bob", Role.PASSWORD_USER, email="not-an-address")
+    with pytest.raises(ValidationError, match="too long"):
+        services.users.add_user(admin, IP, "bob", Role.PASSWORD_USER, full_name="n" * 300)
+    with pytest.raises(NotFoundError):
+        services.users.user_id_by_name(admin, "bob")
+    with services.store.sessions() as s:
+        rows = s.scalars(select(AuditRow).where(AuditRow.operation == "add user")).all()
+    assert [r.target for r in rows] == ["admin", "alice.smith"]
+    assert all(new.one_time_password not in (r.detail + r.target) for r in rows)
+
+
+def test_only_admins_manage_users(services: Services) -> None:
+    admin = initial_admin(services)
+    pa = make_user(services, admin, "pa", Role.PASSWORD_ADMINISTRATOR)
+    user = make_user(services, admin, "pu", Role.PASSWORD_USER)
+    with pytest.raises(PermissionDeniedError):
+        services.users.add_user(pa, IP, "x", Role.PASSWORD_USER)
+    assert {u.username for u in services.users.list_users(pa)} == {"admin", "pa", "pu"}
+    with pytest.raises(PermissionDeniedError):
+        services.users.list_users(user)
+    with pytest.raises(PermissionDeniedError):
+        services.users.user_id_by_name(user, "admin")
+    assert services.users.get_user(user, user.id).username == "pu"  # oneself
+    with pytest.raises(PermissionDeniedError):
+        services.users.get_user(user, admin.id)
+
+
+def test_disable_enable_edit_and_role(services: Services) -> None:
+    admin = initial_admin(services)
+    new = services.users.add_user(admin, IP, "carl", Role.PASSWORD_USER)
+    assert new.one_time_password
+    services.auth.authenticate("carl", new.one_time_password, IP)
+    token = services.auth.create_session(new.id, IP)
+    services.users.set_enabled(admin, IP, new.id, False)
+    assert services.auth.session_user(token) is None
+    with pytest.raises(AuthenticationError):
+        services.auth.authenticate("carl", new.one_time_password, IP)
+    services.users.set_enabled(admin, IP, new.id, True)
+    services.auth.authenticate("carl", new.one_time_password, IP)
+    services.users.edit_user(admin, IP, new.id, UserChanges(full_name="Carl", email="c@x.org"))
+    services.users.change_role(admin, IP, new.id, Role.PASSWORD_AUDITOR)
+    view = services.users.get_user(admin, new.id)
+    assert (view.full_name, view.email, view.role) == ("Carl", "c@x.org", Role.PASSWORD_AUDITOR)
+    with pytest.raises(ValidationError):
+        services.users.change_role(admin, IP, admin.id, Role.PASSWORD_USER)
+    with pytest.raises(ValidationError):
+        services.users.set_enabled(admin, IP, admin.id, False)
+    with pytest.raises(ValidationError):
+        services.users.delete_user(admin, IP, admin.id)
+
+
+def test_the_last_administrator_stays(services: Services) -> None:
+    admin = initial_admin(services)
+    # an API user with the Administrator role does not count as a person who can log in
+    robot = services.users.add_user(admin, IP, "robot", Role.ADMINISTRATOR, kind="api")
+    assert robot.one_time_password is None
+    bot = snapshot(services, robot.id)
+    for change in (
+        lambda: services.users.change_role(bot, IP, admin.id, Role.PASSWORD_USER),
+        lambda: services.users.set_enabled(bot, IP, admin.id, False),
+        lambda: services.users.delete_user(bot, IP, admin.id),
+    ):
+        with pytest.raises(ConflictError, match="at least one active Administrator"):
+            change()
+    second = make_user(services, admin, "second", Role.ADMINISTRATOR)
+    services.users.change_role(second, IP, admin.id, Role.PASSWORD_ADMINISTRATOR)
+    assert services.users.get_user(second, admin.id).role == Role.PASSWORD_ADMINISTRATOR
+
+
+def test_delete_user_needs_ownership_transferred_first(services: Services) -> None:
+    admin = initial_admin(services)
+    leaver = make_user(services, admin, "leaver", Role.PASSWORD_ADMINISTRATOR)
+    services.vault.create_resource(leaver, IP, NewResource(name="theirs"))
+    with pytest.raises(ConflictError, match="transfer"):
+        services.users.delete_user(admin, IP, leaver.id)
+    services.sharing.transfer_ownership(admin, IP, leaver.id, admin.id)
+    services.users.delete_user(admin, IP, leaver.id)
+    with pytest.raises(NotFoundError):
+        services.users.get_user(admin, leaver.id)
+    assert services.vault.list_resources(admin).items[0].owner_name == "admin"
+
+
+def test_super_admin_scope_is_granted_by_another_admin_only(services: Services) -> None:
+    admin = initial_admin(services)
+    a2 = make_user(services, admin, "a2", Role.ADMINISTRATOR)
+    pa = make_user(services, admin, "pa", Role.PASSWORD_ADMINISTRATOR)
+    pu = make_user(services, admin, "pu", Role.PASSWORD_USER)
+    with pytest.raises(PermissionDeniedError, match="yourself"):
+        services.users.grant_super_admin(a2, IP, a2.id)
+    with pytest.raises(ValidationError):
+        services.users.grant_super_admin(a2, IP, pu.id)  # not admin-type
+    with pytest.raises(PermissionDeniedError):
+        services.users.grant_super_admin(pa, IP, pa.id)  # role lacks the action
+    services.users.grant_super_admin(a2, IP, pa.id)
+    assert services.users.get_user(admin, pa.id).super_admin
+    services.users.change_role(a2, IP, pa.id, Role.PASSWORD_USER)  # scope goes with the role
+    assert not services.users.get_user(admin, pa.id).super_admin
+    with services.store.sessions() as s:
+        ops = list(s.scalars(select(AuditRow.detail).where(AuditRow.operation == "change role")))
+    assert "Super Administrator scope removed" in ops[-1]
+
+
+def test_user_groups_and_custom_attributes(services: Services) -> None:
+    admin = initial_admin(services)
+    services.users.define_field(admin, IP, "user", "Employee No", "number")
+    with pytest.raises(ConflictError):
+        services.users.define_field(admin, IP, "user", "Employee No", "text")
+    with pytest.raises(ValidationError):
+        services.users.define_field(admin, IP, "printer", "x", "text")
+    new = services.users.add_user(
+        admin, IP, "dora", Role.PASSWORD_USER, custom_attributes={"Employee No": "1234"}
+    )
+    with pytest.raises(ValidationError, match="number"):
+        services.users.edit_user(
+            admin, IP, new.id, UserChanges(custom_attributes={"Employee No": "abc"})
+        )
+    gid = services.users.create_user_group(admin, IP, "night shift", "on call")
+    with pytest.raises(ConflictError):
+        services.users.create_user_group(admin, IP, "night shift")
+    services.users.add_group_member(admin, IP, gid, new.id)
+    view = services.users.get_user(admin, new.id)
+    assert view.custom_attributes == {"Employee No": "1234"}
+    assert view.groups == ["night shift"]
+    groups = services.users.list_user_groups(admin)
+    assert [(g.name, g.members) for g in groups] == [("night shift", ["dora"])]
+    services.users.remove_group_member(admin, IP, gid, new.id)
+    services.users.delete_user_group(admin, IP, gid)
+    assert services.users.list_user_groups(admin) == []
