@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "appliance.cmd_node",
     "appliance.cmd_api",
     "appliance.cmd_licence",
+    "appliance.cmd_backup",
 ]
 
 EXIT_USAGE = 2

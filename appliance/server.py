@@ -20,6 +20,7 @@ import tornado.netutil
 
 from appliance.context import data_dir_lock
 from appliance.control import ControlServer
+from backup.service import BackupService, Scheduler
 from node import __version__
 from node.errors import FatalError, StrongroomError, ValidationError
 from node.keyring import KeyRing
@@ -76,6 +77,7 @@ class Node:
     executor: ThreadPoolExecutor
     first_password: str | None = None
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
+    backup: BackupService | None = None
 
     async def in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -120,6 +122,7 @@ def assemble(settings: Settings) -> Node:
         ssl_ctx=make_ssl_context(tls),
         executor=ThreadPoolExecutor(max_workers=16, thread_name_prefix="sr-worker"),
         first_password=first,
+        backup=BackupService(settings, store, keyring, services.audit, services.state),
     )
 
 
@@ -143,7 +146,10 @@ def banner(node: Node) -> str:
 async def run_node(
     node: Node, sockets: list[socket.socket], announce: Callable[[str], None] = print
 ) -> None:
-    app = make_app(node.services, node.executor)
+    app = make_app(node.services, node.executor, strongroom_backup=node.backup)
+    scheduler = Scheduler(node.backup) if node.backup is not None else None
+    if scheduler is not None:
+        scheduler.start()
     server = tornado.httpserver.HTTPServer(app, ssl_options=node.ssl_ctx, xheaders=False)
     server.add_sockets(sockets)
     control = ControlServer({name: _bind(fn, node) for name, fn in CONTROL_VERBS.items()})
@@ -167,6 +173,8 @@ async def run_node(
     log.info("node stopping")
     server.stop()
     control.stop()
+    if scheduler is not None:
+        scheduler.stop()
     sock_path.unlink(missing_ok=True)
     await server.close_all_connections()
     node.executor.shutdown(wait=True)

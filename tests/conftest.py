@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,18 +27,19 @@ _db_counter = itertools.count(1)
 @pytest.fixture(scope="session")
 def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
     """One real PostgreSQL 15 server for the whole run; each test gets its own database."""
-    base = tmp_path_factory.mktemp("pg")
+    # Outside /tmp/pytest-of-root: every pytest session that starts (other test runs on
+    # the same machine) resets that directory to 0700, which would lock the postgres OS
+    # user out of its own socket and data directory mid-run.
+    base = Path(tempfile.mkdtemp(prefix="sr-pg-"))
     os.chmod(base, 0o755)
-    for parent in base.parents:
-        if str(parent).startswith("/tmp/pytest-of-"):
-            os.chmod(parent, 0o755)
     server = LocalPostgres(base / "server", free_port())
-    server.initdb()
-    server.start()
     try:
+        server.initdb()
+        server.start()
         yield server
     finally:
         server.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
