@@ -24,7 +24,8 @@ Methods of :class:`VaultService`:
 - accounts: ``add_account``, ``edit_account``, ``get_account``, ``account_id_by_name``,
   ``delete_account``, ``password_history`` (metadata only).
 - passwords: ``view_password``, ``copy_password`` (plaintext, returned only after the
-  audit row committed), ``change_password`` (local; policy and no-reuse enforced),
+  audit row committed; a refused attempt for lack of a reason or ticket is audited with
+  result "failure"), ``change_password`` (local; policy and no-reuse enforced),
   ``generate_for_account``.
 - resource types: ``list_resource_types``, ``add_resource_type``, ``delete_resource_type``.
 - settings: ``get_settings``, ``set_password_reason`` ("optional" or "required"),
@@ -274,6 +275,7 @@ class VaultService:
         account_id: int | None = None,
         reason: str = "",
         detail: str = "",
+        result: str = "success",
     ) -> None:
         self._audit.append(
             s,
@@ -287,6 +289,7 @@ class VaultService:
                 account_id=account_id,
                 reason=reason,
                 detail=detail,
+                result=result,
             ),
         )
 
@@ -353,12 +356,20 @@ class VaultService:
     def _effective_policy(self, s: Session, account: Account) -> PolicySpec:
         pid = account.password_policy_id or account.resource.password_policy_id
         row = s.get(PasswordPolicy, pid) if pid is not None else None
-        if row is None:
-            name = str(get_setting(s, SETTING_DEFAULT_POLICY, DEFAULT_POLICY))
-            row = policy_by_name(s, name) or policy_by_name(s, DEFAULT_POLICY)
-        if row is None:
-            return PolicySpec(DEFAULT_POLICY, min_length=1, require_lower=False)
-        return spec_of(row)
+        if row is not None:
+            return spec_of(row)
+        cached = s.info.get("default_policy")  # asked once per transaction
+        if isinstance(cached, PolicySpec):
+            return cached
+        name = str(get_setting(s, SETTING_DEFAULT_POLICY, DEFAULT_POLICY))
+        row = policy_by_name(s, name) or policy_by_name(s, DEFAULT_POLICY)
+        spec = (
+            spec_of(row)
+            if row is not None
+            else PolicySpec(DEFAULT_POLICY, min_length=1, require_lower=False)
+        )
+        s.info["default_policy"] = spec
+        return spec
 
     def _recent_passwords(self, s: Session, account: Account, n: int) -> list[str]:
         if n <= 0:
@@ -830,18 +841,26 @@ class VaultService:
         require(actor.role, Action.VIEW_PASSWORD)
         why = one_line("reason", reason, 1024)
         ticket_id = one_line("ticket id", ticket, 128)
+        refusal: ValidationError | None = None
+        plaintext = ""
         with self._store.transaction() as s:
             a = self._account(s, actor, account_id)
             self._need(account_access(s, actor, a), Access.VIEW, "seeing this password")
             mode = get_setting(s, SETTING_REASON, "optional")
             if (mode == "required" or a.reason_required) and not why:
-                raise ValidationError("a reason is required to see this password")
-            if a.ticket_required and not ticket_id:
-                raise ValidationError("a ticket id is required to see this password")
-            if a.password_ct is None:
+                refusal = ValidationError("a reason is required to see this password")
+            elif a.ticket_required and not ticket_id:
+                refusal = ValidationError("a ticket id is required to see this password")
+            elif a.password_ct is None:
                 raise NotFoundError("this account has no stored password")
-            plaintext = self._keyring.decrypt_text(a.password_ct, "accounts", "password_ct", a.id)
-            a.last_accessed_at = utcnow()
+            else:
+                plaintext = self._keyring.decrypt_text(
+                    a.password_ct, "accounts", "password_ct", a.id
+                )
+                a.last_accessed_at = utcnow()
+            details = [f"ticket {ticket_id}"] if ticket_id else []
+            if refusal is not None:
+                details.append(f"refused: {refusal}")
             self._log(
                 s,
                 actor,
@@ -851,8 +870,11 @@ class VaultService:
                 resource_id=a.resource_id,
                 account_id=a.id,
                 reason=why,
-                detail=f"ticket {ticket_id}" if ticket_id else "",
+                detail="; ".join(details),
+                result="failure" if refusal is not None else "success",
             )
+        if refusal is not None:
+            raise refusal  # after the commit, so the refused attempt stays in the audit
         # Reached only after the transaction, audit row included, has committed.
         return plaintext
 

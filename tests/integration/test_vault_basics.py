@@ -96,6 +96,12 @@ def test_duplicates_and_bad_input_change_nothing(services: Services) -> None:
         services.vault.add_account(admin, IP, rid, NewAccount("bad\nname", "pw-1234"))
     with pytest.raises(ValidationError, match="password"):
         services.vault.add_account(admin, IP, rid, NewAccount("n", "x" * 300))
+    with pytest.raises(ValidationError, match="notes is too long"):
+        services.vault.add_account(admin, IP, rid, NewAccount("n", "pw-1234", notes="n" * 4097))
+    with pytest.raises(ValidationError, match="account name is too long"):
+        services.vault.add_account(admin, IP, rid, NewAccount("n" * 257, "pw-1234"))
+    with pytest.raises(ValidationError, match="must not be empty"):
+        services.vault.add_account(admin, IP, rid, NewAccount("n", ""))
     names = [r.name for r in services.vault.list_resources(admin).items]
     assert names == ["db1"]
     assert len(services.vault.get_resource(admin, rid).accounts) == 1

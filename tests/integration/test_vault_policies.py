@@ -156,3 +156,16 @@ def test_generate_password_is_random_and_policy_length() -> None:
     )
     seen = {generate_password(spec) for _ in range(50)}
     assert len(seen) == 50 and all(len(p) == 12 for p in seen)
+
+
+def test_vault_default_policy_applies_where_none_is_set(services: Services) -> None:
+    admin = initial_admin(services)
+    rid = services.vault.create_resource(admin, IP, NewResource(name="r")).resource_id
+    services.vault.add_account(admin, IP, rid, NewAccount("a", "weak"))  # Low by default
+    services.vault.set_default_policy(admin, IP, _policy_id(services, "Medium"))
+    assert services.vault.get_settings(admin).default_policy == "Medium"
+    with pytest.raises(ValidationError, match="password policy 'Medium'"):
+        services.vault.add_account(admin, IP, rid, NewAccount("b", "weak"))
+    services.vault.add_account(admin, IP, rid, NewAccount("b", "Better1x"))
+    names = [a.policy_name for a in services.vault.get_resource(admin, rid).accounts]
+    assert names == ["Medium", "Medium"]

@@ -71,7 +71,14 @@ def test_reason_required_by_the_vault_setting(services: Services) -> None:
             op(admin, IP, aid)
         with pytest.raises(ValidationError, match="reason is required"):
             op(admin, IP, aid, reason="   ")
-    assert len(_audit_rows(services)) == before
+    refused = _audit_rows(services)[before:]
+    assert [(r.operation, r.result) for r in refused] == [
+        ("view password", "failure"),
+        ("view password", "failure"),
+        ("copy password", "failure"),
+        ("copy password", "failure"),
+    ]
+    assert all("reason is required" in r.detail for r in refused)
     assert services.vault.view_password(admin, IP, aid, reason="incident 42") == SECRET
     with pytest.raises(ValidationError, match="reason is too long"):
         services.vault.view_password(admin, IP, aid, reason="r" * 1025)
