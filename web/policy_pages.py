@@ -30,7 +30,10 @@ class PolicyFormMixin(ConsolePage):
             require_upper=self.checkbox("require_upper"),
             require_digit=self.checkbox("require_digit"),
             require_special=self.checkbox("require_special"),
-            no_reuse_last=self.int_field("no_reuse_last", label="no reuse of the last N") or 0,
+            no_reuse_last=self.int_field(
+                "no_reuse_last", required=False, label="no reuse of the last N"
+            )
+            or 0,
             max_age_days=max_age,
         )
 

@@ -1,0 +1,345 @@
+"""The vault console through its forms, as a browser would drive it (real app, real
+services, SQLite): resources and accounts, viewing and copying passwords with a reason,
+policy enforcement, history, trash, users, groups, sharing, transfer; bad input keeps
+what was typed; an XSS payload in every free-text field renders inert on every page."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from node.auth import SessionUser
+from node.roles import Role
+from node.services import Services
+from node.store.models import AuditRow
+from tests.integration.live_app import Browser, add_user, browser_for, first_admin, live_app
+from web.app import route_table
+
+XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+RAW_MARKERS = ("<script>alert", "<img src=x onerror")
+
+
+@dataclass
+class Console:
+    services: Services
+    port: int
+    admin: SessionUser
+
+    def browser(self, user: SessionUser | None = None) -> Browser:
+        return browser_for(self.services, self.port, user or self.admin)
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
+    tmp: Path = tmp_path_factory.mktemp("console")
+    with live_app(tmp) as (services, port):
+        yield Console(services, port, first_admin(services))
+
+
+def _location_id(resp_location: str) -> int:
+    match = re.search(r"/(\d+)$", resp_location)
+    assert match, resp_location
+    return int(match.group(1))
+
+
+def _flash(b: Browser, path: str) -> str:
+    """Follow a redirect and return the page's flash message."""
+    page = b.get(path).text
+    match = re.search(r'<p class="(?:notice|error) flash"[^>]*>(.*?)</p>', page, re.S)
+    return html.unescape(match.group(1)) if match else ""
+
+
+def _audit(services: Services, operation: str) -> list[AuditRow]:
+    with services.store.sessions() as s:
+        return list(s.scalars(select(AuditRow).where(AuditRow.operation == operation)))
+
+
+def test_resource_account_and_password_flow(console: Console) -> None:
+    b = console.browser()
+    resp = b.post(
+        "/resources/new",
+        {
+            "name": "db-prod-1",
+            "dns_name": "db1.example.org",
+            "resource_type": "PostgreSQL",
+            "department": "Finance",
+            "account_username": "postgres",
+            "account_password": "Initial-pw-2024!",
+            "account_confirm": "Initial-pw-2024!",
+        },
+    )
+    assert resp.status == 302
+    rid = _location_id(resp.headers["location"])
+    assert "Resource 'db-prod-1' added with its first account." in _flash(b, f"/resources/{rid}")
+    listing = b.get("/resources?q=prod").text
+    assert "db-prod-1" in listing and "PostgreSQL" in listing
+    assert "db-prod-1" not in b.get("/resources?q=nomatch").text
+    detail = b.get(f"/resources/{rid}").text
+    aid = int(re.search(r'href="/accounts/(\d+)"', detail).group(1))  # type: ignore[union-attr]
+
+    # Reason required by the setting: refused without, shown once with.
+    assert (
+        b.post("/settings", {"password_reason": "required", "default_policy_id": "1"}).status == 302
+    )
+    refused = b.post(f"/accounts/{aid}/view", {"reason": ""})
+    assert refused.status == 400 and "a reason is required" in refused.text
+    assert "Initial-pw-2024!" not in refused.text
+    shown = b.post(f"/accounts/{aid}/view", {"reason": "monthly check"})
+    assert shown.status == 200 and "Initial-pw-2024!" in shown.text
+    assert "no-store" in shown.headers["cache-control"]
+    copied = b.post(f"/accounts/{aid}/copy", {"reason": "deploy"})
+    assert 'class="secret concealed">Initial-pw-2024!<' in copied.text
+    assert 'data-copy-from="secret"' in copied.text and "/static/copy.js" in copied.text
+    rows = _audit(console.services, "view password") + _audit(console.services, "copy password")
+    assert {(r.operation, r.reason, r.result) for r in rows} >= {
+        ("view password", "monthly check", "success"),
+        ("copy password", "deploy", "success"),
+    }
+    assert all(r.result == "failure" for r in rows if not r.reason)
+    b.post("/settings", {"password_reason": "optional", "default_policy_id": "1"})
+
+    # A custom policy on the account; a password that breaks it is refused with the rule.
+    resp = b.post(
+        "/policies/new",
+        {
+            "name": "Twelve",
+            "min_length": "12",
+            "max_length": "40",
+            "require_digit": "on",
+            "no_reuse_last": "2",
+        },
+    )
+    pid = _location_id(resp.headers["location"])
+    edit = b.post(
+        f"/accounts/{aid}/edit",
+        {"username": "postgres", "notes": "primary", "password_policy_id": str(pid)},
+    )
+    assert edit.status == 302
+    weak = b.post(f"/accounts/{aid}/password", {"new": "short1", "confirm": "short1"})
+    assert weak.status == 400
+    assert "password policy &#x27;Twelve&#x27;: at least 12 characters are required" in weak.text
+    nodigit = b.post(
+        f"/accounts/{aid}/password",
+        {"new": "no-digits-here-at-all", "confirm": "no-digits-here-at-all"},
+    )
+    assert "must contain a digit" in nodigit.text
+    reuse = b.post(
+        f"/accounts/{aid}/password", {"new": "Initial-pw-2024!", "confirm": "Initial-pw-2024!"}
+    )
+    assert "must not reuse" in reuse.text
+    ok = b.post(
+        f"/accounts/{aid}/password", {"new": "Second-pw-2025x", "confirm": "Second-pw-2025x"}
+    )
+    assert ok.status == 302
+    assert "Password changed for 'postgres'." in _flash(b, f"/accounts/{aid}")
+    gen = b.post(f"/accounts/{aid}/password", {"generate": "on"})
+    assert gen.status == 302
+    assert "generated" in _flash(b, f"/accounts/{aid}")
+    history = b.get(f"/accounts/{aid}/history").text
+    assert history.count("<tr><td>") == 3 and "Second-pw-2025x" not in history
+
+    # The built-in policies are read-only.
+    builtin = b.get("/policies/1").text
+    assert "built-in, read-only" in builtin and "<fieldset disabled" in builtin
+
+    # Trash: delete, restore, delete, purge.
+    assert b.post(f"/resources/{rid}/delete").status == 302
+    assert b.get(f"/resources/{rid}").status == 404
+    assert "db-prod-1" in b.get("/trash").text
+    assert b.post(f"/trash/{rid}/restore").status == 302
+    assert b.get(f"/resources/{rid}").status == 200
+    b.post(f"/resources/{rid}/delete")
+    assert b.post(f"/trash/{rid}/purge").status == 302
+    assert "db-prod-1" not in b.get("/trash").text
+
+
+def test_bad_input_keeps_what_was_typed(console: Console) -> None:
+    b = console.browser()
+    long_name = "n" * 300
+    resp = b.post(
+        "/resources/new", {"name": long_name, "department": "Kept Department", "location": "Rack 7"}
+    )
+    assert resp.status == 400
+    assert "name is too long (at most 256 characters)" in resp.text
+    assert 'value="Kept Department"' in resp.text and 'value="Rack 7"' in resp.text
+    b.post("/resources/new", {"name": "dup-box"})
+    dup = b.post("/resources/new", {"name": "dup-box", "location": "Second"})
+    assert dup.status == 409 and "exists already" in dup.text and 'value="Second"' in dup.text
+    mismatch = b.post(
+        "/resources/new",
+        {
+            "name": "x-box",
+            "account_username": "root",
+            "account_password": "a",
+            "account_confirm": "b",
+        },
+    )
+    assert mismatch.status == 400 and "confirmation differ" in mismatch.text
+    assert b.get("/resources?q=x-box").text.count("x-box</a>") == 0
+    bad_policy = b.post("/policies/new", {"name": "Bad", "min_length": "9", "max_length": "3"})
+    assert bad_policy.status == 400 and "maximum length" in bad_policy.text
+    assert 'value="Bad"' in bad_policy.text
+    assert b.get("/resources/99999999999999999999").status == 404
+
+
+def test_users_groups_sharing_and_transfer(console: Console) -> None:
+    b = console.browser()
+    created = b.post(
+        "/users/new", {"username": "Carol", "full_name": "Carol C", "role": "password_user"}
+    )
+    assert created.status == 200
+    otp = re.search(r'id="otp" class="secret">([^<]+)<', created.text).group(1)  # type: ignore[union-attr]
+    uid = int(re.search(r'href="/users/(\d+)"', created.text).group(1))  # type: ignore[union-attr]
+    assert otp not in b.get(f"/users/{uid}").text
+    # Carol logs in with the one-time password and must change it.
+    carol = Browser(console.port)
+    login = carol.post("/login", {"username": "carol", "password": otp})
+    assert login.status == 302 and login.headers["location"] == "/change-password"
+    assert carol.get("/resources").headers["location"] == "/change-password"
+    carol.post(
+        "/change-password",
+        {"current": otp, "new": "carols-own-password", "confirm": "carols-own-password"},
+    )
+    assert carol.get("/resources").status == 200
+    assert carol.get("/users").status == 403
+
+    # A resource shared with a group Carol is in, then with Carol herself.
+    rid = _location_id(
+        b.post(
+            "/resources/new",
+            {
+                "name": "web-1",
+                "account_username": "www",
+                "account_password": "Www-pw-1234",
+                "account_confirm": "Www-pw-1234",
+            },
+        ).headers["location"]
+    )
+    assert "web-1" not in carol.get("/resources").text
+    gid = _location_id(
+        b.post("/user-groups", {"name": "ops", "description": "Ops"}).headers["location"]
+    )
+    assert b.post(f"/user-groups/{gid}", {"op": "add", "user_id": str(uid)}).status == 302
+    assert "carol" in b.get(f"/user-groups/{gid}").text
+    share = b.post(f"/resources/{rid}/share", {"principal": f"group:{gid}", "access": "view"})
+    assert share.status == 302
+    page = b.get(f"/resources/{rid}/share").text
+    assert "ops" in page and 'value="view" selected' in page
+    assert "web-1" in carol.get("/resources").text
+    bad = b.post(f"/resources/{rid}/share", {"principal": f"user:{uid}", "access": "owner"})
+    assert bad.status == 400 and "View, Modify or Full" in bad.text
+    b.post(f"/resources/{rid}/share", {"principal": f"group:{gid}", "remove": "1"})
+    assert "web-1" not in carol.get("/resources").text
+
+    # Roles, disabling, Super Administrator scope.
+    assert b.post(f"/users/{uid}/role", {"role": "password_administrator"}).status == 302
+    assert "Password Administrator" in _flash(b, f"/users/{uid}")
+    assert b.post(f"/users/{uid}/super-admin", {"grant": "1"}).status == 302
+    assert "Super Administrator" in b.get(f"/users/{uid}").text
+    b.post(f"/users/{uid}/super-admin", {"grant": "0"})
+    assert not console.services.users.get_user(console.admin, uid).super_admin
+    dave = add_user(console.services, console.admin, "dave", Role.ADMINISTRATOR)
+    own = console.browser(dave).post(f"/users/{dave.id}/super-admin", {"grant": "1"})
+    assert own.status == 403
+    assert "cannot grant the Super Administrator scope to yourself" in own.text
+    assert not console.services.users.get_user(console.admin, dave.id).super_admin
+    assert b.post(f"/users/{uid}/status", {"enabled": "0"}).status == 302
+    assert carol.get("/resources").headers["location"] == "/login"
+    b.post(f"/users/{uid}/status", {"enabled": "1"})
+
+    # Transfer everything admin owns to carol (now an administrator type), then back.
+    moved = b.post("/transfer", {"from": str(console.admin.id), "to": str(uid)})
+    assert moved.status == 302 and "Transferred" in _flash(b, "/transfer")
+    to_user = b.post("/transfer", {"from": str(uid), "to": str(uid)})
+    assert to_user.status == 400
+    b.post("/transfer", {"from": str(uid), "to": str(console.admin.id)})
+    assert b.post(f"/users/{uid}/delete").status == 302
+    assert b.get(f"/users/{uid}").status == 404
+
+
+def _fill(pattern: str, value: str) -> str | None:
+    path = re.sub(r"\((?:\?P<\w+>)?[^()]*\)", value, pattern)
+    return path if re.fullmatch(pattern, path) else None
+
+
+def test_xss_payload_in_every_free_text_field_renders_inert(console: Console) -> None:
+    b = console.browser()
+    svc = console.services
+    for kind in ("resource", "account", "user"):
+        svc.users.define_field(console.admin, "127.0.0.1", kind, "Note <b>x</b>", "text")
+    assert b.post("/resource-types", {"name": XSS[:64]}).status == 302
+    rid = _location_id(
+        b.post(
+            "/resources/new",
+            {
+                "name": XSS,
+                "dns_name": XSS,
+                "resource_type": XSS[:64],
+                "description": XSS,
+                "department": XSS[:128],
+                "location": XSS[:128],
+                "url": "javascript:alert(1)",
+                "domain_name": XSS,
+                "attr_Note <b>x</b>": XSS,
+                "account_username": XSS,
+                "account_password": "Xss-pw-12345",
+                "account_confirm": "Xss-pw-12345",
+            },
+        ).headers["location"]
+    )
+    aid = int(re.search(r'href="/accounts/(\d+)"', b.get(f"/resources/{rid}").text).group(1))  # type: ignore[union-attr]
+    b.post(f"/accounts/{aid}/edit", {"username": XSS, "notes": XSS, "attr_Note <b>x</b>": XSS})
+    uid = int(
+        re.search(  # type: ignore[union-attr]
+            r'href="/users/(\d+)"',
+            b.post(
+                "/users/new",
+                {
+                    "username": "mallory",
+                    "full_name": XSS,
+                    "role": "password_user",
+                    "attr_Note <b>x</b>": XSS,
+                },
+            ).text,
+        ).group(1)
+    )
+    gid = _location_id(
+        b.post("/user-groups", {"name": XSS, "description": XSS}).headers["location"]
+    )
+    pid = _location_id(
+        b.post("/policies/new", {"name": XSS, "min_length": "8", "max_length": "20"}).headers[
+            "location"
+        ]
+    )
+    b.post(f"/resources/{rid}/share", {"principal": f"group:{gid}", "access": "view"})
+    b.post(f"/accounts/{aid}/view", {"reason": XSS})
+    shown = b.post(f"/accounts/{aid}/view", {"reason": "again"}).text
+    assert "Xss-pw-12345" in shown and not any(m in shown for m in RAW_MARKERS)
+    # A failed form echoes the payload back escaped too.
+    echo = b.post("/resources/new", {"name": XSS, "location": XSS[:128]})
+    assert echo.status == 409 and not any(m in echo.text for m in RAW_MARKERS)
+
+    ids = sorted({rid, aid, uid, gid, pid})
+    checked = 0
+    escaped_seen = 0
+    for pattern, _handler in route_table():
+        if pattern.startswith("/restapi") or getattr(_handler, "get", None) is None:
+            continue
+        paths = [pattern] if "(" not in pattern else [_fill(pattern, str(i)) for i in ids]
+        for path in paths:
+            if path is None or not re.fullmatch(pattern, path):
+                continue
+            resp = b.get(path)
+            assert resp.status < 500, path
+            leaked = [m for m in RAW_MARKERS if m in resp.text]
+            assert not leaked, f"{path} renders {leaked}"
+            assert 'href="javascript:' not in resp.text, path
+            checked += 1
+            escaped_seen += "&lt;script&gt;alert" in resp.text
+    assert checked >= 20 and escaped_seen >= 8
