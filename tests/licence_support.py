@@ -84,14 +84,17 @@ def trusting_node(vendor: Vendor, data_dir: Path, port: int, env: dict[str, str]
     return NodeProcess(data_dir, port, env=env, command=launcher_command(vendor))
 
 
-def run_trusting_cli(
-    vendor: Vendor, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
+def run_launcher(public_hex: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in a process that trusts ``public_hex`` as its only vendor key."""
     return subprocess.run(
-        [*launcher_command(vendor), *args],
+        [sys.executable, LAUNCHER, public_hex, *args],
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "SR_TEST_FAST_KDF": "1", **(env or {})},
+        env={**os.environ, "SR_TEST_FAST_KDF": "1"},
         check=False,
     )
+
+
+def run_trusting_cli(vendor: Vendor, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_launcher(vendor.public_hex, *args)
