@@ -49,6 +49,13 @@ ADMIN_LINKS: list[AdminLink] = [
         Action.MANAGE_SETTINGS,
         "reason for viewing and copying passwords",
     ),
+    AdminLink(
+        "Appliance",
+        "License",
+        "/admin/license",
+        Action.MANAGE_LICENCE,
+        "edition, administrators and resources allowed, expiry, install a licence",
+    ),
 ]
 
 
