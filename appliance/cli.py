@@ -18,6 +18,7 @@ from node import __version__
 from node.errors import StrongroomError
 
 COMMAND_MODULES = [
+    "appliance.cmd_audit",
     "appliance.cmd_node",
     "appliance.cmd_api",
     "appliance.cmd_licence",

@@ -9,15 +9,20 @@ from pathlib import Path
 
 from node.api_tokens import ApiTokenService
 from node.audit import AuditLog
+from node.audit_query import AuditQueryService
 from node.auth import INITIAL_ADMIN, AuthService
+from node.branding import BrandingService
 from node.keyring import KeyRing
 from node.licence_service import LicenceService
 from node.policies import PolicyService
 from node.resource_groups import ResourceGroupService
+from node.query_reports import QueryReportService
+from node.reports import ReportService
 from node.seed import seed_builtins
 from node.settings import Settings
 from node.sharing import SharingService
 from node.store.db import Store
+from node.store.dialect import ReadOnlyStore
 from node.users import UserService
 from node.vault import VaultService
 
@@ -50,6 +55,10 @@ class Services:
     sharing: SharingService
     policies: PolicyService
     resource_groups: ResourceGroupService
+    audit_query: AuditQueryService
+    reports: ReportService
+    query_reports: QueryReportService
+    branding: BrandingService
     state: NodeState = field(default_factory=NodeState)
 
     @property
@@ -65,6 +74,7 @@ class Services:
 
 def build_services(settings: Settings, store: Store, keyring: KeyRing) -> Services:
     audit = AuditLog(keyring.audit_hmac_key)
+    reader = ReadOnlyStore(store.engine)  # audit verification and query reports
     auth = AuthService(
         store,
         audit,
@@ -87,4 +97,8 @@ def build_services(settings: Settings, store: Store, keyring: KeyRing) -> Servic
         sharing=SharingService(store, audit),
         policies=PolicyService(store, audit),
         resource_groups=ResourceGroupService(store, audit),
+        audit_query=AuditQueryService(store, reader, keyring.audit_hmac_key),
+        reports=ReportService(store, keyring, audit),
+        query_reports=QueryReportService(store, reader, audit),
+        branding=BrandingService(store, audit),
     )

@@ -17,11 +17,22 @@ from node.store.db import MIGRATIONS_DIR, alembic_config, make_engine
 
 target = MIGRATIONS_DIR / "versions" / "0001_initial_schema.py"
 target.unlink(missing_ok=True)
+# Later revisions (0002: the report views) build on 0001; set them aside while 0001 is
+# generated, or Alembic would refuse a history whose base is missing.
+later = [p for p in (MIGRATIONS_DIR / "versions").glob("*.py") if p != target]
 with tempfile.TemporaryDirectory() as tmp:
-    engine = make_engine(f"sqlite:///{Path(tmp) / 'autogen.db'}")
-    command.revision(
-        alembic_config(engine), message="initial schema", autogenerate=True, rev_id="0001"
-    )
+    aside = Path(tmp) / "aside"
+    aside.mkdir()
+    for path in later:
+        path.rename(aside / path.name)
+    try:
+        engine = make_engine(f"sqlite:///{Path(tmp) / 'autogen.db'}")
+        command.revision(
+            alembic_config(engine), message="initial schema", autogenerate=True, rev_id="0001"
+        )
+    finally:
+        for path in later:
+            (aside / path.name).rename(path)
 text = target.read_text()
 text = "\n".join(line for line in text.splitlines() if not line.startswith("Create Date:")) + "\n"
 target.write_text(text)

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Select
+from sqlalchemy import Connection, Select, create_engine, event
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 T = TypeVar("T", bound=Any)
 
@@ -20,3 +28,87 @@ def for_update(session: Session, stmt: Select[T]) -> Select[T]:
 
 def is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
+
+
+# --- read-only access (audit verification, query reports) ----------------------------------
+
+
+def _sqlite_ro_connect(path: str) -> Any:
+    uri = f"file:{urllib.parse.quote(path)}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=10)
+    conn.isolation_level = None  # SQLAlchemy's "begin" listener below issues BEGIN itself
+    conn.execute("PRAGMA query_only=ON")
+    conn.execute("PRAGMA busy_timeout=10000")
+    return conn
+
+
+def read_only_engine(url: str) -> Engine:
+    """An engine whose transactions cannot write, each one a consistent snapshot.
+
+    Connections are not pooled (reads here are rare: verification, query reports), so
+    nothing stays open between them. SQLite: a separate connection opened with ``mode=ro``
+    and ``PRAGMA query_only=ON``;
+    a deferred BEGIN takes no write lock, so readers never block the node's writers.
+    PostgreSQL: every transaction starts ``REPEATABLE READ READ ONLY``."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            raise ValueError("a read-only view needs a SQLite database file")
+        path = str(Path(parsed.database).absolute())
+        engine = create_engine(
+            "sqlite://", creator=lambda: _sqlite_ro_connect(path), poolclass=NullPool
+        )
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        return engine
+    engine = create_engine(url, poolclass=NullPool)
+    event.listen(
+        engine,
+        "begin",
+        lambda conn: conn.exec_driver_sql(
+            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+        ),
+    )
+    return engine
+
+
+@contextmanager
+def statement_deadline(conn: Connection, seconds: float) -> Iterator[None]:
+    """Abort a statement on ``conn`` (inside a transaction) that runs longer than
+    ``seconds``: PostgreSQL's ``statement_timeout``, SQLite's progress handler."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(seconds * 1000)}")
+        yield
+        return
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    deadline = time.monotonic() + seconds
+    raw.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 10000)
+    try:
+        yield
+    finally:
+        raw.set_progress_handler(None, 0)
+
+
+class ReadOnlyStore:
+    """Read-only sessions on the same database as a writable engine, opened lazily."""
+
+    def __init__(self, writable: Engine) -> None:
+        self._url = writable.url.render_as_string(hide_password=False)
+        self._engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = read_only_engine(self._url)
+        return self._engine
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session in one read-only snapshot transaction, rolled back at the end."""
+        with Session(self.engine) as session, session.begin():
+            yield session
+            session.rollback()
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()

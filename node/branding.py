@@ -1,0 +1,180 @@
+"""Rebranding: the logo on the login page and in the header (shown at 210x50).
+
+A logo is a PNG or a JPEG of at most :data:`MAX_LOGO_BYTES`. The type is decided by the
+file's own bytes (its signature and structure), never by its name or the browser's claimed
+content type; its dimensions are read from the header (PNG IHDR, JPEG SOF segment) without
+decoding the image. Uploading and removing a logo are audited (user audit, operation
+``settings``).
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from node.audit import AuditEvent, AuditLog
+from node.auth import SessionUser
+from node.errors import ValidationError
+from node.permissions import Action, require
+from node.store.db import Store
+from node.store.models import BrandingLogo, utcnow
+
+MAX_LOGO_BYTES = 200 * 1024
+MAX_DIMENSION = 4096
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# frame headers: C0-CF except DHT (C4), JPG (C8) and DAC (CC)
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
+
+
+@dataclass(frozen=True)
+class LogoInfo:
+    content_type: str  # image/png | image/jpeg
+    width: int
+    height: int
+    size: int
+
+    @property
+    def kind(self) -> str:
+        return "PNG" if self.content_type == "image/png" else "JPEG"
+
+    def describe(self) -> str:
+        return f"{self.kind}, {self.width}x{self.height} pixels, {self.size} bytes"
+
+
+def _bad(what: str) -> ValidationError:
+    return ValidationError(f"the logo must be a PNG or JPEG image: {what}")
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    """Walk the PNG's chunks (checking each CRC) up to IEND; return IHDR's width and
+    height."""
+    pos = len(PNG_SIGNATURE)
+    size: tuple[int, int] | None = None
+    first = True
+    while True:
+        if pos + 8 > len(data):
+            raise _bad("the PNG file is truncated")
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        end = pos + 8 + length + 4
+        if length > len(data) or end > len(data):
+            raise _bad("the PNG file is truncated")
+        body = data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : end])
+        if zlib.crc32(kind + body) != crc:
+            raise _bad("the PNG file is damaged (a checksum does not match)")
+        if first:
+            if kind != b"IHDR" or length != 13:
+                raise _bad("the PNG file has no header chunk")
+            width, height = struct.unpack(">II", body[:8])
+            size = (width, height)
+            first = False
+        if kind == b"IEND":
+            break
+        pos = end
+    assert size is not None
+    return size
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    """Walk the JPEG's marker segments up to the first frame header (SOFn)."""
+    pos = 2
+    while pos < len(data):
+        if data[pos] != 0xFF:
+            raise _bad("the JPEG file is damaged (no marker where one is due)")
+        while pos < len(data) and data[pos] == 0xFF:
+            pos += 1  # fill bytes
+        if pos >= len(data):
+            break
+        marker = data[pos]
+        pos += 1
+        if marker in _STANDALONE:
+            continue
+        if marker in (0xD9, 0xDA):  # end of image, or scan data before any frame header
+            break
+        if pos + 2 > len(data):
+            break
+        (length,) = struct.unpack(">H", data[pos : pos + 2])
+        if length < 2 or pos + length > len(data):
+            raise _bad("the JPEG file is truncated")
+        if marker in _SOF_MARKERS:
+            if length < 7:
+                raise _bad("the JPEG frame header is too short")
+            height, width = struct.unpack(">HH", data[pos + 3 : pos + 7])
+            return width, height
+        pos += length
+    raise _bad("the JPEG file has no frame header")
+
+
+def inspect_logo(data: bytes) -> LogoInfo:
+    """Check that ``data`` is a PNG or JPEG logo of an allowed size; raise
+    ValidationError naming the rule that failed."""
+    if not data:
+        raise ValidationError("choose an image file to upload")
+    if len(data) > MAX_LOGO_BYTES:
+        raise ValidationError(
+            f"the logo is {len(data) // 1024} KB; at most {MAX_LOGO_BYTES // 1024} KB is allowed"
+        )
+    if data.startswith(PNG_SIGNATURE):
+        content_type = "image/png"
+        width, height = _png_size(data)
+    elif data.startswith(b"\xff\xd8\xff"):
+        content_type = "image/jpeg"
+        width, height = _jpeg_size(data)
+    else:
+        raise _bad("this file is neither")
+    if not (1 <= width <= MAX_DIMENSION and 1 <= height <= MAX_DIMENSION):
+        raise ValidationError(
+            f"the logo is {width}x{height} pixels; each side must be between 1 and "
+            f"{MAX_DIMENSION} (it is shown at 210x50)"
+        )
+    return LogoInfo(content_type, width, height, len(data))
+
+
+class BrandingService:
+    def __init__(self, store: Store, audit: AuditLog) -> None:
+        self._store = store
+        self._audit = audit
+
+    def current(self) -> LogoInfo | None:
+        """The uploaded logo, or None when the built-in one is shown."""
+        with self._store.sessions() as session:
+            row = session.scalars(select(BrandingLogo).order_by(BrandingLogo.id.desc())).first()
+            if row is None:
+                return None
+            return inspect_logo(row.data)
+
+    def upload(self, actor: SessionUser, source_ip: str, data: bytes) -> LogoInfo:
+        require(actor.role, Action.REBRAND)
+        info = inspect_logo(data)
+        with self._store.transaction() as session:
+            session.execute(delete(BrandingLogo))
+            session.add(
+                BrandingLogo(content_type=info.content_type, data=data, uploaded_at=utcnow())
+            )
+            self._log(session, actor, source_ip, f"uploaded a new logo ({info.describe()})")
+        return info
+
+    def reset(self, actor: SessionUser, source_ip: str) -> None:
+        """Go back to the built-in logo."""
+        require(actor.role, Action.REBRAND)
+        with self._store.transaction() as session:
+            session.execute(delete(BrandingLogo))
+            self._log(session, actor, source_ip, "restored the built-in logo")
+
+    def _log(self, session: Session, actor: SessionUser, ip: str, detail: str) -> None:
+        self._audit.append(
+            session,
+            AuditEvent(
+                operation="settings",
+                username=actor.username,
+                source_ip=ip,
+                target="branding logo",
+                category="user",
+                detail=detail,
+            ),
+        )

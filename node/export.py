@@ -1,0 +1,100 @@
+"""Tables of report rows, and their CSV and XML exports.
+
+CSV is safe to open in a spreadsheet: a text cell that begins with ``=``, ``+``, ``-``,
+``@``, a tab or a carriage return is prefixed with a single quote, so it is shown as text and
+never evaluated as a formula. XML is written by ``xml.etree`` (every value escaped), with
+characters that XML 1.0 cannot carry replaced by U+FFFD.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import re
+import xml.etree.ElementTree as ET  # noqa: S405 - used only to write XML, never to parse it
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+Cell = str | int | float | bool | Decimal | dt.datetime | dt.date | None
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def cell_text(value: Cell | object) -> str:
+    """The one text form of a cell, used by the pages and both exports."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        return value.replace(microsecond=0).isoformat() + "Z"
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return f"<{len(bytes(value))} bytes>"
+    return str(value)
+
+
+def csv_safe(value: Cell | object) -> str:
+    text = cell_text(value)
+    if isinstance(value, str) and text.startswith(FORMULA_START):
+        return "'" + text
+    return text
+
+
+@dataclass
+class Table:
+    """A report's result: a title, column names and rows of cells."""
+
+    title: str
+    columns: list[str]
+    rows: list[Sequence[Cell | object]] = field(default_factory=list)
+    generated_at: dt.datetime = field(
+        default_factory=lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    )
+    note: str = ""  # e.g. "the first 10000 rows of more"
+
+    def text_rows(self) -> list[list[str]]:
+        return [[cell_text(c) for c in row] for row in self.rows]
+
+
+def to_csv(table: Table) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow([csv_safe(c) for c in table.columns])
+    for row in table.rows:
+        writer.writerow([csv_safe(c) for c in row])
+    return out.getvalue()
+
+
+def _xml_text(value: str) -> str:
+    return _XML_INVALID.sub("\ufffd", value)
+
+
+def to_xml(table: Table) -> bytes:
+    root = ET.Element(
+        "report",
+        {
+            "title": _xml_text(table.title),
+            "generated": cell_text(table.generated_at),
+            "rows": str(len(table.rows)),
+        },
+    )
+    if table.note:
+        ET.SubElement(root, "note").text = _xml_text(table.note)
+    columns = ET.SubElement(root, "columns")
+    for name in table.columns:
+        ET.SubElement(columns, "column").text = _xml_text(name)
+    for row in table.rows:
+        element = ET.SubElement(root, "row")
+        for name, value in zip(table.columns, row, strict=True):
+            field_el = ET.SubElement(element, "field", {"name": _xml_text(name)})
+            field_el.text = _xml_text(cell_text(value))
+    ET.indent(root)
+    body: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return body + b"\n"

@@ -1,0 +1,344 @@
+"""Query reports: administrators run their own read-only SQL against the report views.
+
+Four walls, each enough on its own for the common attacks, together for the rest:
+
+1. The text must parse (sqlglot, in the store's dialect) as exactly one SELECT (a UNION of
+   SELECTs counts); no other statement, no data-changing clause anywhere (a CTE that writes,
+   ``SELECT INTO``, ``FOR UPDATE``), no parameters.
+2. Every table it names is one of the documented report views (:data:`REPORT_VIEWS`, made
+   by migration 0002, docs/query-reports.md) or a CTE of the query itself; never a base
+   table, never a schema-qualified name, never a table function.
+3. Every function is on an allow-list of ordinary SQL functions, so nothing like
+   ``pg_read_file``, ``query_to_xml`` or ``load_extension`` can run.
+4. What runs is the statement as sqlglot re-wrote it (what was checked is what runs), in a
+   read-only transaction on a separate connection (PostgreSQL ``READ ONLY``; SQLite
+   ``mode=ro`` with ``query_only``), under a time limit, and at most :data:`MAX_ROWS` rows
+   are returned.
+
+Each run, refused or not, is audited (user audit, ``run query report``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import sqlglot
+from sqlalchemy.exc import SQLAlchemyError
+from sqlglot import exp
+from sqlglot.errors import ParseError, SqlglotError
+
+from node.audit import AuditEvent, AuditLog
+from node.auth import SessionUser
+from node.errors import PermissionDeniedError, ValidationError
+from node.export import Table
+from node.permissions import Action, allowed
+from node.store.db import Store
+from node.store.dialect import ReadOnlyStore, statement_deadline
+from node.store.models import utcnow
+
+log = logging.getLogger("strongroom.query_reports")
+
+MAX_SQL = 10_000
+MAX_ROWS = 10_000
+TIME_LIMIT_S = 10.0
+
+REPORT_VIEWS: tuple[str, ...] = (
+    "report_resources",
+    "report_accounts",
+    "report_password_changes",
+    "report_users",
+    "report_user_groups",
+    "report_user_group_members",
+    "report_resource_groups",
+    "report_resource_group_members",
+    "report_shares",
+    "report_password_policies",
+    "report_resource_types",
+    "report_audit",
+)
+
+_ALLOWED_FUNCS: tuple[type[exp.Func], ...] = (
+    exp.And,
+    exp.Or,
+    exp.Abs,
+    exp.Avg,
+    exp.Case,
+    exp.Cast,
+    exp.TryCast,
+    exp.Ceil,
+    exp.Floor,
+    exp.Coalesce,
+    exp.Concat,
+    exp.ConcatWs,
+    exp.Count,
+    exp.CountIf,
+    exp.CurrentDate,
+    exp.CurrentTime,
+    exp.CurrentTimestamp,
+    exp.Date,
+    exp.Datetime,
+    exp.DateTrunc,
+    exp.TimestampTrunc,
+    exp.DateAdd,
+    exp.DateSub,
+    exp.DateDiff,
+    exp.Day,
+    exp.Month,
+    exp.Year,
+    exp.Extract,
+    exp.Exists,
+    exp.GroupConcat,
+    exp.Greatest,
+    exp.Least,
+    exp.If,
+    exp.Initcap,
+    exp.Left,
+    exp.Right,
+    exp.Length,
+    exp.Lower,
+    exp.Upper,
+    exp.Max,
+    exp.Min,
+    exp.Nullif,
+    exp.Pad,
+    exp.Replace,
+    exp.Round,
+    exp.RowNumber,
+    exp.Rank,
+    exp.DenseRank,
+    exp.Lag,
+    exp.Lead,
+    exp.FirstValue,
+    exp.LastValue,
+    exp.Ntile,
+    exp.Sign,
+    exp.StrPosition,
+    exp.Substring,
+    exp.Sum,
+    exp.TimeToStr,
+    exp.ToChar,
+    exp.TsOrDsToDate,
+    exp.TsOrDsToTimestamp,
+    exp.StrToTime,
+    exp.StrToDate,
+    exp.Trim,
+    exp.Timestamp,
+)
+# Functions sqlglot does not model, but which are harmless date helpers.
+_ALLOWED_ANONYMOUS = frozenset(
+    {"strftime", "julianday", "datetime", "date", "time", "now", "age", "date_part", "ifnull"}
+)
+# Nodes that have no place in a read-only query, wherever they appear.
+_FORBIDDEN: tuple[type[Any], ...] = (
+    exp.DML,
+    exp.Create,
+    exp.Drop,
+    exp.Alter,
+    exp.Command,
+    exp.Pragma,
+    exp.Attach,
+    exp.Detach,
+    exp.Into,
+    exp.Lock,
+    exp.Placeholder,
+    exp.Parameter,
+    exp.Set,
+    exp.Transaction,
+    exp.Commit,
+    exp.Rollback,
+    exp.Use,
+    exp.Copy,
+    exp.TruncateTable,
+)
+_UNREADABLE = "only a single SELECT is allowed; this could not be read as one"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class QueryRefusedError(ValidationError):
+    """The text is not a single read-only SELECT on the report views."""
+
+
+@dataclass(frozen=True)
+class CheckedQuery:
+    sql: str  # what will run: the statement as re-written from its syntax tree
+    views: tuple[str, ...]
+
+
+def _dialect(name: str) -> str:
+    return "postgres" if name == "postgresql" else "sqlite"
+
+
+def check_query(text: str, dialect: str) -> CheckedQuery:
+    """Parse ``text`` and return the statement to run, or raise :class:`QueryRefusedError`
+    naming why it is refused. ``dialect`` is SQLAlchemy's name: sqlite or postgresql."""
+    text = text.strip()
+    if not text:
+        raise QueryRefusedError("enter a SELECT query")
+    if len(text) > MAX_SQL:
+        raise QueryRefusedError(f"the query is longer than {MAX_SQL} characters")
+    read = _dialect(dialect)
+    try:
+        statements = [s for s in sqlglot.parse(text, read=read) if s is not None]
+    except ParseError as exc:
+        where = ""
+        if exc.errors:
+            first = exc.errors[0]
+            where = f" (line {first.get('line')}, column {first.get('col')})"
+        raise QueryRefusedError(
+            f"only a single SELECT is allowed; this could not be read as one{where}"
+        ) from None
+    except SqlglotError:
+        raise QueryRefusedError(
+            "only a single SELECT is allowed; this could not be read as one"
+        ) from None
+    if len(statements) != 1:
+        raise QueryRefusedError(
+            f"only a single SELECT is allowed; found {len(statements)} statements"
+        )
+    tree = statements[0]
+    if not isinstance(tree, exp.Select | exp.SetOperation):
+        kind = tree.key.upper() if isinstance(tree, exp.Expression) else "statement"
+        raise QueryRefusedError(f"only a single SELECT is allowed, not {kind}")
+    ctes = {c.alias_or_name.lower() for c in tree.find_all(exp.CTE)}
+    views: set[str] = set()
+    for node in tree.walk():
+        if isinstance(node, _FORBIDDEN):
+            raise QueryRefusedError(
+                f"only a read-only SELECT is allowed; the query contains {node.key.upper()}"
+            )
+        if isinstance(node, exp.Table):
+            _check_table(node, ctes, views)
+        elif isinstance(node, exp.Anonymous):
+            name = str(node.name).lower()
+            if name not in _ALLOWED_ANONYMOUS:
+                raise QueryRefusedError(f"the function {name}() is not allowed in query reports")
+        elif isinstance(node, exp.Func) and type(node) not in _ALLOWED_FUNCS:
+            raise QueryRefusedError(
+                f"the function {node.sql_name().lower()}() is not allowed in query reports"
+            )
+    if not views:
+        raise QueryRefusedError(
+            "the query must read at least one report view (see the list of views)"
+        )
+    try:
+        sql = tree.sql(dialect=read, comments=False)
+    except SqlglotError:
+        raise QueryRefusedError("the query could not be prepared to run") from None
+    return CheckedQuery(sql=sql, views=tuple(sorted(views)))
+
+
+def _check_table(node: exp.Table, ctes: set[str], views: set[str]) -> None:
+    if not isinstance(node.this, exp.Identifier):
+        raise QueryRefusedError("only report views can be read (no table functions)")
+    name = node.name.lower()
+    if node.args.get("db") or node.args.get("catalog"):
+        raise QueryRefusedError(
+            f"'{node.sql()}' is not allowed: name a report view without a schema"
+        )
+    if name in ctes and name not in REPORT_VIEWS:
+        return
+    if name not in REPORT_VIEWS:
+        raise QueryRefusedError(
+            f"'{name}' is not a report view; query reports may read only: "
+            + ", ".join(REPORT_VIEWS)
+        )
+    views.add(name)
+
+
+class QueryReportService:
+    def __init__(self, store: Store, reader: ReadOnlyStore, audit: AuditLog) -> None:
+        self._store = store
+        self._reader = reader
+        self._audit = audit
+        self.time_limit_s = TIME_LIMIT_S
+
+    @property
+    def dialect(self) -> str:
+        return self._store.dialect
+
+    def run(
+        self,
+        viewer: SessionUser,
+        text: str,
+        source_ip: str,
+        *,
+        now: dt.datetime | None = None,
+    ) -> Table:
+        """Check and run ``text`` as ``viewer``; refusals raise :class:`QueryRefusedError`
+        (nothing runs), database errors :class:`ValidationError` with the database's
+        one-line reason. Both outcomes are audited."""
+        if not allowed(viewer.role, Action.RUN_QUERY_REPORTS):
+            raise PermissionDeniedError("your role does not allow query reports")
+        now = now or utcnow()
+        try:
+            checked = check_query(text, self.dialect)
+            table = self._execute(checked)
+        except ValidationError as exc:
+            self._record(viewer, source_ip, text, "failure", str(exc), now)
+            raise
+        table.generated_at = now
+        self._record(viewer, source_ip, text, "success", f"{len(table.rows)} rows", now)
+        return table
+
+    def _execute(self, checked: CheckedQuery) -> Table:
+        # The DB-API cursor runs the text as it is: no driver-side parameter interpolation
+        # (psycopg2 would otherwise read every "%" in a LIKE pattern as a placeholder).
+        try:
+            with self._reader.session() as session:
+                conn = session.connection()
+                driver_error: type[Exception] = conn.dialect.loaded_dbapi.Error
+                raw = conn.connection.dbapi_connection
+                assert raw is not None
+                with statement_deadline(conn, self.time_limit_s):
+                    cursor = raw.cursor()
+                    try:
+                        cursor.execute(checked.sql)
+                        columns = [str(d[0]) for d in cursor.description or []]
+                        rows = [tuple(r) for r in cursor.fetchmany(MAX_ROWS + 1)]
+                    except driver_error as exc:
+                        raise ValidationError(self._db_message(exc)) from None
+                    finally:
+                        cursor.close()
+        except SQLAlchemyError:
+            log.exception("query report failed")
+            raise ValidationError("the query could not be run") from None
+        note = ""
+        if len(rows) > MAX_ROWS:
+            rows = rows[:MAX_ROWS]
+            note = f"only the first {MAX_ROWS} rows are shown"
+        return Table("Query report", columns, list(rows), note=note)
+
+    def _db_message(self, exc: Exception) -> str:
+        text = _ANSI.sub("", str(exc).strip())
+        first = text.splitlines()[0][:300] if text else "query failed"
+        if "interrupted" in first or "statement timeout" in first:
+            first = f"the query ran longer than {self.time_limit_s:g} seconds and was stopped"
+        return f"the database refused the query: {first}"
+
+    def _record(
+        self,
+        viewer: SessionUser,
+        source_ip: str,
+        text: str,
+        result: str,
+        detail: str,
+        now: dt.datetime,
+    ) -> None:
+        with self._store.transaction() as session:
+            self._audit.append(
+                session,
+                AuditEvent(
+                    operation="run query report",
+                    username=viewer.username,
+                    source_ip=source_ip,
+                    target=" ".join(text.split())[:500],
+                    category="user",
+                    result=result,
+                    detail=detail,
+                ),
+                now=now,
+            )

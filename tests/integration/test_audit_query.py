@@ -1,0 +1,147 @@
+"""Reading the audit trail: filters, paging, who sees which rows, and the chain check
+after the database was tampered with (edit, delete, reorder), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import delete, update
+
+from node.audit import AuditEvent
+from node.audit_query import AuditFilter, parse_time_bound
+from node.errors import PermissionDeniedError, ValidationError
+from node.services import Services
+from node.store.models import AuditRow
+from tests.integration.report_world import World, build_world
+
+
+@pytest.fixture
+def world(services: Services) -> World:
+    return build_world(services)
+
+
+def test_filters_and_paging(services: Services, world: World) -> None:
+    q = services.audit_query
+    everything = q.search(world.admin, AuditFilter(), page_size=500)
+    assert everything.total == len(everything.entries) > 10
+    ids = [e.id for e in everything.entries]
+    assert ids == sorted(ids, reverse=True)  # newest first
+
+    views = q.search(world.admin, AuditFilter(operation="view password"))
+    assert {e.target for e in views.entries} == {"db-secret-7/dba", "web-01/root"}
+    assert all(e.username == "owner" for e in views.entries)
+
+    by_user = q.search(world.admin, AuditFilter(username="  OWNER "))  # normalised
+    assert by_user.total > 0 and {e.username for e in by_user.entries} == {"owner"}
+
+    on_db = q.search(world.admin, AuditFilter(resource="SECRET-7"))
+    assert on_db.total >= 3 and all("db-secret-7" in e.target for e in on_db.entries)
+    by_id = q.search(world.admin, AuditFilter(resource_id=world.db))
+    assert {e.id for e in by_id.entries} <= {e.id for e in on_db.entries}
+
+    users = q.search(world.admin, AuditFilter(category="user"), page_size=500)
+    assert {e.operation for e in users.entries} >= {"add user"}
+    assert all(e.category == "user" for e in users.entries)
+    resources = q.search(world.admin, AuditFilter(category="resource"), page_size=500)
+    assert users.total + resources.total == everything.total
+
+    first = q.search(world.admin, AuditFilter(), page=1, page_size=3)
+    second = q.search(world.admin, AuditFilter(), page=2, page_size=3)
+    assert first.total == everything.total and first.pages == -(-everything.total // 3)
+    assert [e.id for e in first.entries + second.entries] == ids[:6]
+
+    # a LIKE wildcard in the filter is taken literally
+    assert q.search(world.admin, AuditFilter(resource="%")).total == 0
+
+
+def test_time_range(services: Services, world: World) -> None:
+    q = services.audit_query
+    then = dt.datetime(2020, 5, 17, 12, 0, 0)
+    with services.store.transaction() as s:
+        services.audit.append(
+            s,
+            AuditEvent(operation="login", username="old", source_ip="10.0.0.9", category="user"),
+            now=then,
+        )
+    day = q.search(
+        world.admin,
+        AuditFilter(
+            since=parse_time_bound("2020-05-17"), until=parse_time_bound("2020-05-17", end=True)
+        ),
+    )
+    assert [e.username for e in day.entries] == ["old"]
+    after = q.search(world.admin, AuditFilter(since=parse_time_bound("2020-05-17T12:00:01")))
+    assert "old" not in {e.username for e in after.entries}
+    assert parse_time_bound("2020-05-17T14:00+02:00") == then
+    for bad in ("yesterday", "2020-13-01", "x" * 40):
+        with pytest.raises(ValidationError):
+            parse_time_bound(bad)
+    with pytest.raises(ValidationError):
+        AuditFilter(since=then, until=then)
+    with pytest.raises(ValidationError):
+        AuditFilter(category="secret")
+
+
+def test_auditor_sees_user_audit_and_only_shared_resources(
+    services: Services, world: World
+) -> None:
+    q = services.audit_query
+    seen = q.search(world.auditor, AuditFilter(), page_size=500)
+    targets = {e.target for e in seen.entries if e.category == "resource"}
+    assert "web-01/root" in targets  # a resource shared with the auditor
+    assert any(t.startswith("db-secret-7/report") for t in targets)  # an account shared alone
+    assert not any("zz-hidden-9" in t for t in targets)
+    assert "db-secret-7/dba" not in targets  # another account of that resource
+    assert {e.operation for e in seen.entries if e.category == "user"} >= {"add user"}
+    # counts leak nothing either
+    hidden = q.search(world.auditor, AuditFilter(resource="zz-hidden"))
+    assert hidden.total == 0 and hidden.entries == []
+    assert q.search(world.admin, AuditFilter(resource="zz-hidden")).total > 0
+    # an Administrator without Super Administrator scope reads everything
+    assert q.search(world.admin2, AuditFilter()).total == q.search(world.admin, AuditFilter()).total
+    with pytest.raises(PermissionDeniedError):
+        q.search(world.user, AuditFilter())
+
+
+def test_verify_reports_intact_chain(services: Services, world: World) -> None:
+    state = services.audit_query.verify()
+    assert state.report.ok and state.broken_row is None
+    assert (
+        state.report.rows_checked == services.audit_query.search(world.admin, AuditFilter()).total
+    )
+
+
+def test_edited_row_is_named(services: Services, world: World) -> None:
+    with services.store.transaction() as s:
+        s.execute(update(AuditRow).where(AuditRow.id == 5).values(source_ip="203.0.113.66"))
+    state = services.audit_query.verify()
+    assert not state.report.ok and state.report.first_broken_id == 5
+    assert "altered" in state.report.problem
+    assert state.broken_row is not None and state.broken_row.source_ip == "203.0.113.66"
+
+
+def test_deleted_row_is_named(services: Services, world: World) -> None:
+    with services.store.transaction() as s:
+        s.execute(delete(AuditRow).where(AuditRow.id == 4))
+    state = services.audit_query.verify()
+    assert not state.report.ok and state.report.first_broken_id == 4
+    assert "missing" in state.report.problem and state.broken_row is None
+
+
+def test_deleted_tail_is_detected(services: Services, world: World) -> None:
+    total = services.audit_query.verify().report.rows_checked
+    with services.store.transaction() as s:
+        s.execute(delete(AuditRow).where(AuditRow.id >= total - 1))
+    state = services.audit_query.verify()
+    assert not state.report.ok and state.report.first_broken_id == total - 1
+
+
+def test_reordered_rows_are_named(services: Services, world: World) -> None:
+    with services.store.transaction() as s:
+        s.execute(update(AuditRow).where(AuditRow.id == 6).values(id=100000))
+        s.execute(update(AuditRow).where(AuditRow.id == 7).values(id=6))
+        s.execute(update(AuditRow).where(AuditRow.id == 100000).values(id=7))
+    state = services.audit_query.verify()
+    assert not state.report.ok and state.report.first_broken_id == 6
+    assert "reordered" in state.report.problem

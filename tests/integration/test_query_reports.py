@@ -1,0 +1,148 @@
+"""Query reports on SQLite and PostgreSQL: a single SELECT on the report views runs; every
+other kind of SQL is refused with a clear reason and changes nothing."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, inspect, select
+
+from node.audit_query import AuditFilter
+from node.errors import PermissionDeniedError, ValidationError
+from node.export import to_csv, to_xml
+from node.query_reports import REPORT_VIEWS, QueryRefusedError
+from node.services import Services
+from node.store.models import Account, Resource, User
+from tests.integration.report_world import World, build_world
+
+IP = "198.51.100.8"
+
+
+@pytest.fixture
+def world(services: Services) -> World:
+    return build_world(services)
+
+
+def _state(services: Services) -> tuple[object, ...]:
+    """What a refused query must leave exactly as it was."""
+    views = tuple(sorted(inspect(services.store.engine).get_view_names()))
+    with services.store.sessions() as s:
+        return (
+            tuple(s.execute(select(Account.id, Account.username, Account.password_ct)).all()),
+            tuple(s.scalars(select(Resource.name).order_by(Resource.id)).all()),
+            s.scalar(select(func.count()).select_from(User)),
+            views,
+        )
+
+
+def test_views_exist_and_hold_no_secret_column(services: Services, world: World) -> None:
+    insp = inspect(services.store.engine)
+    assert set(REPORT_VIEWS) <= set(insp.get_view_names())
+    for view in REPORT_VIEWS:
+        names = {c["name"] for c in insp.get_columns(view)}
+        assert not {n for n in names if n.endswith("_ct") or "hash" in n or "token" in n}
+
+
+def test_select_runs_and_exports(services: Services, world: World) -> None:
+    table = services.query_reports.run(
+        world.admin,
+        "SELECT resource_name, count(*) AS accounts, sum(has_password) AS with_password "
+        "FROM report_accounts GROUP BY resource_name ORDER BY resource_name",
+        IP,
+    )
+    assert table.columns == ["resource_name", "accounts", "with_password"]
+    assert [list(r) for r in table.rows] == [
+        ["db-secret-7", 2, 2],
+        ["web-01", 2, 2],
+        ["zz-hidden-9", 1, 1],
+    ]
+    joined = services.query_reports.run(
+        world.admin,
+        "WITH shared AS (SELECT resource_id FROM report_shares WHERE resource_id IS NOT NULL) "
+        "SELECT r.name, r.department FROM report_resources r "
+        "WHERE r.id IN (SELECT resource_id FROM shared) AND r.name LIKE '%web%'",
+        IP,
+    )
+    assert [list(r) for r in joined.rows] == [["web-01", "=ops"]]
+    assert "'=ops" in to_csv(joined) and b'<field name="department">=ops</field>' in to_xml(joined)
+    last = services.audit_query.search(world.admin, AuditFilter(operation="run query report"))
+    assert last.entries[0].result == "success" and "report_resources" in last.entries[0].target
+
+
+REFUSED = [
+    ("INSERT INTO report_users (username) VALUES ('x')", "single SELECT"),
+    ("UPDATE accounts SET username = 'x'", "single SELECT"),
+    ("DELETE FROM report_accounts", "single SELECT"),
+    ("DROP VIEW report_accounts", "single SELECT"),
+    ("DROP TABLE accounts", "single SELECT"),
+    ("SELECT 1 FROM report_users; DELETE FROM accounts", "found 2 statements"),
+    ("SELECT * FROM report_users; SELECT * FROM report_users", "found 2 statements"),
+    (
+        "WITH gone AS (DELETE FROM accounts RETURNING id) SELECT * FROM gone",
+        "read-only SELECT",
+    ),
+    ("PRAGMA writable_schema = ON", "SELECT"),
+    ("ATTACH DATABASE '/tmp/evil.db' AS evil", "SELECT"),
+    ("SELECT password_ct FROM accounts", "'accounts' is not a report view"),
+    ("SELECT * FROM report_users u JOIN users x ON x.id = u.id", "'users' is not a report view"),
+    ("SELECT * FROM main.report_users", "without a schema"),
+    ("SELECT * FROM public.report_users", "without a schema"),
+    ("SELECT * FROM sqlite_master", "not a report view"),
+    ("SELECT * FROM pg_catalog.pg_user", "without a schema"),
+    ("SELECT * INTO stolen FROM report_users", "read-only SELECT"),
+    ("SELECT * FROM report_users FOR UPDATE", "read-only SELECT"),
+    ("SELECT pg_read_file('/etc/passwd') FROM report_users", "pg_read_file() is not allowed"),
+    ("SELECT query_to_xml('select * from accounts', true, true, '')", "not allowed"),
+    ("SELECT load_extension('x') FROM report_users", "not allowed"),
+    ("SELECT pg_sleep(30) FROM report_users", "not allowed"),
+    ("SELECT 1", "at least one report view"),
+    ("SELECT * FROM report_users WHERE id = ?", "read-only SELECT"),
+    ("VACUUM", "SELECT"),
+    ("", "enter a SELECT"),
+    ("SELEC * FROM report_users", "SELECT"),
+]
+
+
+def test_refused_and_nothing_changed(services: Services, world: World) -> None:
+    for sql, why in REFUSED:
+        before = _state(services)
+        with pytest.raises(QueryRefusedError) as err:
+            services.query_reports.run(world.admin, sql, IP)
+        assert why in str(err.value), sql
+        assert _state(services) == before, sql
+        rows = services.audit_query.search(world.admin, AuditFilter(operation="run query report"))
+        assert rows.entries[0].result == "failure", sql
+        assert rows.total == REFUSED.index((sql, why)) + 1
+
+
+def test_read_only_even_past_the_checks(services: Services, world: World) -> None:
+    """The separate connection itself refuses writes (the last wall)."""
+    from sqlalchemy.exc import DBAPIError
+
+    before = _state(services)
+    with pytest.raises(DBAPIError), services.query_reports._reader.session() as s:  # noqa: SLF001
+        s.connection().exec_driver_sql("DELETE FROM accounts")
+    assert _state(services) == before
+
+
+def test_database_errors_are_one_clear_line(services: Services, world: World) -> None:
+    with pytest.raises(ValidationError) as err:
+        services.query_reports.run(world.admin, "SELECT no_such_column FROM report_users", IP)
+    assert str(err.value).startswith("the database refused the query:")
+    assert "no_such_column" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_only_administrators(services: Services, world: World) -> None:
+    for who in (world.auditor, world.pwadmin, world.user):
+        with pytest.raises(PermissionDeniedError):
+            services.query_reports.run(who, "SELECT * FROM report_users", IP)
+
+
+def test_endless_query_is_stopped(services: Services, world: World) -> None:
+    services.query_reports.time_limit_s = 0.5
+    endless = (
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) "
+        "SELECT count(*) FROM n, report_users"
+    )
+    with pytest.raises(ValidationError) as err:
+        services.query_reports.run(world.admin, endless, IP)
+    assert "was stopped" in str(err.value)
