@@ -68,6 +68,7 @@ from node.policies import (
     spec_of,
 )
 from node.store.db import Store
+from node.store.group_commit import GroupCommitter
 from node.store.models import (
     Account,
     AppSetting,
@@ -259,6 +260,7 @@ class VaultService:
         self._store = store
         self._keyring = keyring
         self._audit = audit
+        self._commits = GroupCommitter(store)
         self._licence = licence  # limits the number of resources
 
     # helpers ----------------------------------------------------------------------------
@@ -824,10 +826,19 @@ class VaultService:
     # passwords --------------------------------------------------------------------------
 
     def view_password(
-        self, actor: SessionUser, ip: str, account_id: int, reason: str = "", ticket: str = ""
+        self,
+        actor: SessionUser,
+        ip: str,
+        account_id: int,
+        reason: str = "",
+        ticket: str = "",
+        *,
+        resource_id: int | None = None,
     ) -> str:
-        """The plaintext password, audited as "view password"."""
-        return self._reveal("view password", actor, ip, account_id, reason, ticket)
+        """The plaintext password, audited as "view password". With ``resource_id``, an
+        account on another resource gets the same NotFoundError as a missing one (the REST
+        API's paths name both)."""
+        return self._reveal("view password", actor, ip, account_id, reason, ticket, resource_id)
 
     def copy_password(
         self, actor: SessionUser, ip: str, account_id: int, reason: str = "", ticket: str = ""
@@ -836,15 +847,25 @@ class VaultService:
         return self._reveal("copy password", actor, ip, account_id, reason, ticket)
 
     def _reveal(
-        self, op: str, actor: SessionUser, ip: str, account_id: int, reason: str, ticket: str
+        self,
+        op: str,
+        actor: SessionUser,
+        ip: str,
+        account_id: int,
+        reason: str,
+        ticket: str,
+        resource_id: int | None = None,
     ) -> str:
         require(actor.role, Action.VIEW_PASSWORD)
         why = one_line("reason", reason, 1024)
         ticket_id = one_line("ticket id", ticket, 128)
-        refusal: ValidationError | None = None
-        plaintext = ""
-        with self._store.transaction() as s:
+
+        def work(s: Session) -> tuple[str, ValidationError | None]:
+            refusal: ValidationError | None = None
+            plaintext = ""
             a = self._account(s, actor, account_id)
+            if resource_id is not None and a.resource_id != resource_id:
+                raise NotFoundError(f"no account with id {account_id}")
             self._need(account_access(s, actor, a), Access.VIEW, "seeing this password")
             mode = get_setting(s, SETTING_REASON, "optional")
             if (mode == "required" or a.reason_required) and not why:
@@ -873,6 +894,10 @@ class VaultService:
                 detail="; ".join(details),
                 result="failure" if refusal is not None else "success",
             )
+            return plaintext, refusal
+
+        # Group commit: one flush for many concurrent fetches (node/store/group_commit.py).
+        plaintext, refusal = self._commits.run(work)
         if refusal is not None:
             raise refusal  # after the commit, so the refused attempt stays in the audit
         # Reached only after the transaction, audit row included, has committed.

@@ -245,10 +245,15 @@ def test_reason_and_ticket_required_when_the_account_says_so(world: World) -> No
     no_ticket = api.get(path, {"REASON": "incident"})
     assert no_ticket.status == 400 and "ticket" in op(no_ticket, 400)["result"]["message"]
     assert "Fw-pass-77" not in no_reason.text + no_ticket.text
-    assert len(audit_rows(world.services, "view password")) == views
+    # the refused attempts are audited as failures, with the API user and its address
+    refused = audit_rows(world.services, "view password")[views:]
+    assert [(r.result, r.username, r.source_ip) for r in refused] == [
+        ("failure", "app-padmin", "127.0.0.1")
+    ] * 2
     ok = op(api.get(path, {"REASON": "incident", "TICKETID": "CHG-1"}))
     assert ok["Details"]["PASSWORD"] == "Fw-pass-77"
-    assert audit_rows(world.services, "view password")[-1].detail == "ticket CHG-1"
+    last = audit_rows(world.services, "view password")[-1]
+    assert (last.result, last.reason, last.detail) == ("success", "incident", "ticket CHG-1")
 
 
 def test_change_password_local_and_remote(world: World) -> None:

@@ -65,6 +65,7 @@ class ApiHandler(BaseHandler):
     # no browser session, no XSRF: the API authenticates each request by its token -------
 
     async def prepare(self) -> None:
+        self.refuse_unless_writable()  # a standby or fenced primary: 503 naming the primary
         self.current_user_obj = None
         if len(self.request.body) > MAX_INPUT_BYTES:
             self.answer_failure(400, f"the request is too large (at most {MAX_INPUT_BYTES} bytes)")
@@ -134,13 +135,21 @@ class ApiHandler(BaseHandler):
         token = self.presented_token()
         if token is None:
             raise _AuthFailure(NO_TOKEN)
-        user = await self.run(self.services.api_tokens.authenticate, token)
+        user = await self.run(self._authenticate_and_licence, token)
         if user is None:
             log.warning(
                 "API request with an unknown or revoked token",
                 extra={"token_prefix": token[:8], "ip": self.source_ip},
             )
             raise _AuthFailure(BAD_TOKEN)
+        return user
+
+    def _authenticate_and_licence(self, token: str) -> SessionUser | None:
+        """The token's user, and the licence check of the REST API, in one trip off the
+        event loop (a password fetch makes few trips)."""
+        user = self.services.api_tokens.authenticate(token)
+        if user is not None:
+            self.services.licence.require(Feature.REST_API)
         return user
 
     def read_input(self, spec: Spec) -> dict[str, Any]:
@@ -274,7 +283,6 @@ def operation(
                 except _AuthFailure as exc:
                     self.operation_name = AUTH_OPERATION
                     raise exc
-                await self.run(self.services.licence.require, Feature.REST_API)
                 if not allowed(self.api_user.role, action):
                     raise PermissionDeniedError(
                         f"your role ({self.api_user.role.label}) does not allow: {action.value}"

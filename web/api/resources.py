@@ -508,8 +508,7 @@ class AccountHandler(ApiHandler):
 def reveal(
     services: Services, actor: SessionUser, ip: str, rid: int, aid: int, reason: str, ticket: str
 ) -> str:
-    account_of(services, actor, rid, aid)
-    return services.vault.view_password(actor, ip, aid, reason, ticket)
+    return services.vault.view_password(actor, ip, aid, reason, ticket, resource_id=rid)
 
 
 def change(

@@ -1,0 +1,415 @@
+"""Password retrieval throughput through the REST API, beside a bare Tornado TLS endpoint.
+
+What it does, in one run on one machine:
+
+1. starts a real node (``strongroom serve``) in a temporary data directory, adds an API user
+   with ``strongroom apiuser add`` and, through the API, resources with accounts;
+2. starts a bare Tornado HTTPS server (same certificate, one process, a handler that
+   answers a fixed JSON body of the same size) as the reference;
+3. runs ``--clients`` concurrent keep-alive HTTPS clients (threads spread over
+   ``--procs`` processes) against each for ``--seconds``: API clients fetch the password of
+   a random account (GET .../password, every fetch audited), bare clients GET the endpoint;
+4. checks that the vault wrote exactly one audit row per successful fetch, and prints
+   requests/s, p50 and p99 for both and the ratio.
+
+    .venv/bin/python bench/retrieval.py                      # 32 clients, 10 s each
+    .venv/bin/python bench/retrieval.py --clients 8 --seconds 5
+
+Timings are printed, never asserted. Results go to docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing as mp
+import os
+import platform
+import random
+import signal
+import socket
+import sqlite3
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+STRONGROOM = str(Path(sys.executable).with_name("strongroom"))
+API = "/restapi/json/v1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def client_context() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # the node's self-signed certificate, on loopback
+    return ctx
+
+
+# --- the bare reference endpoint ---------------------------------------------------------
+
+
+def run_bare_server(port: int, cert: str, key: str, body_size: int) -> None:
+    """A minimal Tornado HTTPS server: one handler, a fixed JSON body (``--bare-server``)."""
+    import asyncio
+
+    import tornado.httpserver
+    import tornado.web
+
+    body = json.dumps(
+        {
+            "operation": {
+                "name": "GET PASSWORD",
+                "result": {"status": "Success", "message": "Password fetched successfully"},
+                "Details": {"PASSWORD": "x" * max(1, body_size - 130)},
+            }
+        }
+    )
+
+    class Bare(tornado.web.RequestHandler):
+        def get(self) -> None:
+            self.set_header("Content-Type", "application/json; charset=UTF-8")
+            self.finish(body)
+
+    async def main() -> None:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(cert, key)
+        server = tornado.httpserver.HTTPServer(
+            tornado.web.Application([(r"/bare", Bare)]), ssl_options=ctx
+        )
+        server.listen(port, "127.0.0.1")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+
+    asyncio.run(main())
+
+
+# --- load generation -----------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    port: int
+    paths: list[str]
+    headers: dict[str, str]
+
+
+def _client_thread(
+    target: Target,
+    warmup_until: float,
+    stop_at: float,
+    out: list[float],
+    errors: list[int],
+    total_ok: list[int],
+) -> None:
+    rnd = random.Random()  # noqa: S311 - picking accounts, not secrets
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", target.port, context=client_context(), timeout=30
+    )
+    while True:
+        path = rnd.choice(target.paths)
+        start = time.perf_counter()
+        if start >= stop_at:
+            break
+        try:
+            conn.request("GET", path, headers=target.headers)
+            resp = conn.getresponse()
+            resp.read()
+            ok = resp.status == 200
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            conn = http.client.HTTPSConnection(
+                "127.0.0.1", target.port, context=client_context(), timeout=30
+            )
+            ok = False
+        end = time.perf_counter()
+        if ok:
+            total_ok.append(1)
+        if start >= warmup_until:
+            if ok:
+                out.append(end - start)
+            else:
+                errors.append(1)
+    conn.close()
+
+
+def _client_process(
+    target: Target, threads: int, warmup_until: float, stop_at: float, queue: Any
+) -> None:
+    latencies: list[list[float]] = [[] for _ in range(threads)]
+    errors: list[int] = []
+    total_ok: list[int] = []
+    workers = [
+        threading.Thread(
+            target=_client_thread,
+            args=(target, warmup_until, stop_at, latencies[i], errors, total_ok),
+        )
+        for i in range(threads)
+    ]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    queue.put(([x for lat in latencies for x in lat], len(errors), len(total_ok)))
+
+
+@dataclass
+class Result:
+    name: str
+    requests: int
+    errors: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    total_ok: int  # successful requests, warm-up included
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+
+def measure(
+    name: str, target: Target, clients: int, procs: int, seconds: float, warmup: float
+) -> Result:
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    now = time.perf_counter()
+    warmup_until = now + warmup + 0.5
+    stop_at = warmup_until + seconds
+    procs = max(1, min(procs, clients))
+    shares = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
+    children = [
+        ctx.Process(target=_client_process, args=(target, n, warmup_until, stop_at, queue))
+        for n in shares
+    ]
+    for c in children:
+        c.start()
+    latencies: list[float] = []
+    errors = 0
+    total_ok = 0
+    for _ in children:
+        lat, err, ok = queue.get()
+        latencies.extend(lat)
+        errors += err
+        total_ok += ok
+    for c in children:
+        c.join()
+    latencies.sort()
+    if not latencies:
+        raise SystemExit(f"{name}: no successful request")
+    q = statistics.quantiles(latencies, n=100, method="inclusive")
+    return Result(name, len(latencies), errors, seconds, 1000 * q[49], 1000 * q[98], total_ok)
+
+
+# --- the node under test ---------------------------------------------------------------------
+
+
+def start_node(data: Path, port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [STRONGROOM, "serve", "--data-dir", str(data), "--port", str(port), "--bind", "127.0.0.1"],
+        stdout=(data.parent / "node.stdout").open("wb"),
+        stderr=(data.parent / "node.stderr").open("wb"),
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"node exited: {(data.parent / 'node.stderr').read_text()[-2000:]}")
+        try:
+            conn = http.client.HTTPSConnection("127.0.0.1", port, context=client_context())
+            conn.request("GET", "/health")
+            if conn.getresponse().status == 200:
+                conn.close()
+                return proc
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit("node did not become healthy")
+
+
+def api_call(port: int, token: str, method: str, path: str, details: dict[str, Any]) -> Any:
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=client_context())
+    data = json.dumps({"operation": {"Details": details}})
+    headers = {"AUTHTOKEN": token}
+    body = None
+    if method == "GET":
+        path += "?" + urllib.parse.urlencode({"INPUT_DATA": data})
+    else:
+        body = urllib.parse.urlencode({"INPUT_DATA": data})
+        headers["Content-Type"] = "text/json"
+    conn.request(method, API + path, body=body, headers=headers)
+    resp = conn.getresponse()
+    reply = json.loads(resp.read())
+    conn.close()
+    if resp.status != 200:
+        raise SystemExit(f"{method} {path}: {resp.status} {reply}")
+    return reply["operation"]
+
+
+def seed(port: int, token: str, resources: int, accounts: int) -> list[str]:
+    paths = []
+    for r in range(resources):
+        name = f"bench-host-{r:03d}"
+        api_call(
+            port,
+            token,
+            "POST",
+            "/resources",
+            {"RESOURCENAME": name, "ACCOUNTNAME": "root", "PASSWORD": f"Root-{r}-pass!"},
+        )
+        rid = api_call(port, token, "GET", "/resources/resourcename/" + name, {})["Details"][
+            "RESOURCEID"
+        ]
+        more = [
+            {"ACCOUNTNAME": f"svc{a}", "PASSWORD": f"Svc-{r}-{a}-pass!"} for a in range(1, accounts)
+        ]
+        if more:
+            api_call(port, token, "POST", f"/resources/{rid}/accounts", {"ACCOUNTLIST": more})
+        detail = api_call(port, token, "GET", f"/resources/{rid}/accounts", {})["Details"]
+        for account in detail["ACCOUNT LIST"]:
+            paths.append(f"{API}/resources/{rid}/accounts/{account['ACCOUNT ID']}/password")
+    return paths
+
+
+def audited_views(db: Path) -> int:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        row = conn.execute(
+            "SELECT count(*) FROM audit_log WHERE operation = 'view password'"
+        ).fetchone()
+        return int(row[0])
+    finally:
+        conn.close()
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--procs", type=int, default=4, help="client processes")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--resources", type=int, default=20)
+    parser.add_argument("--accounts", type=int, default=5, help="accounts per resource")
+    parser.add_argument("--bare-server", nargs=4, metavar=("PORT", "CERT", "KEY", "SIZE"))
+    args = parser.parse_args()
+    if args.bare_server:
+        port, cert, key, size = args.bare_server
+        run_bare_server(int(port), cert, key, int(size))
+        return 0
+
+    with tempfile.TemporaryDirectory(prefix="sr-bench-") as tmp:
+        data = Path(tmp) / "node"
+        data.mkdir()
+        port = free_port()
+        node = start_node(data, port)
+        bare: subprocess.Popen[bytes] | None = None
+        try:
+            added = subprocess.run(
+                [
+                    STRONGROOM,
+                    "apiuser",
+                    "add",
+                    "bench",
+                    "--role",
+                    "password_administrator",
+                    "--data-dir",
+                    str(data),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            token = added.stdout.strip().splitlines()[-1].strip()
+            paths = seed(port, token, args.resources, args.accounts)
+            sample = api_call(port, token, "GET", paths[0][len(API) :], {})
+            body_size = len(json.dumps({"operation": sample}))
+            bare_port = free_port()
+            tls = data / "tls"
+            bare = subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "--bare-server",
+                    str(bare_port),
+                    str(tls / "server.crt"),
+                    str(tls / "server.key"),
+                    str(body_size),
+                ],
+            )
+            time.sleep(1.0)
+            db = data / "strongroom.db"
+            views_before = audited_views(db)
+            api = measure(
+                "REST API GET password",
+                Target(port, paths, {"AUTHTOKEN": token}),
+                args.clients,
+                args.procs,
+                args.seconds,
+                args.warmup,
+            )
+            views_after = audited_views(db)
+            ref = measure(
+                "bare Tornado TLS",
+                Target(bare_port, ["/bare"], {}),
+                args.clients,
+                args.procs,
+                args.seconds,
+                args.warmup,
+            )
+        finally:
+            for p in (bare, node):
+                if p is not None and p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+                    p.wait(30)
+    audited = views_after - views_before
+    print(f"machine: {machine()}")
+    print(
+        f"python {platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+    )
+    print(
+        f"{args.clients} keep-alive HTTPS clients in {args.procs} processes, "
+        f"{args.seconds:g} s each after {args.warmup:g} s warm-up, "
+        f"{len(paths)} accounts on {args.resources} resources, SQLite store"
+    )
+    print(f"{'endpoint':<24} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    for r in (api, ref):
+        print(f"{r.name:<24} {r.rps:>9.0f} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f} {r.errors:>7}")
+    print(f"ratio API / bare: {api.rps / ref.rps:.2f} (throughput)")
+    print(
+        f"audit rows 'view password' written during the API run: {audited} "
+        f"for {api.total_ok} successful fetches (warm-up included)"
+    )
+    if audited != api.total_ok:
+        print("ERROR: audit rows do not match the successful fetches", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
