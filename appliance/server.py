@@ -140,6 +140,7 @@ def banner(node: Node) -> str:
             f"    {node.first_password}",
             f"(also in {node.services.initial_password_path}, deleted once it is changed)",
         ]
+    lines += [f"Licence: {w.text}" for w in node.services.licence.entitlement().warnings]
     return "\n".join(lines)
 
 

@@ -389,6 +389,7 @@ class Entitlement:
     reason: str  # names the licence, for the messages of refusals
     warnings: tuple[LicenceWarning, ...]
     clock_rollback: bool
+    ended_on: dt.date | None = None  # the last day of terms that have ended (Free now)
 
     def includes(self, feature: Feature) -> bool:
         return edition_includes(self.edition, feature)
@@ -524,6 +525,7 @@ def compute_entitlement(
             f"{ended_on:%Y-%m-%d})",
             warnings=tuple(warnings),
             clock_rollback=rollback,
+            ended_on=ended_on,
         )
     ends_at = licence.expires_at
     if ends_at is not None and effective >= ends_at:
@@ -547,6 +549,7 @@ def compute_entitlement(
             f"{licence.expires:%Y-%m-%d})",
             warnings=tuple(warnings),
             clock_rollback=rollback,
+            ended_on=licence.expires,
         )
     if ends_at is not None:
         days = days_until(ends_at, effective)

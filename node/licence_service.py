@@ -98,6 +98,7 @@ class LicenceStatus:
             "licence_expires": lic.expires.isoformat() if lic and lic.expires else None,
             "support_until": lic.support_until.isoformat() if lic and lic.support_until else None,
             "days_left": ent.days_left,
+            "ended_on": ent.ended_on.isoformat() if ent.ended_on else None,
             "clock_rollback": ent.clock_rollback,
             "warnings": [{"level": w.level, "text": w.text} for w in ent.warnings],
         }
@@ -116,7 +117,9 @@ def status_lines(data: dict[str, Any]) -> list[str]:
         edition += " (the evaluation has ended)"
     allowed = data["resources_allowed"]
     expires = data["expires"] or data["licence_expires"]
-    if expires is None:
+    if data["ended_on"]:
+        expiry = f"{data['ended_on']} (ended)"
+    elif expires is None:
         expiry = "never"
     elif data["days_left"] is not None:
         expiry = f"{expires} ({data['days_left']} days left)"

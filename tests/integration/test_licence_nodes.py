@@ -161,6 +161,7 @@ def test_a_new_node_runs_the_evaluation_and_says_so(node: NodeProcess) -> None:
     home = c.get("/")
     assert 'class="banner licence notice"' in home.text
     assert "evaluation ends in 30 days" in home.text
+    assert "Licence: The 30-day evaluation ends in 30 days" in node.stdout()  # at start
 
 
 def test_vendor_keygen_issue_and_offline_install(

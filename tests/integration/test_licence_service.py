@@ -15,7 +15,7 @@ from node.audit import verify_chain
 from node.auth import SessionUser
 from node.errors import LicenceError
 from node.licence import Edition, Feature, InvalidLicenceError, LicenceType
-from node.licence_service import LicenceService
+from node.licence_service import LicenceService, status_lines
 from node.roles import Role
 from node.services import Services
 from node.store.db import Store, open_store
@@ -81,6 +81,9 @@ def v(services: Services, store: Store) -> Vault:
 def test_free_refuses_the_third_administrator_counting_admin_roles_only(v: Vault) -> None:
     v.clock.advance(31)  # the evaluation is over: Free, 2 administrators
     assert v.licence.status().entitlement.edition is Edition.FREE
+    shown = status_lines(v.licence.status().to_dict())
+    assert "Edition:        Free (the evaluation has ended)" in shown
+    assert "Expires:        2026-12-01 (ended)" in shown
     for i in range(3):
         v.add_user(f"user{i}", Role.PASSWORD_USER)
     v.add_user("auditor", Role.PASSWORD_AUDITOR)
