@@ -35,7 +35,11 @@ ADMIN_LINKS: list[AdminLink] = [
         "hand a departing user's resources to another administrator",
     ),
     AdminLink(
-        "People", "User fields", "/custom-fields", Action.MANAGE_CUSTOM_FIELDS, "custom attributes"
+        "People",
+        "Custom fields",
+        "/custom-fields",
+        Action.MANAGE_CUSTOM_FIELDS,
+        "extra attributes on users, resources and accounts",
     ),
     AdminLink("Vault", "Password policies", "/policies", Action.MANAGE_POLICIES, "rules, age"),
     AdminLink(
