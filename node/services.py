@@ -39,6 +39,7 @@ class NodeState:
     writable: bool = True
     primary_address: str | None = None
     detail: str = ""
+    node_name: str = ""  # a cluster member's name (sent as X-Strongroom-Node)
 
 
 @dataclass

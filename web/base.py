@@ -124,7 +124,25 @@ class BaseHandler(tornado.web.RequestHandler):
 
     # sessions ---------------------------------------------------------------------------
 
+    # Handlers that still answer on a standby or a fenced primary (health, cluster status).
+    serves_on_standby = False
+
+    def refuse_unless_writable(self) -> None:
+        """A standby or a fenced primary answers 503 naming the primary (cluster/ha.py)."""
+        state = self.services.state
+        if state.node_name:
+            self.set_header("X-Strongroom-Node", state.node_name)
+        if state.writable or self.serves_on_standby:
+            return
+        where = f"; the primary is {state.primary_address}" if state.primary_address else ""
+        if state.primary_address:
+            self.set_header("X-Strongroom-Primary", state.primary_address)
+        raise tornado.web.HTTPError(
+            503, reason=f"This node ({state.role}) does not accept requests now{where}."
+        )
+
     async def prepare(self) -> None:
+        self.refuse_unless_writable()
         token = self.get_cookie(SESSION_COOKIE)
         self.current_user_obj: SessionUser | None = None
         if token:

@@ -40,6 +40,7 @@ log = logging.getLogger("strongroom.store")
 T = TypeVar("T")
 Unit = tuple[Callable[[Session], Any], "Future[Any]"]
 MAX_BATCH = 64
+IDLE_SECONDS = 30.0
 
 
 class GroupCommitter:
@@ -58,10 +59,8 @@ class GroupCommitter:
         return future.result()
 
     def _ensure_writer(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
         with self._lock:
-            if self._thread is None or not self._thread.is_alive():
+            if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._loop, name="sr-group-commit", daemon=True
                 )
@@ -69,7 +68,14 @@ class GroupCommitter:
 
     def _loop(self) -> None:
         while True:
-            batch = [self._queue.get()]
+            try:
+                batch = [self._queue.get(timeout=IDLE_SECONDS)]
+            except queue.Empty:
+                with self._lock:  # exit when idle; run() starts a new writer when needed
+                    if self._queue.empty():
+                        self._thread = None
+                        return
+                continue
             while len(batch) < self._max_batch:
                 try:
                     batch.append(self._queue.get_nowait())
