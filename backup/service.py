@@ -40,7 +40,7 @@ from backup.errors import BackupBusyError, BackupError, TargetError
 from backup.schedule import Schedule, latest_slot, next_slot
 from backup.targets import BackupTarget, LocalTarget, S3Location, S3Target
 from node.audit import AuditEvent, AuditLog
-from node.errors import ValidationError
+from node.errors import NotPrimaryError, ValidationError
 from node.keyring import KeyRing, master_check, read_key_file
 from node.services import NodeState
 from node.settings import Settings
@@ -382,6 +382,7 @@ class BackupService:
         """Make one archive, store it on ``targets`` (default: the configured ones), prune
         each to the newest N, and record the run in the history (and the audit trail).
         Raises :class:`BackupBusyError` if a run is in progress."""
+        self._check_role()
         if not self._run_lock.acquire(blocking=False):
             raise BackupBusyError("a backup is already running on this node")
         try:
@@ -389,6 +390,26 @@ class BackupService:
         finally:
             self.running_since = None
             self._run_lock.release()
+
+    def _check_role(self) -> None:
+        if self.state.role not in ("single", "primary"):
+            raise NotPrimaryError(
+                f"this node is {self.state.role}; run backups on the primary",
+                self.state.primary_address,
+            )
+
+    def check_can_run(self) -> None:
+        """Raise what :meth:`run` would raise before it starts (busy, not the primary)."""
+        self._check_role()
+        if self._run_lock.locked():
+            raise BackupBusyError("a backup is already running on this node")
+
+    def run_quietly(self, *, actor: str, source_ip: str) -> None:
+        """:meth:`run` for a background thread: the outcome goes to the history and log."""
+        try:
+            self.run(actor=actor, source_ip=source_ip)
+        except (BackupBusyError, NotPrimaryError) as exc:
+            log.warning("backup not started: %s", exc)
 
     def _run(
         self, targets: list[str] | None, actor: str, source_ip: str, progress: ProgressFn

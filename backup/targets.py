@@ -242,6 +242,9 @@ class S3Target(BackupTarget):
         from botocore.exceptions import ClientError
 
         detail = type(exc).__name__
+        text = str(exc)
+        if "An error occurred (" in text:  # boto3's wrapper of a service error: keep its code
+            detail = text[text.index("An error occurred (") :][:300]
         if isinstance(exc, ClientError):
             err = exc.response.get("Error", {})
             detail = f"{err.get('Code', 'error')}: {err.get('Message', '')}".rstrip(": ")
