@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "appliance.cmd_api",
     "appliance.cmd_licence",
     "appliance.cmd_backup",
+    "appliance.cmd_cluster",
 ]
 
 EXIT_USAGE = 2

@@ -21,10 +21,11 @@ import tornado.netutil
 from appliance.context import data_dir_lock
 from appliance.control import ControlServer
 from backup.service import BackupService, Scheduler
+from cluster.config import is_member as cluster_member
 from node import __version__
 from node.errors import FatalError, StrongroomError, ValidationError
 from node.keyring import KeyRing
-from node.services import Services, build_services
+from node.services import NodeState, Services, build_services
 from node.settings import Settings
 from node.store.db import Store, describe_url, open_store
 from node.tls import TlsFiles, ensure_certificate, fingerprint, validate_pair, write_private
@@ -78,6 +79,7 @@ class Node:
     first_password: str | None = None
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     backup: BackupService | None = None
+    cluster: Any = None  # appliance.cmd_cluster.HaNode in a high-availability cluster
 
     async def in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -86,14 +88,16 @@ class Node:
         self.ssl_ctx.load_cert_chain(str(self.tls.cert), str(self.tls.key))
 
 
-def open_node(settings: Settings) -> tuple[Store, KeyRing]:
+def open_node(settings: Settings, read_only: bool = False) -> tuple[Store, KeyRing]:
     """Open the store and key ring of ``settings``. On a database that holds data, the
-    master key must fit before any migration writes to it."""
+    master key must fit before any migration writes to it. ``read_only``: a cluster
+    standby's replica, which is never migrated here (the primary's schema arrives)."""
     store = open_store(settings.db_url, migrate=False)
     try:
         if store.has_data():
             KeyRing.check_fits(store, settings.key_path)
-        store.migrate()
+        if not read_only:
+            store.migrate()
         keyring = KeyRing.open(store, settings.key_path)
     except BaseException:
         store.dispose()
@@ -105,11 +109,17 @@ def write_initial_password(path: Path, password: str) -> None:
     write_private(path, (password + "\n").encode())
 
 
-def assemble(settings: Settings) -> Node:
-    store, keyring = open_node(settings)
+def assemble(settings: Settings, read_only: bool = False, state: NodeState | None = None) -> Node:
+    """``read_only`` and ``state``: a cluster member's replica and its HA role (see
+    appliance/cmd_cluster.py); a standby writes nothing at start."""
+    store, keyring = open_node(settings, read_only)
     services = build_services(settings, store, keyring)
-    services.licence.ensure_started()  # a new vault's evaluation starts now
-    first = services.auth.bootstrap_admin()
+    if state is not None:
+        services.state = state
+    first = None
+    if not read_only:
+        services.licence.ensure_started()  # a new vault's evaluation starts now
+        first = services.auth.bootstrap_admin()
     if first is not None:
         write_initial_password(services.initial_password_path, first)
     tls, _made = ensure_certificate(settings.tls_dir, settings.tls_addresses)
@@ -147,7 +157,12 @@ def banner(node: Node) -> str:
 async def run_node(
     node: Node, sockets: list[socket.socket], announce: Callable[[str], None] = print
 ) -> None:
-    app = make_app(node.services, node.executor, strongroom_backup=node.backup)
+    app = make_app(
+        node.services,
+        node.executor,
+        strongroom_backup=node.backup,
+        strongroom_cluster=node.cluster.web_handle if node.cluster is not None else None,
+    )
     scheduler = Scheduler(node.backup) if node.backup is not None else None
     if scheduler is not None:
         scheduler.start()
@@ -195,10 +210,20 @@ def serve(settings: Settings, announce: Callable[[str], None] = print) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     with data_dir_lock(settings, "serve"):
         sockets = bind_port(settings)
+        ha = None
         try:
-            node = assemble(settings)
+            if cluster_member(settings.data_dir):  # HA: Raft, PostgreSQL, VIP, HA loop
+                from appliance.cmd_cluster import start_ha
+
+                ha = start_ha(settings)
+                node = assemble(ha.settings, read_only=ha.read_only, state=ha.node_state)
+                node.cluster = ha
+            else:
+                node = assemble(settings)
             asyncio.run(run_node(node, sockets, announce))
         finally:
+            if ha is not None:
+                ha.stop()
             for s in sockets:
                 s.close()
 

@@ -236,6 +236,11 @@ class LocalPostgres:
         self.member = member
         self.base_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._own(self.base_dir)
+        if self.user is not None:
+            # The node's data dir holds this server's dir: let the server's account pass
+            # through it (search only; nothing in it becomes readable).
+            parent = self.base_dir.parent
+            os.chmod(parent, os.stat(parent).st_mode & 0o7777 | 0o011)
         for d in (self.tls_dir, self.socket_dir):
             d.mkdir(exist_ok=True, mode=0o700)
             self._own(d)
@@ -449,6 +454,16 @@ class LocalPostgres:
             "ELSE pg_current_wal_lsn() - '0/0' END"
         )
         return int(float(row[0][0]))
+
+    def write_epoch(self, epoch: int, node: str) -> None:
+        """The new primary records its fencing token in the vault database (ClusterEpoch)."""
+        self.psql(
+            "INSERT INTO cluster_epoch (id, epoch, node_id, promoted_at) "
+            f"VALUES (1, {int(epoch)}, {_literal(node)}, now() AT TIME ZONE 'utc') "
+            "ON CONFLICT (id) DO UPDATE SET epoch = EXCLUDED.epoch, "
+            "node_id = EXCLUDED.node_id, promoted_at = EXCLUDED.promoted_at",
+            APP_DATABASE,
+        )
 
     def upstream(self) -> str | None:
         """The host this standby streams from, if it streams."""
