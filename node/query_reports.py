@@ -35,6 +35,8 @@ from node.audit import AuditEvent, AuditLog
 from node.auth import SessionUser
 from node.errors import PermissionDeniedError, ValidationError
 from node.export import Table
+from node.licence import Feature
+from node.licence_service import LicenceService
 from node.permissions import Action, allowed
 from node.store.db import Store
 from node.store.dialect import ReadOnlyStore, statement_deadline
@@ -250,10 +252,13 @@ def _check_table(node: exp.Table, ctes: set[str], views: set[str]) -> None:
 
 
 class QueryReportService:
-    def __init__(self, store: Store, reader: ReadOnlyStore, audit: AuditLog) -> None:
+    def __init__(
+        self, store: Store, reader: ReadOnlyStore, audit: AuditLog, licence: LicenceService
+    ) -> None:
         self._store = store
         self._reader = reader
         self._audit = audit
+        self._licence = licence  # query reports need the Enterprise edition
         self.time_limit_s = TIME_LIMIT_S
 
     @property
@@ -273,6 +278,7 @@ class QueryReportService:
         one-line reason. Both outcomes are audited."""
         if not allowed(viewer.role, Action.RUN_QUERY_REPORTS):
             raise PermissionDeniedError("your role does not allow query reports")
+        self._licence.require(Feature.QUERY_REPORTS)
         now = now or utcnow()
         try:
             checked = check_query(text, self.dialect)

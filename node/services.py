@@ -100,6 +100,6 @@ def build_services(settings: Settings, store: Store, keyring: KeyRing) -> Servic
         resource_groups=ResourceGroupService(store, audit),
         audit_query=AuditQueryService(store, reader, keyring.audit_hmac_key),
         reports=ReportService(store, keyring, audit),
-        query_reports=QueryReportService(store, reader, audit),
+        query_reports=QueryReportService(store, reader, audit, licence),
         branding=BrandingService(store, audit),
     )

@@ -16,9 +16,11 @@ from node.auth import SessionUser
 from node.errors import LicenceError
 from node.licence import Edition, Feature, InvalidLicenceError, LicenceType
 from node.licence_service import LicenceService, status_lines
+from node.query_reports import QueryReportService
 from node.roles import Role
 from node.services import Services
 from node.store.db import Store, open_store
+from node.store.dialect import ReadOnlyStore
 from node.store.models import AuditRow, Resource, User
 from node.users import UserService
 from node.vault import NewAccount, NewResource, VaultService
@@ -239,3 +241,14 @@ def test_a_licence_installed_through_one_store_holds_on_another(
     )
     other.require(Feature.REST_API)
     assert other.entitlement().admins == 9
+
+
+def test_query_reports_need_the_enterprise_edition(v: Vault, vendor: Vendor, store: Store) -> None:
+    reports = QueryReportService(store, ReadOnlyStore(store.engine), v.services.audit, v.licence)
+    query = "SELECT username FROM report_users"
+    assert ["admin"] in [list(row) for row in reports.run(v.admin, query, IP).rows]
+    v.licence.install(vendor.issue(edition=Edition.PREMIUM, admins=5), "admin", IP)
+    with pytest.raises(LicenceError) as refused:
+        reports.run(v.admin, query, IP)
+    assert str(refused.value).startswith("The licence does not include query reports")
+    assert "Enterprise edition" in str(refused.value)
