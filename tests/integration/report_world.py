@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy import update
+
 from node.auth import SessionUser
 from node.roles import Role
 from node.services import Services
-from node.store.models import PasswordPolicy
+from node.store.models import PasswordPolicy, User
 from node.vault import NewAccount, NewResource
-from tests.integration.vault_helpers import IP, initial_admin, make_user
+from tests.integration.vault_helpers import IP, initial_admin, make_user, snapshot
 
 XSS = "<script>alert('x')</script>\"'&"
 
@@ -37,6 +39,11 @@ def build_world(services: Services) -> World:
     pwadmin = make_user(services, admin, "owner", Role.PASSWORD_ADMINISTRATOR)
     auditor = make_user(services, admin, "auditor", Role.PASSWORD_AUDITOR)
     user = make_user(services, admin, "puser", Role.PASSWORD_USER)
+    with services.store.transaction() as s:  # as if each had set their own password
+        s.execute(update(User).values(must_change_password=False))
+    admin, admin2, pwadmin, auditor, user = (
+        snapshot(services, u.id) for u in (admin, admin2, pwadmin, auditor, user)
+    )
     with services.store.sessions() as s:
         strong = s.query(PasswordPolicy).filter_by(name="Strong").one().id
     web = services.vault.create_resource(
