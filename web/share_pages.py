@@ -23,6 +23,9 @@ class SharePage(ConsolePage):
         if self.kind == "account":
             a = await self.call(self.services.vault.get_account, self.user, object_id)
             return f"{a.resource_name} / {a.username}", f"/accounts/{a.id}", "account"
+        if self.kind == "group":
+            g = await self.call(self.services.resource_groups.get_group, self.user, object_id)
+            return g.group.name, f"/groups/{g.group.id}", "resource group"
         d = await self.call(self.services.vault.get_resource, self.user, object_id)
         return d.resource.name, f"/resources/{d.resource.id}", "resource"
 
@@ -61,6 +64,8 @@ class SharePage(ConsolePage):
         sharing = self.services.sharing
         if self.kind == "account":
             return sharing.share_account, sharing.unshare_account
+        if self.kind == "group":
+            return sharing.share_group, sharing.unshare_group
         return sharing.share_resource, sharing.unshare_resource
 
     @needs(Action.SHARE)
@@ -100,7 +105,12 @@ class AccountSharePage(SharePage):
     kind = "account"
 
 
+class GroupSharePage(SharePage):
+    kind = "group"
+
+
 ROUTES = [
     (r"/resources/([0-9]+)/share", ResourceSharePage),
     (r"/accounts/([0-9]+)/share", AccountSharePage),
+    (r"/groups/([0-9]+)/share", GroupSharePage),
 ]

@@ -51,6 +51,9 @@ PUBLIC = {
     r"/health": "load balancers and operators; reveals no vault data",
     r"/branding/logo": "the logo shown on the login page",
     r"/restapi/openapi.json": "the published API description",
+    r"/cluster/ca": "the cluster CA certificate, pinned by its hash when a node joins",
+    r"/cluster/join": "the join handshake, authenticated by a single-use join token",
+    r"/cluster/raft-join": "a joining node's Raft registration, authenticated by its token",
 }
 
 # Actions whose pages show only what the user owns or has been shared: these are checked

@@ -343,3 +343,26 @@ def test_xss_payload_in_every_free_text_field_renders_inert(console: Console) ->
             checked += 1
             escaped_seen += "&lt;script&gt;alert" in resp.text
     assert checked >= 20 and escaped_seen >= 8
+
+
+def test_resource_groups_and_group_shares(console: Console) -> None:
+    b = console.browser()
+    erin = add_user(console.services, console.admin, "erin", Role.PASSWORD_USER)
+    e = console.browser(erin)
+    rid = _location_id(b.post("/resources/new", {"name": "grouped-box"}).headers["location"])
+    gid = _location_id(b.post("/groups", {"name": "lab", "description": "Lab"}).headers["location"])
+    assert b.post(f"/groups/{gid}", {"op": "add", "resource_id": str(rid)}).status == 302
+    assert "grouped-box" in b.get(f"/groups/{gid}").text
+    assert "grouped-box" not in e.get("/resources").text
+    assert e.get(f"/groups/{gid}").status == 404
+    assert e.post("/groups", {"name": "mine"}).status == 403
+    shared = b.post(f"/groups/{gid}/share", {"principal": f"user:{erin.id}", "access": "view"})
+    assert shared.status == 302
+    assert "grouped-box" in e.get("/resources").text
+    assert "lab" in e.get("/groups").text and "grouped-box" in e.get(f"/groups/{gid}").text
+    assert 'name="op" value="add"' not in e.get(f"/groups/{gid}").text
+    bad = b.post(f"/groups/{gid}", {"op": "add", "resource_id": "987654"})
+    assert bad.status == 404
+    assert b.post(f"/groups/{gid}", {"op": "delete"}).status == 302
+    assert "grouped-box" not in e.get("/resources").text
+    assert b.get(f"/resources/{rid}").status == 200
