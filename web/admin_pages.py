@@ -25,6 +25,28 @@ class AdminLink:
 
 
 ADMIN_LINKS: list[AdminLink] = [
+    AdminLink(
+        "Audit and reports", "Resource audit", "/audit/resource", Action.VIEW_AUDIT, "who did what"
+    ),
+    AdminLink("Audit and reports", "User audit", "/audit/user", Action.VIEW_AUDIT, "logins"),
+    AdminLink(
+        "Audit and reports",
+        "Verify audit chain",
+        "/audit/verify",
+        Action.VIEW_AUDIT,
+        "detect edited, deleted or reordered audit rows",
+    ),
+    AdminLink("Audit and reports", "Reports", "/reports", Action.VIEW_REPORTS, "CSV and XML"),
+    AdminLink(
+        "Audit and reports",
+        "Query reports",
+        "/reports/query",
+        Action.RUN_QUERY_REPORTS,
+        "read-only SQL on documented views",
+    ),
+    AdminLink(
+        "Appliance", "Rebranding", "/admin/branding", Action.REBRAND, "logo on login and header"
+    ),
     AdminLink("People", "Users", "/users", Action.MANAGE_USERS, "add, edit, disable, roles"),
     AdminLink("People", "User groups", "/user-groups", Action.MANAGE_USERS, "share with many"),
     AdminLink(

@@ -15,10 +15,13 @@ from node.tls import TlsFiles
 from web import (
     admin_pages,
     apiuser_pages,
+    audit_pages,
     backup_pages,
+    branding_pages,
     licence_pages,
     people_pages,
     policy_pages,
+    report_pages,
     session_pages,
     share_pages,
     vault_pages,
@@ -49,6 +52,9 @@ def route_table() -> list[tuple[str, type[tornado.web.RequestHandler]]]:
         *admin_pages.ROUTES,
         *licence_pages.ROUTES,
         *apiuser_pages.ROUTES,
+        *audit_pages.ROUTES,
+        *report_pages.ROUTES,
+        *branding_pages.ROUTES,
         *backup_pages.ROUTES,
         # REST API: its routes, then its catch-all (JSON 404) last among /restapi paths
         *api_resources.ROUTES,
