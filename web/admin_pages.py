@@ -77,17 +77,24 @@ ADMIN_LINKS: list[AdminLink] = [
     ),
     AdminLink(
         "Appliance",
-        "License",
-        "/admin/license",
-        Action.MANAGE_LICENCE,
-        "edition, administrators and resources allowed, expiry, install a licence",
-    ),
-    AdminLink(
-        "Appliance",
         "Backup",
         "/admin/backup",
         Action.MANAGE_BACKUP,
         "schedule, targets, retention, run now, history",
+    ),
+    AdminLink(
+        "Appliance",
+        "Cluster",
+        "/admin/cluster",
+        Action.VIEW_CLUSTER,
+        "members, primary, standby, replication lag, VIP",
+    ),
+    AdminLink(
+        "Appliance",
+        "License",
+        "/admin/license",
+        Action.MANAGE_LICENCE,
+        "edition, administrators and resources allowed, expiry, install a licence",
     ),
 ]
 
