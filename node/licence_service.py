@@ -205,10 +205,13 @@ class LicenceService:
         if record.latest_seen is None or now - record.latest_seen >= TOUCH_EVERY:
             self._storage.set_latest_seen(session, now)
 
-    def entitlement_in(self, session: Session) -> Entitlement:
-        """The entitlement, read and recorded in the caller's (write) transaction."""
+    def entitlement_in(self, session: Session, *, locked: bool = False) -> Entitlement:
+        """The entitlement, read in the caller's transaction. With ``locked`` (the caller
+        holds :meth:`LicenceStorage.lock`), the latest time seen is recorded there too; rows
+        are always locked in the same order (version, then clocks), so two nodes never
+        deadlock on them."""
         ent, record, now = self._compute(session)
-        if self._needs_touch(record, now):
+        if locked and self._needs_touch(record, now):
             self._touch(session, record, now)
         return ent
 
@@ -220,6 +223,7 @@ class LicenceService:
         if self._needs_touch(record, now):
             try:
                 with self._store.transaction() as session:
+                    self._storage.lock(session)
                     self._touch(session, self._storage.read(session), now)
             except SQLAlchemyError:
                 log.debug("could not record the latest time seen (read-only node?)")
@@ -231,6 +235,7 @@ class LicenceService:
         try:
             with self._store.transaction() as session:
                 now = self._clock().replace(tzinfo=None)
+                self._storage.lock(session)
                 if self._storage.set_installed_at(session, now):
                     log.info("new installation: the 30-day evaluation starts now")
                 self._storage.set_latest_seen(session, now)
@@ -271,7 +276,7 @@ class LicenceService:
         admin-type role, before the change is flushed. Raises :class:`LicenceError` when the
         licence does not allow ``adding`` more administrators."""
         self._storage.lock(session)
-        ent = self.entitlement_in(session)
+        ent = self.entitlement_in(session, locked=True)
         in_use = count_administrators(session)
         if in_use + adding > ent.admins:
             raise admin_refusal(ent, in_use)
@@ -283,8 +288,9 @@ class LicenceService:
         if ent.resources is None:
             return
         self._storage.lock(session)
+        ent = self.entitlement_in(session, locked=True)
         in_use = count_resources(session)
-        if in_use + adding > ent.resources:
+        if ent.resources is not None and in_use + adding > ent.resources:
             raise resource_refusal(ent, in_use, adding)
 
     def check_join_cluster(self) -> None:
@@ -300,7 +306,8 @@ class LicenceService:
         licence = parse_licence_file(text)
         stored = text.decode("utf-8") if isinstance(text, bytes) else text
         with self._store.transaction() as session:
-            ent = self.entitlement_in(session)
+            self._storage.lock(session)
+            ent = self.entitlement_in(session, locked=True)
             if licence.expires_at is not None and ent.now >= licence.expires_at:
                 raise InvalidLicenceError(
                     f"this licence expired on {licence.expires:%Y-%m-%d}; it was not installed"
