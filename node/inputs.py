@@ -4,6 +4,8 @@ Functions:
 - :func:`one_line` and :func:`multi_line` return the cleaned text or raise
   :class:`~node.errors.ValidationError` naming the field and the rule (required, too long,
   control characters). Text is stored verbatim otherwise: escaping is the web's job.
+- :func:`conflict_on_duplicate` turns a unique-constraint race lost at commit into a
+  :class:`~node.errors.ConflictError` (the checks before the insert catch the usual case).
 - :func:`clean_attributes` checks custom attributes against the admin-defined fields
   (``custom_fields``) for users, resources or accounts; unknown names, ill-typed or
   over-long values raise ValidationError.
@@ -13,12 +15,14 @@ from __future__ import annotations
 
 import datetime as dt
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from node.errors import ValidationError
+from node.errors import ConflictError, ValidationError
 from node.store.models import CustomField
 
 MAX_ATTRIBUTE_VALUE = 1024
@@ -97,3 +101,13 @@ def clean_attributes(
         _check_typed(name, defined[name], value)
         cleaned[name] = value
     return cleaned
+
+
+@contextmanager
+def conflict_on_duplicate(message: str) -> Iterator[None]:
+    """Wrap a transaction: an IntegrityError (another writer won a race for the same unique
+    name) becomes ConflictError(message)."""
+    try:
+        yield
+    except IntegrityError:
+        raise ConflictError(message) from None

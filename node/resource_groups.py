@@ -29,7 +29,7 @@ from node.access import (
 from node.audit import AuditEvent, AuditLog
 from node.auth import SessionUser
 from node.errors import ConflictError, NotFoundError, PermissionDeniedError
-from node.inputs import one_line
+from node.inputs import conflict_on_duplicate, one_line
 from node.permissions import Action, require
 from node.store.db import Store
 from node.store.models import Resource, ResourceGroup, ResourceGroupMember, User
@@ -105,7 +105,10 @@ class ResourceGroupService:
         require(actor.role, Action.MANAGE_RESOURCE_GROUPS)
         text = one_line("group name", name, 128, required=True)
         desc = one_line("description", description, 512)
-        with self._store.transaction() as s:
+        with (
+            conflict_on_duplicate(f"a resource group named '{text}' exists already"),
+            self._store.transaction() as s,
+        ):
             self._unique(s, text)
             g = ResourceGroup(name=text, description=desc, owner_id=actor.id)
             s.add(g)

@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 from node.audit import AuditEvent, AuditLog
 from node.auth import SessionUser, normalize_username
 from node.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
-from node.inputs import FIELD_KINDS, FIELD_TYPES, clean_attributes, one_line
+from node.inputs import FIELD_KINDS, FIELD_TYPES, clean_attributes, conflict_on_duplicate, one_line
 from node.licence_service import LicenceService
 from node.passwords import hash_password, one_time_password
 from node.permissions import Action, allowed, require
@@ -205,7 +205,10 @@ class UserService:
         mail = _clean_email(email)
         otp = one_time_password() if kind == "person" else None
         encoded = hash_password(otp) if otp is not None else None
-        with self._store.transaction() as s:
+        with (
+            conflict_on_duplicate(f"a user named '{name}' exists already"),
+            self._store.transaction() as s,
+        ):
             if s.scalars(select(User.id).where(User.username == name)).first() is not None:
                 raise ConflictError(f"a user named '{name}' exists already")
             if the_role.is_admin_type and kind == "person":
@@ -411,7 +414,10 @@ class UserService:
         require(actor.role, Action.MANAGE_USERS)
         text = one_line("group name", name, 128, required=True)
         desc = one_line("description", description, 512)
-        with self._store.transaction() as s:
+        with (
+            conflict_on_duplicate(f"a user group named '{text}' exists already"),
+            self._store.transaction() as s,
+        ):
             if s.scalars(select(UserGroup.id).where(UserGroup.name == text)).first():
                 raise ConflictError(f"a user group named '{text}' exists already")
             g = UserGroup(name=text, description=desc)

@@ -54,7 +54,7 @@ from node.access import (
 from node.audit import AuditEvent, AuditLog
 from node.auth import SessionUser
 from node.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
-from node.inputs import clean_attributes, multi_line, one_line
+from node.inputs import clean_attributes, conflict_on_duplicate, multi_line, one_line
 from node.keyring import KeyRing
 from node.licence_service import LicenceService
 from node.permissions import Action, require
@@ -445,7 +445,10 @@ class VaultService:
         """Add a resource owned by ``actor``, optionally with its first account."""
         require(actor.role, Action.ADD_RESOURCE)
         name = one_line("resource name", spec.name, 256, required=True)
-        with self._store.transaction() as s:
+        with (
+            conflict_on_duplicate(f"a resource named '{name}' exists already"),
+            self._store.transaction() as s,
+        ):
             self._unique_name(s, name)
             self._licence.check_add_resource(s)
             resource = Resource(
@@ -483,7 +486,10 @@ class VaultService:
         self, actor: SessionUser, ip: str, resource_id: int, changes: ResourceChanges
     ) -> None:
         require(actor.role, Action.MANAGE_OWN_RESOURCES)
-        with self._store.transaction() as s:
+        with (
+            conflict_on_duplicate("a resource with that name exists already"),
+            self._store.transaction() as s,
+        ):
             r = self._resource(s, actor, resource_id)
             self._need(resource_access(s, actor, r), Access.MODIFY, "editing this resource")
             changed: list[str] = []
@@ -680,7 +686,10 @@ class VaultService:
 
     def add_account(self, actor: SessionUser, ip: str, resource_id: int, spec: NewAccount) -> int:
         require(actor.role, Action.MANAGE_OWN_RESOURCES)
-        with self._store.transaction() as s:
+        with (
+            conflict_on_duplicate("the resource already has an account with that name"),
+            self._store.transaction() as s,
+        ):
             r = self._resource(s, actor, resource_id)
             self._need(resource_access(s, actor, r), Access.MODIFY, "adding accounts here")
             account = self._new_account(s, actor, r, spec)
@@ -699,7 +708,10 @@ class VaultService:
         self, actor: SessionUser, ip: str, account_id: int, changes: AccountChanges
     ) -> None:
         require(actor.role, Action.MANAGE_OWN_RESOURCES)
-        with self._store.transaction() as s:
+        with (
+            conflict_on_duplicate("the resource already has an account with that name"),
+            self._store.transaction() as s,
+        ):
             a = self._account(s, actor, account_id)
             self._need(account_access(s, actor, a), Access.MODIFY, "editing this account")
             changed: list[str] = []
