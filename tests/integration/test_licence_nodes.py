@@ -98,7 +98,7 @@ def test_a_licence_installed_on_one_node_holds_on_the_other(
 
     soon = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=5)
     standard = tmp_path / "standard.lic"
-    standard.write_text(vendor.issue(edition=Edition.STANDARD, admins=3, expires=soon))
+    standard.write_text(vendor.issue(edition=Edition.STANDARD, admins=1, expires=soon))
     done = run_trusting_cli(
         vendor, "licence", "install", str(standard), "--data-dir", str(a.data_dir)
     )
@@ -108,7 +108,7 @@ def test_a_licence_installed_on_one_node_holds_on_the_other(
     shown = run_trusting_cli(vendor, "licence", "show", "--json", "--data-dir", str(b.data_dir))
     status = json.loads(shown.stdout)
     assert (status["edition"], status["licensee"], status["admins_allowed"]) == (
-        "standard", "ACME Ltd", 3,
+        "standard", "ACME Ltd", 1,
     )  # fmt: skip
     assert status["warnings"][0]["level"] == "warn"
     text = run_trusting_cli(vendor, "licence", "show", "--data-dir", str(b.data_dir)).stdout
@@ -125,6 +125,13 @@ def test_a_licence_installed_on_one_node_holds_on_the_other(
     assert "expires in 5 days" in home.text and 'class="banner licence warn"' in home.text
     page = browser.get("/admin/license")
     assert page.status == 200 and "Standard" in page.text and "ACME Ltd" in page.text
+    # The console refuses a 2nd administrator, naming the licence; other users are fine.
+    form = {"username": "admin2", "full_name": "", "email": "", "role": "administrator"}
+    refused_admin = browser.post_form("/users/new", form)
+    assert refused_admin.status == 403
+    assert "The licence does not allow a 2nd administrator" in refused_admin.text
+    form.update(username="user2", role="password_user")
+    assert browser.post_form("/users/new", form).status == 200
     tampered = vendor.issue(edition=Edition.ENTERPRISE, admins=5, resources=2).replace(
         '"resources": 2', '"resources": 200'
     )
