@@ -144,6 +144,12 @@ def test_admin_shares_a_password_and_the_user_views_it(node: NodeProcess, browse
     ):
         admin.goto(base + path)
         shot(admin, name)
+    admin.click("table.list >> text=pat")
+    expect(admin.locator("h1")).to_contain_text("pat")
+    shot(admin, "11b-user")
+    for path, name in (("/settings", "11c-settings"), ("/groups", "11d-groups")):
+        admin.goto(base + path)
+        shot(admin, name)
     admin.click("text=Log out")
     expect(admin).to_have_url(f"{base}/login")
 
