@@ -5,6 +5,7 @@ licence installed through one store holding on another store of the same databas
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -194,13 +195,20 @@ def test_install_checks_the_file_and_is_audited(v: Vault, vendor: Vendor) -> Non
         assert verify_chain(s, v.services.keyring.audit_hmac_key).ok
 
 
-def test_a_clock_turned_back_does_not_extend_the_evaluation(v: Vault) -> None:
+def test_a_clock_turned_back_does_not_extend_the_evaluation(
+    v: Vault, caplog: pytest.LogCaptureFixture
+) -> None:
     v.clock.advance(40)
     assert v.licence.entitlement().edition is Edition.FREE  # records the latest time seen
     v.clock.advance(-35)  # five days after installation, by the (wrong) clock
-    ent = v.licence.status().entitlement
+    with caplog.at_level(logging.WARNING, logger="strongroom.licence"):
+        ent = v.licence.status().entitlement
     assert ent.edition is Edition.FREE and ent.clock_rollback
     assert any("clock is 35 days behind" in w.text for w in ent.warnings)
+    assert "system clock is behind the latest time seen" in caplog.text
+    assert any(
+        "clock is 35 days behind" in line for line in status_lines(v.licence.status().to_dict())
+    )
     v.add_user("padmin", Role.PASSWORD_ADMINISTRATOR)  # Free allows two
     with pytest.raises(LicenceError, match="3rd administrator"):
         v.add_user("admin2", Role.ADMINISTRATOR)
