@@ -3,6 +3,9 @@ other kind of SQL is refused with a clear reason and changes nothing."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from sqlalchemy import func, inspect, select
 
@@ -146,3 +149,20 @@ def test_endless_query_is_stopped(services: Services, world: World) -> None:
     with pytest.raises(ValidationError) as err:
         services.query_reports.run(world.admin, endless, IP)
     assert "was stopped" in str(err.value)
+
+
+def test_documented_examples_run(services: Services, world: World) -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "query-reports.md").read_text()
+    blocks = re.findall(r"```sql\n(.*?)```", doc, flags=re.S)
+    assert len(blocks) >= 3
+    ran = 0
+    for sql in blocks:
+        if "INTERVAL" in sql and services.store.dialect == "sqlite":
+            continue  # the PostgreSQL spelling of date arithmetic
+        table = services.query_reports.run(world.admin, sql, IP)
+        assert table.columns, sql
+        ran += 1
+    assert ran >= 2
+    documented = set(re.findall(r"^### (report_\w+)", doc, flags=re.M))
+    documented |= set(re.findall(r"^### report_\w+, (report_\w+)", doc, flags=re.M))
+    assert documented == set(REPORT_VIEWS)
