@@ -17,7 +17,7 @@ from tests.integration.vault_helpers import IP, initial_admin, make_user
 XSS = "<script>alert('x')</script>\"'&"
 
 
-def test_builtins_are_seeded_once(services: Services) -> None:
+def _builtins_are_seeded_once(services: Services) -> None:
     from node.seed import seed_builtins
 
     assert seed_builtins(services.store) == 0  # build_services already seeded
@@ -38,7 +38,7 @@ def test_builtins_are_seeded_once(services: Services) -> None:
     assert policies == {"Low", "Medium", "Strong", "Offline Password"}
 
 
-def test_create_view_change_and_history(services: Services) -> None:
+def _create_view_change_and_history(services: Services) -> None:
     admin = initial_admin(services)
     made = services.vault.create_resource(
         admin,
@@ -107,7 +107,7 @@ def test_duplicates_and_bad_input_change_nothing(services: Services) -> None:
     assert len(services.vault.get_resource(admin, rid).accounts) == 1
 
 
-def test_xss_strings_are_stored_verbatim(services: Services) -> None:
+def _xss_strings_are_stored_verbatim(services: Services) -> None:
     admin = initial_admin(services)
     made = services.vault.create_resource(
         admin,
@@ -133,7 +133,7 @@ def test_xss_strings_are_stored_verbatim(services: Services) -> None:
     assert services.vault.view_password(admin, IP, made.account_id) == XSS
 
 
-def test_trash_restore_and_purge(services: Services) -> None:
+def _trash_restore_and_purge(services: Services) -> None:
     admin = initial_admin(services)
     made = services.vault.create_resource(
         admin, IP, NewResource(name="old-box"), NewAccount("root", "pw-abcd")
@@ -159,7 +159,7 @@ def test_trash_restore_and_purge(services: Services) -> None:
         services.vault.restore_resource(admin, IP, made.resource_id)
 
 
-def test_trash_is_for_admins_and_owners(services: Services) -> None:
+def _trash_is_for_admins_and_owners(services: Services) -> None:
     admin = initial_admin(services)
     pa = make_user(services, admin, "pa", Role.PASSWORD_ADMINISTRATOR)
     other = make_user(services, admin, "other-admin", Role.ADMINISTRATOR)
@@ -173,7 +173,7 @@ def test_trash_is_for_admins_and_owners(services: Services) -> None:
     assert [t.name for t in services.vault.list_trash(admin)] == ["pa-box"]  # super admin
 
 
-def test_edit_resource_and_types(services: Services) -> None:
+def _edit_resource_and_types(services: Services) -> None:
     admin = initial_admin(services)
     services.vault.add_resource_type(admin, IP, "Juniper JunOS")
     rid = services.vault.create_resource(
@@ -188,7 +188,7 @@ def test_edit_resource_and_types(services: Services) -> None:
     assert (r.name, r.location, r.resource_type) == ("fw-1", "DC2", "Juniper JunOS")
 
 
-def test_custom_attributes(services: Services) -> None:
+def _custom_attributes(services: Services) -> None:
     admin = initial_admin(services)
     services.users.define_field(admin, IP, "resource", "Rack", "text")
     services.users.define_field(admin, IP, "account", "Expires", "date")
@@ -218,11 +218,35 @@ def test_custom_attributes(services: Services) -> None:
         )
 
 
-def test_sql_like_input_is_just_text(services: Services) -> None:
+def _sql_like_input_is_just_text(services: Services) -> None:
     admin = initial_admin(services)
     name = "x'; DROP TABLE resources; --"
     rid = services.vault.create_resource(admin, IP, NewResource(name=name)).resource_id
     assert services.vault.list_resources(admin, search="drop table").items[0].id == rid
     assert services.vault.list_resources(admin, search="%").total == 0
     with services.store.engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM resources")).scalar() == 1
+        assert conn.execute(text("SELECT count(*) FROM resources")).scalar() == 2
+
+
+def test_seeding_create_view_change(services: Services) -> None:
+    """Built-ins are seeded; a resource and account go through their life."""
+    _builtins_are_seeded_once(services)
+    _create_view_change_and_history(services)
+
+
+def test_free_text_is_stored_verbatim(services: Services) -> None:
+    """Markup and SQL-looking input are kept as typed, nothing more."""
+    _xss_strings_are_stored_verbatim(services)
+    _sql_like_input_is_just_text(services)
+
+
+def test_trash(services: Services) -> None:
+    """Trash, restore and purge, and who sees the trash."""
+    _trash_restore_and_purge(services)
+    _trash_is_for_admins_and_owners(services)
+
+
+def test_edits_types_and_attributes(services: Services) -> None:
+    """Editing resources, admin-defined types and custom attributes."""
+    _edit_resource_and_types(services)
+    _custom_attributes(services)

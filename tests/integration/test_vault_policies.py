@@ -17,7 +17,7 @@ def _policy_id(services: Services, name: str) -> int:
     return next(p.id for p in services.policies.list_policies(admin) if p.name == name)
 
 
-def test_builtin_policies_cannot_be_changed(services: Services) -> None:
+def _builtin_policies_cannot_be_changed(services: Services) -> None:
     admin = initial_admin(services)
     for spec in services.policies.list_policies(admin):
         assert spec.builtin
@@ -53,7 +53,7 @@ def test_generator_obeys_every_policy(services: Services) -> None:
     assert len(services.policies.generate(admin, six.id)) == 6
 
 
-def test_inconsistent_policies_are_refused(services: Services) -> None:
+def _inconsistent_policies_are_refused(services: Services) -> None:
     admin = initial_admin(services)
     bad = [
         PolicySpec(name="a", min_length=0),
@@ -130,7 +130,7 @@ def test_no_reuse_of_the_last_n(services: Services) -> None:
     services.vault.change_password(admin, IP, aid, generated)
 
 
-def test_custom_policy_edit_and_delete(services: Services) -> None:
+def _custom_policy_edit_and_delete(services: Services) -> None:
     admin = initial_admin(services)
     pid = services.policies.create_policy(admin, IP, PolicySpec(name="Team", min_length=10))
     services.policies.update_policy(admin, IP, pid, PolicySpec(name="Team", min_length=14))
@@ -169,3 +169,10 @@ def test_vault_default_policy_applies_where_none_is_set(services: Services) -> N
     services.vault.add_account(admin, IP, rid, NewAccount("b", "Better1x"))
     names = [a.policy_name for a in services.vault.get_resource(admin, rid).accounts]
     assert names == ["Medium", "Medium"]
+
+
+def test_policy_administration(services: Services) -> None:
+    """Built-in policies are fixed; custom ones are checked, edited and deleted."""
+    _builtin_policies_cannot_be_changed(services)
+    _inconsistent_policies_are_refused(services)
+    _custom_policy_edit_and_delete(services)

@@ -26,10 +26,10 @@ def _audit_rows(services: Services) -> list[AuditRow]:
         return list(s.scalars(select(AuditRow).order_by(AuditRow.id)))
 
 
-def _account(services: Services) -> int:
+def _account(services: Services, name: str = "srv") -> int:
     admin = initial_admin(services)
     made = services.vault.create_resource(
-        admin, IP, NewResource(name="srv"), NewAccount("root", SECRET)
+        admin, IP, NewResource(name=name), NewAccount("root", SECRET)
     )
     assert made.account_id is not None
     return made.account_id
@@ -55,7 +55,7 @@ def test_view_and_copy_are_audited_without_the_secret(services: Services) -> Non
     assert services.vault.get_account(admin, aid).last_accessed_at is not None
 
 
-def test_reason_required_by_the_vault_setting(services: Services) -> None:
+def _reason_required_by_the_vault_setting(services: Services) -> None:
     aid = _account(services)
     admin = initial_admin(services)
     pa = make_user(services, admin, "pa", Role.PASSWORD_ADMINISTRATOR)
@@ -86,8 +86,8 @@ def test_reason_required_by_the_vault_setting(services: Services) -> None:
     assert services.vault.view_password(admin, IP, aid) == SECRET
 
 
-def test_reason_and_ticket_required_by_the_account(services: Services) -> None:
-    aid = _account(services)
+def _reason_and_ticket_required_by_the_account(services: Services) -> None:
+    aid = _account(services, "srv-2")
     admin = initial_admin(services)
     services.vault.edit_account(
         admin, IP, aid, AccountChanges(reason_required=True, ticket_required=True)
@@ -172,3 +172,9 @@ def test_fail_closed_when_insert_is_revoked_on_postgres(pg_url: str, tmp_path: P
         assert len(views) == 1  # only the one made before the revoke
     finally:
         store.dispose()
+
+
+def test_reason_rules(services: Services) -> None:
+    """A reason required by the vault setting or the account, and a ticket id."""
+    _reason_required_by_the_vault_setting(services)
+    _reason_and_ticket_required_by_the_account(services)

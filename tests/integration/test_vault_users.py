@@ -55,7 +55,7 @@ def test_add_user_gets_a_one_time_password_and_must_change_it(services: Services
     assert all(new.one_time_password not in (r.detail + r.target) for r in rows)
 
 
-def test_only_admins_manage_users(services: Services) -> None:
+def _only_admins_manage_users(services: Services) -> None:
     admin = initial_admin(services)
     pa = make_user(services, admin, "pa", Role.PASSWORD_ADMINISTRATOR)
     user = make_user(services, admin, "pu", Role.PASSWORD_USER)
@@ -71,7 +71,7 @@ def test_only_admins_manage_users(services: Services) -> None:
         services.users.get_user(user, admin.id)
 
 
-def test_disable_enable_edit_and_role(services: Services) -> None:
+def _disable_enable_edit_and_role(services: Services) -> None:
     admin = initial_admin(services)
     new = services.users.add_user(admin, IP, "carl", Role.PASSWORD_USER)
     assert new.one_time_password
@@ -172,3 +172,9 @@ def test_user_groups_and_custom_attributes(services: Services) -> None:
     services.users.remove_group_member(admin, IP, gid, new.id)
     services.users.delete_user_group(admin, IP, gid)
     assert services.users.list_user_groups(admin) == []
+
+
+def test_who_manages_users_and_their_lifecycle(services: Services) -> None:
+    """Only administrators manage users; disable, enable, edit, change role."""
+    _only_admins_manage_users(services)
+    _disable_enable_edit_and_role(services)
