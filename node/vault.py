@@ -67,6 +67,7 @@ from node.policies import (
     policy_by_name,
     spec_of,
 )
+from node.roles import Role
 from node.store.db import Store
 from node.store.group_commit import GroupCommitter
 from node.store.models import (
@@ -441,9 +442,16 @@ class VaultService:
         ip: str,
         spec: NewResource,
         first_account: NewAccount | None = None,
+        *,
+        owner_id: int | None = None,
     ) -> Created:
-        """Add a resource owned by ``actor``, optionally with its first account."""
+        """Add a resource owned by ``actor``, optionally with its first account. With
+        ``owner_id`` (another active administrator-type user; the actor needs
+        Action.TRANSFER_OWNERSHIP) that user owns it from the start, and the actor gains no
+        access to it (unless Super Administrator)."""
         require(actor.role, Action.ADD_RESOURCE)
+        if owner_id is not None and owner_id != actor.id:
+            require(actor.role, Action.TRANSFER_OWNERSHIP)
         name = one_line("resource name", spec.name, 256, required=True)
         with (
             conflict_on_duplicate(f"a resource named '{name}' exists already"),
@@ -451,6 +459,7 @@ class VaultService:
         ):
             self._unique_name(s, name)
             self._licence.check_add_resource(s)
+            owner = actor.id if owner_id is None else self._new_owner(s, owner_id)
             resource = Resource(
                 name=name,
                 dns_name=one_line("DNS name or IP", spec.dns_name, 256),
@@ -460,13 +469,14 @@ class VaultService:
                 location=one_line("location", spec.location, 128),
                 url=one_line("URL", spec.url, 1024),
                 domain_name=one_line("domain name", spec.domain_name, 256),
-                owner_id=actor.id,
+                owner_id=owner,
                 password_policy_id=self._policy_id(s, spec.password_policy_id),
                 custom_attributes=clean_attributes(s, "resource", spec.custom_attributes),
             )
             s.add(resource)
             s.flush()
-            self._log(s, actor, ip, "add resource", name, resource_id=resource.id)
+            detail = "" if owner == actor.id else f"owner {self._username(s, owner)}"
+            self._log(s, actor, ip, "add resource", name, resource_id=resource.id, detail=detail)
             account_id = None
             if first_account is not None:
                 account = self._new_account(s, actor, resource, first_account)
@@ -481,6 +491,20 @@ class VaultService:
                     account_id=account.id,
                 )
             return Created(resource.id, account_id)
+
+    @staticmethod
+    def _new_owner(s: Session, user_id: int) -> int:
+        user = s.get(User, user_id)
+        if user is None or user.status != "active" or not Role(user.role).is_admin_type:
+            raise ValidationError(
+                "the owner must be an active Administrator or Password Administrator"
+            )
+        return user.id
+
+    @staticmethod
+    def _username(s: Session, user_id: int) -> str:
+        user = s.get(User, user_id)
+        return user.username if user is not None else str(user_id)
 
     def edit_resource(
         self, actor: SessionUser, ip: str, resource_id: int, changes: ResourceChanges

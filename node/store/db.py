@@ -33,6 +33,14 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+READ_ONLY = "sr_read_only"  # execution option of the engine behind Store.sessions
+
+
+def _sqlite_begin(conn: Any) -> None:
+    read_only = conn.get_execution_options().get(READ_ONLY, False)
+    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
 def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -44,7 +52,9 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         # Let SQLAlchemy, not pysqlite, decide when a transaction begins, so that a
         # write transaction takes its lock at BEGIN (IMMEDIATE) and never upgrades late.
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        # Read-only sessions (Store.sessions) begin DEFERRED: in WAL mode they read a
+        # snapshot without waiting for, or holding up, the writer.
+        event.listen(engine, "begin", _sqlite_begin)
 
         @event.listens_for(engine, "connect")
         def _no_autobegin(dbapi_conn: Any, _record: Any) -> None:
@@ -83,7 +93,12 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.sessions = sessionmaker(engine, expire_on_commit=False)
+        # ``sessions()`` is for reading (nothing in it is ever committed); ``transaction()``
+        # is for writing. On SQLite the first begins DEFERRED, the second IMMEDIATE.
+        self.sessions = sessionmaker(
+            engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
+        )
+        self._writer = sessionmaker(engine, expire_on_commit=False)
 
     @property
     def dialect(self) -> str:
@@ -92,7 +107,7 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A session whose work commits on success and rolls back on any error."""
-        with self.sessions() as session, session.begin():
+        with self._writer() as session, session.begin():
             yield session
 
     def has_data(self) -> bool:

@@ -502,3 +502,46 @@ def test_every_fetch_writes_one_audit_row_and_stores_nothing_secret(world: World
     with world.services.store.sessions() as s:
         stored = s.scalars(select(Account.password_ct).where(Account.id == int(aid))).one()
     assert stored is not None and b"Aud-secret-1" not in stored
+
+
+def test_create_into_a_resource_group_and_for_another_owner(world: World) -> None:
+    padmin = world.api("app-padmin")
+    owner = world.services.api_tokens.authenticate(world.tokens["app-padmin"])
+    assert owner is not None
+    gid = world.services.resource_groups.create_group(owner, "127.0.0.1", "Web farm")
+    op(padmin.post("/resources", {"RESOURCENAME": "grp-web1", "RESOURCEGROUPNAME": "Web farm"}))
+    detail = world.services.resource_groups.get_group(owner, gid)
+    assert [name for _id, name in detail.resources] == ["grp-web1"]
+    # a group the caller cannot see gets the same answer as one that does not exist
+    other = world.api("app-padmin2")
+    hidden = other.post("/resources", {"RESOURCENAME": "grp-x", "RESOURCEGROUPNAME": "Web farm"})
+    nothing = other.post("/resources", {"RESOURCENAME": "grp-x", "RESOURCEGROUPNAME": "No farm"})
+    assert op(hidden, 400)["result"]["message"].replace("Web farm", "G") == (
+        op(nothing, 400)["result"]["message"].replace("No farm", "G")
+    )
+    assert other.get("/resources/resourcename/grp-x").status == 404
+
+    admin = world.api("app-admin")
+    op(
+        admin.post(
+            "/resources",
+            {"RESOURCENAME": "own-db", "ACCOUNTNAME": "sa", "OWNERNAME": "app-padmin2"},
+        )
+    )
+    # the new owner sees it; the creating administrator gained no access
+    listed = op(other.get("/resources", {"SEARCHVALUE": "own-db"}))
+    [row] = listed["Details"]
+    rid = row["RESOURCE ID"]
+    assert op(other.get(f"/resources/{rid}/accounts"))["Details"]["RESOURCE OWNER"] == "app-padmin2"
+    assert admin.get(f"/resources/{rid}/accounts").status == 404
+    # only a role that may transfer ownership may name another owner, and only an administrator
+    refused = padmin.post("/resources", {"RESOURCENAME": "own-2", "OWNERNAME": "app-padmin2"})
+    op(refused, 403)
+    not_admin = admin.post("/resources", {"RESOURCENAME": "own-3", "OWNERNAME": "app-user"})
+    assert "Administrator" in op(not_admin, 400)["result"]["message"]
+    nobody = admin.post("/resources", {"RESOURCENAME": "own-4", "OWNERNAME": "nobody"})
+    assert "OWNERNAME" in op(nobody, 400)["result"]["message"]
+    everything = {
+        r.name for r in world.services.vault.list_resources(world.admin, limit=1000).items
+    }
+    assert "own-db" in everything and not {"own-2", "own-3", "own-4"} & everything

@@ -11,9 +11,10 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from node.access import Access
 from node.auth import SessionUser
 from node.errors import ConflictError, NotFoundError, ValidationError
-from node.permissions import Action
+from node.permissions import Action, require
 from node.services import Services
 from node.vault import AccountView, NewAccount, NewResource, ResourceView
 from web.api.base import ApiHandler, api_routes, operation
@@ -66,6 +67,17 @@ CREATE_SPEC = Spec(
         Field("DOMAINNAME", max_len=NAME),
         Field("RESOURCEPASSWORDPOLICY", max_len=128, description="a password policy's name"),
         Field("RESOURCECUSTOMFIELD", OBJECTS, item=CUSTOM_FIELDS, max_items=50),
+        Field(
+            "RESOURCEGROUPNAME",
+            max_len=128,
+            description="an existing resource group the API user may change",
+        ),
+        Field(
+            "OWNERNAME",
+            max_len=128,
+            description="another administrator to own the resource (needs the right to "
+            "transfer ownership)",
+        ),
     )
 )
 ADD_ACCOUNTS_SPEC = Spec(
@@ -352,8 +364,39 @@ def create_resource(services: Services, actor: SessionUser, ip: str, d: dict[str
         stray = [k for k in account_keys if d.get(k)]
         if stray:
             raise ValidationError(f"{stray[0]} needs ACCOUNTNAME (the account it belongs to)")
-    services.vault.create_resource(actor, ip, spec, first)
+    owner_id = owner_of(services, actor, d.get("OWNERNAME", ""))
+    group_id = group_of(services, actor, d.get("RESOURCEGROUPNAME", ""))
+    if group_id is not None and owner_id not in (None, actor.id) and not actor.super_admin:
+        raise ValidationError(
+            "RESOURCEGROUPNAME cannot be used with OWNERNAME naming another user: the new "
+            "owner can add the resource to a group"
+        )
+    created = services.vault.create_resource(actor, ip, spec, first, owner_id=owner_id)
+    if group_id is not None:
+        services.resource_groups.add_resource(actor, ip, group_id, created.resource_id)
     return str(spec.name).strip()
+
+
+def owner_of(services: Services, actor: SessionUser, name: str) -> int | None:
+    if not name.strip():
+        return None
+    try:
+        return services.users.user_id_by_name(actor, name)
+    except NotFoundError:
+        raise ValidationError(f"OWNERNAME: no user named '{name.strip()[:128]}'") from None
+
+
+def group_of(services: Services, actor: SessionUser, name: str) -> int | None:
+    """The id of a resource group the caller may change, by name; a group that does not
+    exist and one the caller may not see or change get the same answer."""
+    wanted = name.strip()
+    if not wanted:
+        return None
+    require(actor.role, Action.MANAGE_RESOURCE_GROUPS)
+    for g in services.resource_groups.list_groups(actor):
+        if g.name == wanted and g.access >= Access.MODIFY:
+            return g.id
+    raise ValidationError(f"RESOURCEGROUPNAME: no resource group named '{wanted}' you may change")
 
 
 def new_account(
