@@ -318,6 +318,9 @@ def test_xss_payload_in_every_free_text_field_renders_inert(console: Console) ->
         ]
     )
     b.post(f"/resources/{rid}/share", {"principal": f"group:{gid}", "access": "view"})
+    rgid = _location_id(b.post("/groups", {"name": XSS, "description": XSS}).headers["location"])
+    assert b.post(f"/groups/{rgid}", {"op": "add", "resource_id": str(rid)}).status == 302
+    b.post(f"/groups/{rgid}/share", {"principal": f"group:{gid}", "access": "view"})
     b.post(f"/accounts/{aid}/view", {"reason": XSS})
     shown = b.post(f"/accounts/{aid}/view", {"reason": "again"}).text
     assert "Xss-pw-12345" in shown and not any(m in shown for m in RAW_MARKERS)
@@ -325,7 +328,7 @@ def test_xss_payload_in_every_free_text_field_renders_inert(console: Console) ->
     echo = b.post("/resources/new", {"name": XSS, "location": XSS[:128]})
     assert echo.status == 409 and not any(m in echo.text for m in RAW_MARKERS)
 
-    ids = sorted({rid, aid, uid, gid, pid})
+    ids = sorted({rid, aid, uid, gid, pid, rgid})
     checked = 0
     escaped_seen = 0
     for pattern, _handler in route_table():
