@@ -369,3 +369,39 @@ def test_resource_groups_and_group_shares(console: Console) -> None:
     assert b.post(f"/groups/{gid}", {"op": "delete"}).status == 302
     assert "grouped-box" not in e.get("/resources").text
     assert b.get(f"/resources/{rid}").status == 200
+
+
+def test_share_levels_decide_what_a_password_user_may_do(console: Console) -> None:
+    b = console.browser()
+    vic = add_user(console.services, console.admin, "vic", Role.PASSWORD_USER)
+    v = console.browser(vic)
+    rid = _location_id(
+        b.post(
+            "/resources/new",
+            {
+                "name": "levels-box",
+                "account_username": "svc",
+                "account_password": "Svc-pw-12345",
+                "account_confirm": "Svc-pw-12345",
+            },
+        ).headers["location"]
+    )
+    aid = int(re.search(r'href="/accounts/(\d+)"', b.get(f"/resources/{rid}").text).group(1))  # type: ignore[union-attr]
+    assert v.get(f"/accounts/{aid}").status == 404
+    b.post(f"/accounts/{aid}/share", {"principal": f"user:{vic.id}", "access": "view"})
+    page = v.get(f"/accounts/{aid}").text
+    assert "View password" in page and "Change password" not in page and "Share" not in page
+    refused = v.post(
+        f"/accounts/{aid}/password", {"new": "Other-pw-12345", "confirm": "Other-pw-12345"}
+    )
+    assert refused.status == 403 and "does not allow changing this password" in refused.text
+    assert "Svc-pw-12345" in v.post(f"/accounts/{aid}/view", {}).text
+    b.post(f"/accounts/{aid}/share", {"principal": f"user:{vic.id}", "access": "modify"})
+    assert "Change password" in v.get(f"/accounts/{aid}").text
+    changed = v.post(
+        f"/accounts/{aid}/password", {"new": "Other-pw-12345", "confirm": "Other-pw-12345"}
+    )
+    assert changed.status == 302
+    assert "Other-pw-12345" in b.post(f"/accounts/{aid}/view", {}).text
+    assert v.get(f"/accounts/{aid}/share").status == 403
+    assert v.get(f"/resources/{rid}/edit").status == 403
