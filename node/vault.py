@@ -139,7 +139,7 @@ class ResourceChanges:
     location: str | None = None
     url: str | None = None
     domain_name: str | None = None
-    password_policy_id: int | None = None
+    password_policy_id: int | None = None  # 0: no own policy (the vault default applies)
     custom_attributes: Mapping[str, object] | None = None
 
 
@@ -150,7 +150,7 @@ class AccountChanges:
     username: str | None = None
     notes: str | None = None
     custom_attributes: Mapping[str, object] | None = None
-    password_policy_id: int | None = None
+    password_policy_id: int | None = None  # 0: no own policy (the resource's applies)
     reason_required: bool | None = None
     ticket_required: bool | None = None
 
@@ -542,7 +542,7 @@ class VaultService:
                 r.resource_type = self._resource_type(s, changes.resource_type)
                 changed.append("resource_type")
             if changes.password_policy_id is not None:
-                r.password_policy_id = self._policy_id(s, changes.password_policy_id)
+                r.password_policy_id = self._policy_id(s, changes.password_policy_id or None)
                 changed.append("password_policy")
             if changes.custom_attributes is not None:
                 r.custom_attributes = clean_attributes(s, "resource", changes.custom_attributes)
@@ -758,7 +758,7 @@ class VaultService:
                 a.custom_attributes = clean_attributes(s, "account", changes.custom_attributes)
                 changed.append("custom_attributes")
             if changes.password_policy_id is not None:
-                a.password_policy_id = self._policy_id(s, changes.password_policy_id)
+                a.password_policy_id = self._policy_id(s, changes.password_policy_id or None)
                 changed.append("password_policy")
             if changes.reason_required is not None:
                 a.reason_required = bool(changes.reason_required)

@@ -105,6 +105,8 @@ def test_saving_a_password_that_breaks_the_policy_names_the_rule(services: Servi
     services.vault.edit_account(admin, IP, aid, AccountChanges(password_policy_id=low))
     services.vault.change_password(admin, IP, aid, "easy")
     assert services.vault.get_account(admin, aid).policy_name == "Low"
+    services.vault.edit_account(admin, IP, aid, AccountChanges(password_policy_id=0))
+    assert services.vault.get_account(admin, aid).policy_name == "Strong"  # the resource's
 
 
 def test_no_reuse_of_the_last_n(services: Services) -> None:
