@@ -33,6 +33,10 @@ def api(client: Client, method: str, path: str, token: str, details: dict[str, s
 
 
 def message(resp: Response) -> str:
+    assert resp.headers.get("content-type", "").startswith("application/json"), (
+        resp.status,
+        resp.text[:500],
+    )
     return str(resp.json()["operation"]["result"]["message"])
 
 
@@ -106,6 +110,7 @@ def test_a_licence_installed_on_one_node_holds_on_the_other(
     assert "licence SR-TEST-1 installed for ACME Ltd" in done.stdout
 
     shown = run_trusting_cli(vendor, "licence", "show", "--json", "--data-dir", str(b.data_dir))
+    assert shown.returncode == 0, (shown.stderr, b.stderr()[-3000:])
     status = json.loads(shown.stdout)
     assert (status["edition"], status["licensee"], status["admins_allowed"]) == (
         "standard", "ACME Ltd", 1,
