@@ -3,6 +3,8 @@ deleted and an edited row, each named as the first broken row, with exit status 
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,19 @@ from node.settings import Settings
 from node.store.db import open_store
 from node.store.models import AuditRow
 from tests.helpers import run_cli
+
+
+@pytest.fixture(autouse=True)
+def _keep_logging() -> Iterator[None]:
+    """The CLI sets up logging to its own stderr; put pytest's handlers back afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
 
 
 def _config(tmp_path: Path, settings: Settings) -> Path:
