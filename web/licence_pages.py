@@ -14,13 +14,16 @@ PATH = "/admin/license"
 
 
 class LicencePage(BaseHandler):
-    async def _render(self, error: str | None = None, installed: bool = False) -> None:
+    async def _render(
+        self, error: str | None = None, installed: bool = False, pasted: str = ""
+    ) -> None:
         status = await self.run(self.services.licence.status)
         self.render(
             "licence_show.html",
             status=status.to_dict(),
             error=error,
             installed=installed,
+            pasted=pasted,
             max_kib=MAX_FILE_BYTES // 1024,
         )
 
@@ -35,7 +38,8 @@ class LicencePage(BaseHandler):
             await self.run(self.services.licence.install, text, self.user.username, self.source_ip)
         except ValidationError as exc:
             self.set_status(400)
-            await self._render(error=str(exc))
+            pasted = self.get_body_argument("licence_text", "")[:MAX_FILE_BYTES]
+            await self._render(error=str(exc), pasted=pasted)
             return
         self.redirect(PATH + "?installed=1")
 

@@ -174,6 +174,10 @@ def test_a_new_node_runs_the_evaluation_and_says_so(node: NodeProcess) -> None:
     assert 'class="banner licence notice"' in home.text
     assert "evaluation ends in 30 days" in home.text
     assert "Licence: The 30-day evaluation ends in 30 days" in node.stdout()  # at start
+    pasted = c.post_form("/admin/license", {"licence_text": "my-licence <garbled>"})
+    assert pasted.status == 400 and "not a Strongroom licence (not JSON)" in pasted.text
+    assert ">my-licence &lt;garbled&gt;</textarea>" in pasted.text  # kept, escaped
+    assert c.post_form("/admin/license", {"licence_text": ""}).status == 400
 
 
 def test_vendor_keygen_issue_and_offline_install(
