@@ -104,44 +104,36 @@ def test_auditor_sees_user_audit_and_only_shared_resources(
         q.search(world.user, AuditFilter())
 
 
-def test_verify_reports_intact_chain(services: Services, world: World) -> None:
+def test_verify_names_the_first_broken_row(services: Services, world: World) -> None:
+    """Intact; then, each time lower in the chain: a deleted tail, two rows swapped, a
+    deleted row, an edited row; the check always names the first broken one."""
     state = services.audit_query.verify()
-    assert state.report.ok and state.broken_row is None
-    assert (
-        state.report.rows_checked == services.audit_query.search(world.admin, AuditFilter()).total
-    )
+    total = services.audit_query.search(world.admin, AuditFilter()).total
+    assert state.report.ok and state.broken_row is None and state.report.rows_checked == total
 
-
-def test_edited_row_is_named(services: Services, world: World) -> None:
-    with services.store.transaction() as s:
-        s.execute(update(AuditRow).where(AuditRow.id == 5).values(source_ip="203.0.113.66"))
-    state = services.audit_query.verify()
-    assert not state.report.ok and state.report.first_broken_id == 5
-    assert "altered" in state.report.problem
-    assert state.broken_row is not None and state.broken_row.source_ip == "203.0.113.66"
-
-
-def test_deleted_row_is_named(services: Services, world: World) -> None:
-    with services.store.transaction() as s:
-        s.execute(delete(AuditRow).where(AuditRow.id == 4))
-    state = services.audit_query.verify()
-    assert not state.report.ok and state.report.first_broken_id == 4
-    assert "missing" in state.report.problem and state.broken_row is None
-
-
-def test_deleted_tail_is_detected(services: Services, world: World) -> None:
-    total = services.audit_query.verify().report.rows_checked
     with services.store.transaction() as s:
         s.execute(delete(AuditRow).where(AuditRow.id >= total - 1))
     state = services.audit_query.verify()
     assert not state.report.ok and state.report.first_broken_id == total - 1
+    assert "deleted" in state.report.problem
 
-
-def test_reordered_rows_are_named(services: Services, world: World) -> None:
     with services.store.transaction() as s:
-        s.execute(update(AuditRow).where(AuditRow.id == 6).values(id=100000))
-        s.execute(update(AuditRow).where(AuditRow.id == 7).values(id=6))
-        s.execute(update(AuditRow).where(AuditRow.id == 100000).values(id=7))
+        s.execute(update(AuditRow).where(AuditRow.id == 8).values(id=100000))
+        s.execute(update(AuditRow).where(AuditRow.id == 9).values(id=8))
+        s.execute(update(AuditRow).where(AuditRow.id == 100000).values(id=9))
     state = services.audit_query.verify()
-    assert not state.report.ok and state.report.first_broken_id == 6
+    assert not state.report.ok and state.report.first_broken_id == 8
     assert "reordered" in state.report.problem
+
+    with services.store.transaction() as s:
+        s.execute(delete(AuditRow).where(AuditRow.id == 6))
+    state = services.audit_query.verify()
+    assert state.report.first_broken_id == 6 and "missing" in state.report.problem
+    assert state.broken_row is None
+
+    with services.store.transaction() as s:
+        s.execute(update(AuditRow).where(AuditRow.id == 3).values(source_ip="203.0.113.66"))
+    state = services.audit_query.verify()
+    assert state.report.first_broken_id == 3 and "altered" in state.report.problem
+    assert state.broken_row is not None and state.broken_row.source_ip == "203.0.113.66"
+    assert state.report.rows_checked == 2

@@ -37,15 +37,12 @@ def _state(services: Services) -> tuple[object, ...]:
         )
 
 
-def test_views_exist_and_hold_no_secret_column(services: Services, world: World) -> None:
-    insp = inspect(services.store.engine)
+def test_select_runs_and_exports(services: Services, world: World) -> None:
+    insp = inspect(services.store.engine)  # the views exist and hold no secret column
     assert set(REPORT_VIEWS) <= set(insp.get_view_names())
     for view in REPORT_VIEWS:
         names = {c["name"] for c in insp.get_columns(view)}
         assert not {n for n in names if n.endswith("_ct") or "hash" in n or "token" in n}
-
-
-def test_select_runs_and_exports(services: Services, world: World) -> None:
     table = services.query_reports.run(
         world.admin,
         "SELECT resource_name, count(*) AS accounts, sum(has_password) AS with_password "
@@ -117,24 +114,21 @@ def test_refused_and_nothing_changed(services: Services, world: World) -> None:
         assert rows.total == REFUSED.index((sql, why)) + 1
 
 
-def test_read_only_even_past_the_checks(services: Services, world: World) -> None:
-    """The separate connection itself refuses writes (the last wall)."""
+def test_read_only_connection_clear_errors_admins_only(services: Services, world: World) -> None:
+    """The separate connection itself refuses writes (the last wall); a database error is
+    one clear line; only administrators may run query reports."""
     from sqlalchemy.exc import DBAPIError
 
     before = _state(services)
     with pytest.raises(DBAPIError), services.query_reports._reader.session() as s:  # noqa: SLF001
         s.connection().exec_driver_sql("DELETE FROM accounts")
     assert _state(services) == before
-
-
-def test_database_errors_are_one_clear_line(services: Services, world: World) -> None:
+    # a database error is one clear line
     with pytest.raises(ValidationError) as err:
         services.query_reports.run(world.admin, "SELECT no_such_column FROM report_users", IP)
     assert str(err.value).startswith("the database refused the query:")
     assert "no_such_column" in str(err.value) and "\n" not in str(err.value)
-
-
-def test_only_administrators(services: Services, world: World) -> None:
+    # and only administrators run query reports
     for who in (world.auditor, world.pwadmin, world.user):
         with pytest.raises(PermissionDeniedError):
             services.query_reports.run(who, "SELECT * FROM report_users", IP)
