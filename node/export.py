@@ -40,6 +40,16 @@ def cell_text(value: Cell | object) -> str:
     return str(value)
 
 
+def display_text(value: Cell | object) -> str:
+    """A cell as shown on a page: like :func:`cell_text`, but times read "YYYY-MM-DD
+    HH:MM:SS" (the page says they are UTC)."""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return cell_text(value)
+
+
 def csv_safe(value: Cell | object) -> str:
     text = cell_text(value)
     if isinstance(value, str) and text.startswith(FORMULA_START):
@@ -60,7 +70,7 @@ class Table:
     note: str = ""  # e.g. "the first 10000 rows of more"
 
     def text_rows(self) -> list[list[str]]:
-        return [[cell_text(c) for c in row] for row in self.rows]
+        return [[display_text(c) for c in row] for row in self.rows]
 
 
 def to_csv(table: Table) -> str:

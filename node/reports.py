@@ -208,6 +208,7 @@ class ReportService:
                 "Password age (days)",
             ],
         )
+        default = f"{_default_policy(session).name} (default)"
         for account, resource, owner, acc_policy, res_policy in self._account_rows(session, viewer):
             policy = acc_policy or res_policy
             changed = account.last_changed_at or account.created_at
@@ -220,7 +221,7 @@ class ReportService:
                     resource.location,
                     account.username,
                     owner,
-                    policy.name if policy else "",
+                    policy.name if policy else default,
                     account.password_ct is not None,
                     account.last_changed_at,
                     account.last_accessed_at,
