@@ -42,6 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 
 from backup import crypto
+from backup.dialect import stream_rows
 from backup.errors import ArchiveError
 from node import __version__
 
@@ -88,7 +89,7 @@ def column_kind(column: Column[Any]) -> str:
 
 _TO_JSON: dict[str, Callable[[Any], Any]] = {
     "bytes": lambda v: base64.b64encode(v).decode(),
-    "datetime": lambda v: v.isoformat(),
+    "datetime": dt.datetime.isoformat,
     "date": lambda v: v.isoformat(),
     "time": lambda v: v.isoformat(),
     "uuid": str,
@@ -102,6 +103,12 @@ _FROM_JSON: dict[str, Callable[[Any], Any]] = {
     "uuid": uuid.UUID,
     "decimal": decimal.Decimal,
 }
+
+
+def decode_value(kind: str, value: Any) -> Any:
+    """One value as it travels in JSON back to Python."""
+    fn = _FROM_JSON.get(kind)
+    return value if fn is None or value is None else fn(value)
 
 
 def _converters(
@@ -214,8 +221,37 @@ def archive_name(created: dt.datetime) -> str:
 ARCHIVE_NAME_RE = re.compile(r"^strongroom-backup-[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}\.zip$")
 
 
+def _fetch(
+    conn: Connection, table: Table, columns: list[Column[Any]], kinds: list[str], order: Any
+) -> Iterator[list[list[Any]]]:
+    """The rows of ``table`` in batches, as JSON-ready lists. Reads the DBAPI cursor
+    directly (a server-side cursor on PostgreSQL) and applies only the type processors
+    the dialect needs, which is several times faster than SQLAlchemy rows."""
+    dialect = conn.dialect
+    steps: list[tuple[int, Callable[[Any], Any]]] = []
+    for i, (column, kind) in enumerate(zip(columns, kinds, strict=True)):
+        process = column.type.dialect_impl(dialect).result_processor(dialect, None)
+        to_json = _TO_JSON.get(kind)
+        if process is not None and kind != "bytes":
+            steps.append((i, process if to_json is None else _chain(process, to_json)))
+        elif to_json is not None:
+            steps.append((i, to_json))
+    for part in stream_rows(conn, select(*columns).order_by(*order), ROWS_PER_SEGMENT):
+        batch = [list(row) for row in part]
+        for i, fn in steps:
+            for values in batch:
+                if values[i] is not None:
+                    values[i] = fn(values[i])
+        yield batch
+
+
+def _chain(first: Callable[[Any], Any], second: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda v: None if (x := first(v)) is None else second(x)
+
+
 def _seal_json(writer: crypto.SegmentWriter, data: Any, final: bool = False) -> int:
-    payload = zlib.compress(json.dumps(data, separators=(",", ":")).encode(), ZLIB_LEVEL)
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, check_circular=False)
+    payload = zlib.compress(text.encode(), ZLIB_LEVEL)
     writer.write(payload, final=final)
     return len(payload)
 
@@ -262,7 +298,6 @@ def write_archive(
             member = f"tables/{number:03d}-{table.name}.bin"
             columns = list(table.columns)
             kinds = [column_kind(c) for c in columns]
-            convert = _converters(kinds, _TO_JSON)
             order = list(table.primary_key.columns) or columns
             count = 0
             with open_member(member) as out:
@@ -272,17 +307,7 @@ def write_archive(
                     "columns": [[c.name, k] for c, k in zip(columns, kinds, strict=True)],
                 }
                 _seal_json(writer, header)
-                result = conn.execution_options(
-                    stream_results=True, yield_per=ROWS_PER_SEGMENT
-                ).execute(select(*columns).order_by(*order))
-                for part in result.partitions(ROWS_PER_SEGMENT):
-                    batch = []
-                    for row in part:
-                        values = list(row)
-                        for i, fn in convert:
-                            if values[i] is not None:
-                                values[i] = fn(values[i])
-                        batch.append(values)
+                for batch in _fetch(conn, table, columns, kinds, order):
                     _seal_json(writer, batch)
                     count += len(batch)
                     progress(table.name, total_rows + count, written + writer.size)
@@ -507,8 +532,9 @@ class ArchiveReader:
             raise ArchiveError(f"archive member {KEYS_MEMBER} is damaged")
         return master
 
-    def table(self, key: bytes, entry: TableEntry) -> TableStream:
-        """Open one table's member: its header now, its rows (decoded) as they are read."""
+    def table(self, key: bytes, entry: TableEntry, decode: bool = True) -> TableStream:
+        """Open one table's member: its header now, its rows as they are read, decoded to
+        Python values (or, with ``decode=False``, as they travel in JSON)."""
         segments = self._member_segments(key, entry.member)
         try:
             header = _decode(next(segments), entry.member)
@@ -518,7 +544,8 @@ class ArchiveReader:
                 raise ValueError
         except (StopIteration, KeyError, TypeError, ValueError, IndexError):
             raise ArchiveError(f"archive member {entry.member} has a damaged header") from None
-        return TableStream(entry.name, columns, kinds, self._batches(segments, entry, kinds))
+        batches = self._batches(segments, entry, kinds if decode else [])
+        return TableStream(entry.name, columns, kinds, batches)
 
     def _batches(
         self, segments: Iterator[bytes], entry: TableEntry, kinds: list[str]

@@ -30,8 +30,8 @@ from sqlalchemy import MetaData, Table, and_, inspect, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from backup.archive import ArchiveReader, ProgressFn, TableStream, no_progress
-from backup.dialect import drop_everything, reset_sequences
+from backup.archive import ArchiveReader, ProgressFn, TableStream, decode_value, no_progress
+from backup.dialect import copy_rows, drop_everything, reset_sequences
 from backup.errors import ArchiveError, BackupError, TargetNotEmptyError
 from node.errors import KeyFileError
 from node.keyring import master_check, read_key_file, write_key_file
@@ -174,15 +174,26 @@ def _load_table(
     later: list[tuple[list[Any], dict[str, Any]]] = []
     rows = 0
     insert = table.insert()
+    fast = conn.dialect.name == "postgresql"  # the stream holds raw JSON values: COPY them
     for batch in stream.batches:
         if defer_idx:
             for values in batch:
                 saved = {names[i]: values[i] for i in defer_idx if values[i] is not None}
                 if saved:
-                    later.append(([values[i] for i in pk_idx], saved))
+                    if fast:
+                        saved = {
+                            n: decode_value(stream.kinds[names.index(n)], v)
+                            for n, v in saved.items()
+                        }
+                    key = [values[i] for i in pk_idx]
+                    if fast:
+                        key = [decode_value(stream.kinds[i], values[i]) for i in pk_idx]
+                    later.append((key, saved))
                     for i in defer_idx:
                         values[i] = None
-        if batch:
+        if batch and fast:
+            copy_rows(conn, table, names, stream.kinds, batch)
+        elif batch:
             conn.execute(insert, [dict(zip(names, values, strict=True)) for values in batch])
         rows += len(batch)
         count_rows(len(batch))
@@ -213,7 +224,9 @@ def _load_all(
             for fk in table.foreign_keys
             if fk.column.table.name == table.name or fk.column.table.name not in loaded
         }
-        stream = verified.reader.table(verified.archive_key, entry)
+        stream = verified.reader.table(
+            verified.archive_key, entry, decode=conn.dialect.name != "postgresql"
+        )
 
         def count(n: int, name: str = entry.name) -> None:
             total[0] += n
