@@ -178,10 +178,22 @@ class Result:
     p50_ms: float
     p99_ms: float
     total_ok: int  # successful requests, warm-up included
+    server_cpu_s: float = 0.0  # CPU time the server used over the whole run
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        return 1000 * self.server_cpu_s / max(1, self.total_ok)
 
     @property
     def rps(self) -> float:
         return self.requests / self.seconds
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process (Linux /proc), to compare the server's cost per
+    request in a way that a busy machine distorts less than requests per second."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(
@@ -365,6 +377,7 @@ def main() -> int:
             time.sleep(1.0)
             db = data / "strongroom.db"
             views_before = audited_views(db)
+            cpu0 = cpu_seconds(node.pid)
             api = measure(
                 "REST API GET password",
                 Target(port, paths, {"AUTHTOKEN": token}),
@@ -373,7 +386,9 @@ def main() -> int:
                 args.seconds,
                 args.warmup,
             )
+            api.server_cpu_s = cpu_seconds(node.pid) - cpu0
             views_after = audited_views(db)
+            cpu0 = cpu_seconds(bare.pid)
             ref = measure(
                 "bare Tornado TLS",
                 Target(bare_port, ["/bare"], {}),
@@ -382,6 +397,7 @@ def main() -> int:
                 args.seconds,
                 args.warmup,
             )
+            ref.server_cpu_s = cpu_seconds(bare.pid) - cpu0
         finally:
             for p in (bare, node):
                 if p is not None and p.poll() is None:
@@ -397,10 +413,20 @@ def main() -> int:
         f"{args.seconds:g} s each after {args.warmup:g} s warm-up, "
         f"{len(paths)} accounts on {args.resources} resources, SQLite store"
     )
-    print(f"{'endpoint':<24} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    print(
+        f"{'endpoint':<24} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
+        f"{'server CPU ms/req':>18}"
+    )
     for r in (api, ref):
-        print(f"{r.name:<24} {r.rps:>9.0f} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f} {r.errors:>7}")
+        print(
+            f"{r.name:<24} {r.rps:>9.0f} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f} {r.errors:>7} "
+            f"{r.cpu_ms_per_request:>18.2f}"
+        )
     print(f"ratio API / bare: {api.rps / ref.rps:.2f} (throughput)")
+    print(
+        f"server CPU per request, bare / API: {ref.cpu_ms_per_request / api.cpu_ms_per_request:.2f}"
+        " (the throughput ratio to expect when the server has the CPUs to itself)"
+    )
     print(
         f"audit rows 'view password' written during the API run: {audited} "
         f"for {api.total_ok} successful fetches (warm-up included)"

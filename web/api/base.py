@@ -23,6 +23,7 @@ import functools
 import json
 import logging
 import re
+import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -51,6 +52,8 @@ AUTH_OPERATION = "Authentication"
 BAD_TOKEN = "Invalid API key received: the key is not associated with any user."
 NO_TOKEN = "No API key received: send the AUTHTOKEN header (or AUTHTOKEN query parameter)."
 _ABSENT: Any = object()
+LICENCE_RECHECK = 2.0  # seconds a passed REST API licence check is trusted
+_licence_checks: dict[int, float] = {}  # id(services) -> when the check last passed
 
 ApiMethod = Callable[..., Awaitable[None]]
 
@@ -146,10 +149,14 @@ class ApiHandler(BaseHandler):
 
     def _authenticate_and_licence(self, token: str) -> SessionUser | None:
         """The token's user, and the licence check of the REST API, in one trip off the
-        event loop (a password fetch makes few trips)."""
+        event loop (a password fetch makes few trips). A passed licence check is trusted
+        for LICENCE_RECHECK seconds; tokens are checked on every request."""
         user = self.services.api_tokens.authenticate(token)
         if user is not None:
-            self.services.licence.require(Feature.REST_API)
+            checked = _licence_checks.get(id(self.services), 0.0)
+            if time.monotonic() - checked > LICENCE_RECHECK:
+                self.services.licence.require(Feature.REST_API)
+                _licence_checks[id(self.services)] = time.monotonic()
         return user
 
     def read_input(self, spec: Spec) -> dict[str, Any]:
