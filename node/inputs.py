@@ -6,6 +6,8 @@ Functions:
   control characters). Text is stored verbatim otherwise: escaping is the web's job.
 - :func:`conflict_on_duplicate` turns a unique-constraint race lost at commit into a
   :class:`~node.errors.ConflictError` (the checks before the insert catch the usual case).
+- :func:`in_range` and :func:`get_row`: an id outside the database's integer range (or
+  not an int) matches nothing, instead of failing inside the driver.
 - :func:`clean_attributes` checks custom attributes against the admin-defined fields
   (``custom_fields``) for users, resources or accounts; unknown names, ill-typed or
   over-long values raise ValidationError.
@@ -17,6 +19,7 @@ import datetime as dt
 import unicodedata
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -25,6 +28,8 @@ from sqlalchemy.orm import Session
 from node.errors import ConflictError, ValidationError
 from node.store.models import CustomField
 
+M = TypeVar("M")
+MAX_ID = 2**31 - 1  # ids are INTEGER columns on both dialects
 MAX_ATTRIBUTE_VALUE = 1024
 MAX_ATTRIBUTES = 50
 FIELD_KINDS = ("user", "resource", "account")
@@ -111,3 +116,12 @@ def conflict_on_duplicate(message: str) -> Iterator[None]:
         yield
     except IntegrityError:
         raise ConflictError(message) from None
+
+
+def in_range(row_id: object) -> bool:
+    return isinstance(row_id, int) and not isinstance(row_id, bool) and 0 < row_id <= MAX_ID
+
+
+def get_row(session: Session, model: type[M], row_id: object) -> M | None:
+    """``session.get`` for a single integer id; None for an id that cannot exist."""
+    return session.get(model, row_id) if in_range(row_id) else None

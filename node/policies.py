@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from node.audit import AuditEvent, AuditLog
 from node.auth import SessionUser
 from node.errors import ConflictError, NotFoundError, ValidationError
-from node.inputs import one_line
+from node.inputs import get_row, one_line
 from node.permissions import Action, require
 from node.store.db import Store
 from node.store.models import Account, PasswordPolicy, Resource
@@ -234,7 +234,7 @@ class PolicyService:
     def get_policy(self, actor: SessionUser, policy_id: int) -> PolicySpec:
         require(actor.role, Action.USE_VAULT)
         with self._store.sessions() as s:
-            row = s.get(PasswordPolicy, policy_id)
+            row = get_row(s, PasswordPolicy, policy_id)
             if row is None:
                 raise NotFoundError(f"no password policy with id {policy_id}")
             return spec_of(row)
@@ -275,7 +275,7 @@ class PolicyService:
         require(actor.role, Action.MANAGE_POLICIES)
         spec = validate_spec(spec)
         with self._store.transaction() as s:
-            row = s.get(PasswordPolicy, policy_id)
+            row = get_row(s, PasswordPolicy, policy_id)
             if row is None:
                 raise NotFoundError(f"no password policy with id {policy_id}")
             if row.builtin:
@@ -289,7 +289,7 @@ class PolicyService:
     def delete_policy(self, actor: SessionUser, ip: str, policy_id: int) -> None:
         require(actor.role, Action.MANAGE_POLICIES)
         with self._store.transaction() as s:
-            row = s.get(PasswordPolicy, policy_id)
+            row = get_row(s, PasswordPolicy, policy_id)
             if row is None:
                 raise NotFoundError(f"no password policy with id {policy_id}")
             if row.builtin:

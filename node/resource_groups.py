@@ -29,7 +29,7 @@ from node.access import (
 from node.audit import AuditEvent, AuditLog
 from node.auth import SessionUser
 from node.errors import ConflictError, NotFoundError, PermissionDeniedError
-from node.inputs import conflict_on_duplicate, one_line
+from node.inputs import conflict_on_duplicate, in_range, one_line
 from node.permissions import Action, require
 from node.store.db import Store
 from node.store.models import Resource, ResourceGroup, ResourceGroupMember, User
@@ -83,6 +83,8 @@ class ResourceGroupService:
     def _group(
         s: Session, actor: SessionUser, group_id: int, needed: Access, what: str
     ) -> ResourceGroup:
+        if not in_range(group_id):
+            raise NotFoundError(f"no resource group with id {group_id}")
         g = s.scalars(
             select(ResourceGroup).where(ResourceGroup.id == group_id, visible_groups(actor))
         ).first()
@@ -147,13 +149,17 @@ class ResourceGroupService:
         require(actor.role, Action.MANAGE_RESOURCE_GROUPS)
         with self._store.transaction() as s:
             g = self._group(s, actor, group_id, Access.MODIFY, "changing this group")
-            r = s.scalars(
-                select(Resource).where(
-                    Resource.id == resource_id,
-                    Resource.deleted_at.is_(None),
-                    visible_resources(actor),
-                )
-            ).first()
+            r = (
+                None
+                if not in_range(resource_id)
+                else s.scalars(
+                    select(Resource).where(
+                        Resource.id == resource_id,
+                        Resource.deleted_at.is_(None),
+                        visible_resources(actor),
+                    )
+                ).first()
+            )
             if r is None:
                 raise NotFoundError(f"no resource with id {resource_id}")
             level = resource_access(s, actor, r)
@@ -170,7 +176,7 @@ class ResourceGroupService:
         require(actor.role, Action.MANAGE_RESOURCE_GROUPS)
         with self._store.transaction() as s:
             g = self._group(s, actor, group_id, Access.MODIFY, "changing this group")
-            row = s.get(ResourceGroupMember, (g.id, resource_id))
+            row = s.get(ResourceGroupMember, (g.id, resource_id)) if in_range(resource_id) else None
             if row is None:
                 raise NotFoundError(f"no resource with id {resource_id} in this group")
             s.delete(row)

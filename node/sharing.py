@@ -41,6 +41,7 @@ from node.access import (
 from node.audit import AuditEvent, AuditLog
 from node.auth import SessionUser
 from node.errors import NotFoundError, PermissionDeniedError, ValidationError
+from node.inputs import get_row, in_range
 from node.permissions import Action, require
 from node.roles import Role
 from node.store.db import Store
@@ -90,6 +91,8 @@ class SharingService:
     # the object and the caller's right on it ---------------------------------------------
 
     def _target(self, s: Session, actor: SessionUser, kind: ObjectKind, oid: int) -> _Target:
+        if not in_range(oid):
+            raise NotFoundError(f"no {kind} with id {oid}")
         if kind == "account":
             a = s.scalars(
                 select(Account)
@@ -146,12 +149,12 @@ class SharingService:
         if (user_id is None) == (user_group_id is None):
             raise ValidationError("share with exactly one user or one user group")
         if user_id is not None:
-            u = s.get(User, user_id)
+            u = get_row(s, User, user_id)
             if u is None:
                 raise NotFoundError(f"no user with id {user_id}")
             return "user", u.id, u.username
         assert user_group_id is not None
-        g = s.get(UserGroup, user_group_id)
+        g = get_row(s, UserGroup, user_group_id)
         if g is None:
             raise NotFoundError(f"no user group with id {user_group_id}")
         return "user_group", g.id, g.name
@@ -334,8 +337,8 @@ class SharingService:
         if from_user_id == to_user_id:
             raise ValidationError("choose a different user to receive the ownership")
         with self._store.transaction() as s:
-            giver = s.get(User, from_user_id)
-            taker = s.get(User, to_user_id)
+            giver = get_row(s, User, from_user_id)
+            taker = get_row(s, User, to_user_id)
             if giver is None:
                 raise NotFoundError(f"no user with id {from_user_id}")
             if taker is None:
@@ -384,7 +387,7 @@ class SharingService:
         """How much a user owns (for the transfer page); needs TRANSFER_OWNERSHIP."""
         require(actor.role, Action.TRANSFER_OWNERSHIP)
         with self._store.sessions() as s:
-            if s.get(User, user_id) is None:
+            if get_row(s, User, user_id) is None:
                 raise NotFoundError(f"no user with id {user_id}")
             nres = s.scalar(
                 select(func.count()).select_from(Resource).where(Resource.owner_id == user_id)

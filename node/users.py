@@ -38,7 +38,14 @@ from sqlalchemy.orm import Session
 from node.audit import AuditEvent, AuditLog
 from node.auth import SessionUser, normalize_username
 from node.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
-from node.inputs import FIELD_KINDS, FIELD_TYPES, clean_attributes, conflict_on_duplicate, one_line
+from node.inputs import (
+    FIELD_KINDS,
+    FIELD_TYPES,
+    clean_attributes,
+    conflict_on_duplicate,
+    get_row,
+    one_line,
+)
 from node.licence_service import LicenceService
 from node.passwords import hash_password, one_time_password
 from node.permissions import Action, allowed, require
@@ -152,7 +159,7 @@ class UserService:
 
     @staticmethod
     def _user(s: Session, user_id: int) -> User:
-        u = s.get(User, user_id)
+        u = get_row(s, User, user_id)
         if u is None:
             raise NotFoundError(f"no user with id {user_id}")
         return u
@@ -403,7 +410,7 @@ class UserService:
 
     @staticmethod
     def _group(s: Session, group_id: int) -> UserGroup:
-        g = s.get(UserGroup, group_id)
+        g = get_row(s, UserGroup, group_id)
         if g is None:
             raise NotFoundError(f"no user group with id {group_id}")
         return g
@@ -519,7 +526,7 @@ class UserService:
         """Remove a field definition; values already saved stay on their objects."""
         require(actor.role, Action.MANAGE_CUSTOM_FIELDS)
         with self._store.transaction() as s:
-            row = s.get(CustomField, field_id)
+            row = get_row(s, CustomField, field_id)
             if row is None:
                 raise NotFoundError(f"no custom field with id {field_id}")
             self._log(s, actor, ip, "delete custom field", f"{row.applies_to}.{row.name}")

@@ -54,7 +54,14 @@ from node.access import (
 from node.audit import AuditEvent, AuditLog
 from node.auth import SessionUser
 from node.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
-from node.inputs import clean_attributes, conflict_on_duplicate, multi_line, one_line
+from node.inputs import (
+    clean_attributes,
+    conflict_on_duplicate,
+    get_row,
+    in_range,
+    multi_line,
+    one_line,
+)
 from node.keyring import KeyRing
 from node.licence_service import LicenceService
 from node.permissions import Action, require
@@ -298,6 +305,8 @@ class VaultService:
 
     @staticmethod
     def _resource(s: Session, actor: SessionUser, resource_id: int) -> Resource:
+        if not in_range(resource_id):
+            raise NotFoundError(f"no resource with id {resource_id}")
         row = s.scalars(
             select(Resource).where(
                 Resource.id == resource_id,
@@ -311,6 +320,8 @@ class VaultService:
 
     @staticmethod
     def _account(s: Session, actor: SessionUser, account_id: int) -> Account:
+        if not in_range(account_id):
+            raise NotFoundError(f"no account with id {account_id}")
         row = s.scalars(
             select(Account)
             .join(Resource, Resource.id == Account.resource_id)
@@ -335,7 +346,7 @@ class VaultService:
     def _policy_id(s: Session, policy_id: int | None) -> int | None:
         if policy_id is None:
             return None
-        if s.get(PasswordPolicy, policy_id) is None:
+        if get_row(s, PasswordPolicy, policy_id) is None:
             raise ValidationError(f"no password policy with id {policy_id}")
         return policy_id
 
@@ -358,7 +369,7 @@ class VaultService:
 
     def _effective_policy(self, s: Session, account: Account) -> PolicySpec:
         pid = account.password_policy_id or account.resource.password_policy_id
-        row = s.get(PasswordPolicy, pid) if pid is not None else None
+        row = get_row(s, PasswordPolicy, pid) if pid is not None else None
         if row is not None:
             return spec_of(row)
         cached = s.info.get("default_policy")  # asked once per transaction
@@ -494,7 +505,7 @@ class VaultService:
 
     @staticmethod
     def _new_owner(s: Session, user_id: int) -> int:
-        user = s.get(User, user_id)
+        user = get_row(s, User, user_id)
         if user is None or user.status != "active" or not Role(user.role).is_admin_type:
             raise ValidationError(
                 "the owner must be an active Administrator or Password Administrator"
@@ -503,7 +514,7 @@ class VaultService:
 
     @staticmethod
     def _username(s: Session, user_id: int) -> str:
-        user = s.get(User, user_id)
+        user = get_row(s, User, user_id)
         return user.username if user is not None else str(user_id)
 
     def edit_resource(
@@ -682,6 +693,8 @@ class VaultService:
             return self._views(s, actor, rows)
 
     def _trashed(self, s: Session, actor: SessionUser, resource_id: int) -> Resource:
+        if not in_range(resource_id):
+            raise NotFoundError(f"no resource with id {resource_id} in the trash")
         row = s.scalars(
             select(Resource).where(Resource.id == resource_id, *self._trash_filter(actor))
         ).first()
@@ -1037,7 +1050,7 @@ class VaultService:
     def set_default_policy(self, actor: SessionUser, ip: str, policy_id: int) -> None:
         require(actor.role, Action.MANAGE_SETTINGS)
         with self._store.transaction() as s:
-            row = s.get(PasswordPolicy, policy_id)
+            row = get_row(s, PasswordPolicy, policy_id)
             if row is None:
                 raise NotFoundError(f"no password policy with id {policy_id}")
             put_setting(s, SETTING_DEFAULT_POLICY, row.name)

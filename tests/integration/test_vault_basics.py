@@ -102,6 +102,23 @@ def test_duplicates_and_bad_input_change_nothing(services: Services) -> None:
         services.vault.add_account(admin, IP, rid, NewAccount("n" * 257, "pw-1234"))
     with pytest.raises(ValidationError, match="must not be empty"):
         services.vault.add_account(admin, IP, rid, NewAccount("n", ""))
+    for bad_id in (0, -1, 2**31, 10**30):
+        with pytest.raises(NotFoundError):
+            services.vault.get_resource(admin, bad_id)
+        with pytest.raises(NotFoundError):
+            services.vault.view_password(admin, IP, bad_id)
+        for call in (
+            lambda b=bad_id: services.users.get_user(admin, b),
+            lambda b=bad_id: services.sharing.share_resource(
+                admin, IP, b, "view", user_id=admin.id
+            ),
+            lambda b=bad_id: services.sharing.share_resource(admin, IP, rid, "view", user_id=b),
+            lambda b=bad_id: services.resource_groups.get_group(admin, b),
+            lambda b=bad_id: services.policies.get_policy(admin, b),
+            lambda b=bad_id: services.vault.restore_resource(admin, IP, b),
+        ):
+            with pytest.raises(NotFoundError):
+                call()
     names = [r.name for r in services.vault.list_resources(admin).items]
     assert names == ["db1"]
     assert len(services.vault.get_resource(admin, rid).accounts) == 1
