@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from node.errors import AuditWriteError
 from node.store.dialect import is_postgres
-from node.store.models import AuditHead, AuditRow, utcnow
+from node.store.models import AuditHead, AuditRow, User, utcnow
 
 GENESIS = "0" * 64
 # Core statements on the tables, built once: appending runs for every password fetch.
@@ -196,6 +196,12 @@ def verify_chain(session: Session, key: bytes) -> ChainReport:
     if head is None:
         if count:
             return ChainReport(False, count, None, "the chain head record is missing")
+        if session.scalars(select(User.id).limit(1)).first() is not None:
+            # Every user is added with an audit row, so users without any audit row and
+            # without a head mean the whole trail was deleted.
+            return ChainReport(
+                False, 0, 1, "the whole audit trail was deleted (users exist, but no audit rows)"
+            )
         return ChainReport(True, 0, None, "")
     if not hmac.compare_digest(head_hmac(key, head.last_id, head.last_hmac), head.head_hmac):
         return ChainReport(False, count, head.last_id, "the chain head record was altered")

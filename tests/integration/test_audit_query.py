@@ -12,7 +12,7 @@ from node.audit import AuditEvent
 from node.audit_query import AuditFilter, parse_time_bound
 from node.errors import PermissionDeniedError, ValidationError
 from node.services import Services
-from node.store.models import AuditRow
+from node.store.models import AuditHead, AuditRow
 from tests.integration.report_world import World, build_world
 
 
@@ -137,3 +137,10 @@ def test_verify_names_the_first_broken_row(services: Services, world: World) -> 
     assert state.report.first_broken_id == 3 and "altered" in state.report.problem
     assert state.broken_row is not None and state.broken_row.source_ip == "203.0.113.66"
     assert state.report.rows_checked == 2
+
+    with services.store.transaction() as s:  # everything, head included
+        s.execute(delete(AuditRow))
+        s.execute(delete(AuditHead))
+    state = services.audit_query.verify()
+    assert not state.report.ok and state.report.first_broken_id == 1
+    assert "whole audit trail was deleted" in state.report.problem
