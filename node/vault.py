@@ -55,6 +55,7 @@ from node.audit import AuditEvent, AuditLog
 from node.auth import SessionUser
 from node.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
 from node.inputs import (
+    MAX_ID,
     clean_attributes,
     conflict_on_duplicate,
     get_row,
@@ -623,8 +624,10 @@ class VaultService:
                     func.lower(Resource.dns_name).contains(needle, autoescape=True),
                 )
             )
-        offset = max(0, int(offset))
-        limit = max(1, min(int(limit), MAX_LIST))
+        if not isinstance(offset, int) or not isinstance(limit, int):
+            raise ValidationError("offset and limit must be whole numbers")
+        offset = max(0, min(offset, MAX_ID))
+        limit = max(1, min(limit, MAX_LIST))
         with self._store.sessions() as s:
             total = s.scalar(select(func.count()).select_from(Resource).where(*conds)) or 0
             rows = s.scalars(

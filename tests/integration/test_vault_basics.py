@@ -241,6 +241,8 @@ def _sql_like_input_is_just_text(services: Services) -> None:
     rid = services.vault.create_resource(admin, IP, NewResource(name=name)).resource_id
     assert services.vault.list_resources(admin, search="drop table").items[0].id == rid
     assert services.vault.list_resources(admin, search="%").total == 0
+    assert services.vault.list_resources(admin, offset=10**30).items == []
+    assert services.vault.list_resources(admin, limit=10**30).total == 2
     with services.store.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM resources")).scalar() == 2
 
