@@ -16,8 +16,9 @@ import logging
 import re
 import secrets
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from node.audit import AuditEvent, AuditLog
@@ -33,6 +34,22 @@ PREFIX_LEN = 8
 MAX_TOKEN_LEN = 128
 MAX_NAME_LEN = 64
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._@-]*$")
+_TOKENS = cast(Table, ApiToken.__table__)
+_USERS = cast(Table, User.__table__)
+# Built once, in Core: it runs on every API request.
+_BY_PREFIX = (
+    select(
+        _TOKENS.c.token_hash,
+        _USERS.c.id,
+        _USERS.c.username,
+        _USERS.c.role,
+        _USERS.c.status,
+        _USERS.c.kind,
+        _USERS.c.full_name,
+    )
+    .join(_USERS, _USERS.c.id == _TOKENS.c.user_id)
+    .where(_TOKENS.c.prefix == bindparam("prefix"), _TOKENS.c.revoked_at.is_(None))
+)
 
 
 def new_token() -> str:
@@ -163,26 +180,22 @@ class ApiTokenService:
             return None
         digest = _digest(token)
         with self._store.sessions() as session:
-            rows = session.execute(
-                select(ApiToken.token_hash, User)
-                .join(User, User.id == ApiToken.user_id)
-                .where(ApiToken.prefix == token[:PREFIX_LEN], ApiToken.revoked_at.is_(None))
-            ).all()
-            match: User | None = None
-            for stored, user in rows:
-                # Compare every candidate, so timing says nothing about which one matched.
-                if hmac.compare_digest(stored, digest):
-                    match = user
-            if match is None or match.status != "active" or match.kind != "api":
-                return None
-            return SessionUser(
-                id=match.id,
-                username=match.username,
-                role=Role(match.role),
-                super_admin=False,
-                must_change_password=False,
-                full_name=match.full_name,
-            )
+            rows = session.execute(_BY_PREFIX, {"prefix": token[:PREFIX_LEN]}).all()
+        match = None
+        for row in rows:
+            # Compare every candidate, so timing says nothing about which one matched.
+            if hmac.compare_digest(row.token_hash, digest):
+                match = row
+        if match is None or match.status != "active" or match.kind != "api":
+            return None
+        return SessionUser(
+            id=match.id,
+            username=match.username,
+            role=Role(match.role),
+            super_admin=False,
+            must_change_password=False,
+            full_name=match.full_name,
+        )
 
     # internals --------------------------------------------------------------------------
 
