@@ -167,3 +167,33 @@ def stream_rows(conn: Connection, stmt: Select[Any], batch: int) -> Iterator[lis
             yield part
     finally:
         cur.close()
+
+
+def insert_rows(conn: Connection, table: Table, columns: list[str], rows: list[list[Any]]) -> None:
+    """Load decoded rows through the DBAPI's executemany with SQLAlchemy's own bind
+    processors for each column type (what ``conn.execute(insert, dicts)`` does, without
+    building a dict and compiling parameters for every row)."""
+    dialect = conn.dialect
+    steps = []
+    for i, name in enumerate(columns):
+        process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            steps.append((i, process))
+    for values in rows:
+        for i, fn in steps:
+            values[i] = fn(values[i])
+    stmt = table.insert().compile(dialect=dialect, column_keys=columns)
+    params = compiled_positions(stmt, columns)
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    cur: Any = raw.cursor()
+    try:
+        cur.executemany(str(stmt), [tuple(v[i] for i in params) for v in rows])
+    finally:
+        cur.close()
+
+
+def compiled_positions(stmt: Any, columns: list[str]) -> list[int]:
+    """The index in ``columns`` of each positional parameter of a compiled INSERT."""
+    order = list(stmt.positiontup or []) if stmt.positional else list(columns)
+    return [columns.index(name) for name in order]

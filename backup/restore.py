@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from backup.archive import ArchiveReader, ProgressFn, TableStream, decode_value, no_progress
-from backup.dialect import copy_rows, drop_everything, reset_sequences
+from backup.dialect import copy_rows, drop_everything, insert_rows, reset_sequences
 from backup.errors import ArchiveError, BackupError, TargetNotEmptyError
 from node.errors import KeyFileError
 from node.keyring import master_check, read_key_file, write_key_file
@@ -193,6 +193,8 @@ def _load_table(
                         values[i] = None
         if batch and fast:
             copy_rows(conn, table, names, stream.kinds, batch)
+        elif batch and conn.dialect.name == "sqlite":
+            insert_rows(conn, table, names, batch)
         elif batch:
             conn.execute(insert, [dict(zip(names, values, strict=True)) for values in batch])
         rows += len(batch)

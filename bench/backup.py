@@ -171,7 +171,7 @@ def main() -> None:
     from cluster.postgres import LocalPostgres, pg_bin
 
     work = Path(tempfile.mkdtemp(prefix="sr-bench-backup-"))
-    os.chmod(work, 0o755)
+    os.chmod(work, 0o755)  # noqa: S103 - the postgres OS user must reach its data directory
     pg = LocalPostgres(work / "pg", free_port())
     try:
         pg.initdb()
