@@ -131,9 +131,29 @@ def scenario(node: NodeProcess, browser: Browser) -> None:
     admin.click("table.list >> text=pat")
     expect(admin.locator("h1")).to_contain_text("pat")
     shot(admin, "11b-user")
-    for path, name in (("/settings", "11c-settings"), ("/groups", "11d-groups")):
+    more = (
+        ("/settings", "11c-settings"),
+        ("/groups", "11d-groups"),
+        ("/policies/new", "11e-policy-new"),
+        ("/custom-fields", "11f-custom-fields"),
+        ("/user-groups", "11g-user-groups"),
+        ("/trash", "11h-trash"),
+    )
+    for path, name in more:
         admin.goto(base + path)
+        expect(admin.locator("h1")).to_be_visible()
         shot(admin, name)
+    admin.goto(resource_url)
+    admin.click("table.list >> text=postgres")
+    admin.click("a.button >> text=Change password")
+    expected_refusal = len(errors)
+    admin.fill("input[name=new]", "abc")
+    admin.fill("input[name=confirm]", "abc")
+    admin.click("button.primary")
+    expect(admin.locator("p.error")).to_contain_text("at least 4 characters are required")
+    assert len(errors) == expected_refusal + 2 and "400" in errors[-1]  # the refused form
+    del errors[expected_refusal:]
+    shot(admin, "11i-change-password-refused")
     admin.click("text=Log out")
     expect(admin).to_have_url(f"{base}/login")
 
