@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import ColumnElement, delete, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, contains_eager
 
 from node.access import (
     Access,
@@ -326,6 +326,7 @@ class VaultService:
         row = s.scalars(
             select(Account)
             .join(Resource, Resource.id == Account.resource_id)
+            .options(contains_eager(Account.resource))  # the joined row fills a.resource
             .where(
                 Account.id == account_id,
                 Resource.deleted_at.is_(None),
