@@ -17,7 +17,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import tornado.web
 
-from node.errors import StrongroomError, ValidationError
+from node.errors import LicenceError, StrongroomError, ValidationError
 from web.base import BaseHandler, status_for
 
 P = ParamSpec("P")
@@ -109,14 +109,14 @@ class ConsolePage(BaseHandler):
     async def attempt(
         self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs
     ) -> tuple[T | None, str | None]:
-        """Run a service call whose ValidationError or ConflictError the user can fix:
-        returns (result, None) or (None, message) and sets the status. Other refusals
-        become the error page."""
+        """Run a service call whose ValidationError or ConflictError the user can fix (or
+        whose LicenceError they should read beside what they typed): returns (result, None)
+        or (None, message) and sets the status. Other refusals become the error page."""
         try:
             return await self.run(fn, *args, **kwargs), None
         except StrongroomError as exc:
             status = status_for(exc)
-            if status not in (400, 409):
+            if status not in (400, 409) and not isinstance(exc, LicenceError):
                 raise Refused(status, str(exc)) from None
             self.set_status(status)
             return None, str(exc)
