@@ -30,6 +30,7 @@ import sqlglot
 from sqlalchemy.exc import SQLAlchemyError
 from sqlglot import exp
 from sqlglot.errors import ParseError, SqlglotError
+from sqlglot.optimizer.scope import traverse_scope
 
 from node.audit import AuditEvent, AuditLog
 from node.auth import SessionUser
@@ -40,7 +41,7 @@ from node.licence_service import LicenceService
 from node.permissions import Action, allowed
 from node.store.db import Store
 from node.store.dialect import ReadOnlyStore, statement_deadline
-from node.store.models import utcnow
+from node.store.models import Base, utcnow
 
 log = logging.getLogger("strongroom.query_reports")
 
@@ -205,15 +206,20 @@ def check_query(text: str, dialect: str) -> CheckedQuery:
     if not isinstance(tree, exp.Select | exp.SetOperation):
         kind = tree.key.upper() if isinstance(tree, exp.Expression) else "statement"
         raise QueryRefusedError(f"only a single SELECT is allowed, not {kind}")
+    forbidden = next((n for n in tree.walk() if isinstance(n, _FORBIDDEN)), None)
+    if forbidden is not None:
+        raise QueryRefusedError(
+            f"only a read-only SELECT is allowed; the query contains {forbidden.key.upper()}"
+        )
     ctes = {c.alias_or_name.lower() for c in tree.find_all(exp.CTE)}
+    clash = sorted(n for n in ctes if _is_relation_name(n))
+    if clash:
+        raise QueryRefusedError(f"'{clash[0]}' names a table; give the WITH query another name")
+    real = _real_tables(tree)
     views: set[str] = set()
     for node in tree.walk():
-        if isinstance(node, _FORBIDDEN):
-            raise QueryRefusedError(
-                f"only a read-only SELECT is allowed; the query contains {node.key.upper()}"
-            )
         if isinstance(node, exp.Table):
-            _check_table(node, ctes, views)
+            _check_table(node, id(node) in real, ctes, views)
         elif isinstance(node, exp.Anonymous):
             name = str(node.name).lower()
             if name not in _ALLOWED_ANONYMOUS:
@@ -233,7 +239,32 @@ def check_query(text: str, dialect: str) -> CheckedQuery:
     return CheckedQuery(sql=sql, views=tuple(sorted(views)))
 
 
-def _check_table(node: exp.Table, ctes: set[str], views: set[str]) -> None:
+def _is_relation_name(name: str) -> bool:
+    """A name that is (or may be) a real table or catalog relation of either dialect."""
+    return (
+        name in Base.metadata.tables
+        or name in REPORT_VIEWS
+        or name == "alembic_version"
+        or name.startswith(("pg_", "sqlite_", "information_schema"))
+    )
+
+
+def _real_tables(tree: exp.Expression) -> set[int]:
+    """The ids of the table nodes that name a real relation (not a CTE), resolved scope by
+    scope as the database would."""
+    try:
+        scopes = traverse_scope(tree)
+    except SqlglotError:
+        raise QueryRefusedError(_UNREADABLE) from None
+    return {
+        id(source)
+        for scope in scopes
+        for source in scope.sources.values()
+        if isinstance(source, exp.Table)
+    }
+
+
+def _check_table(node: exp.Table, real: bool, ctes: set[str], views: set[str]) -> None:
     if not isinstance(node.this, exp.Identifier):
         raise QueryRefusedError("only report views can be read (no table functions)")
     name = node.name.lower()
@@ -241,8 +272,8 @@ def _check_table(node: exp.Table, ctes: set[str], views: set[str]) -> None:
         raise QueryRefusedError(
             f"'{node.sql()}' is not allowed: name a report view without a schema"
         )
-    if name in ctes and name not in REPORT_VIEWS:
-        return
+    if not real and name in ctes:
+        return  # a WITH query of this statement (whose name is no table's, checked above)
     if name not in REPORT_VIEWS:
         raise QueryRefusedError(
             f"'{name}' is not a report view; query reports may read only: "

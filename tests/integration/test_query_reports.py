@@ -84,6 +84,12 @@ REFUSED = [
     ("ATTACH DATABASE '/tmp/evil.db' AS evil", "SELECT"),
     ("SELECT password_ct FROM accounts", "'accounts' is not a report view"),
     ("SELECT * FROM report_users u JOIN users x ON x.id = u.id", "'users' is not a report view"),
+    ("WITH accounts AS (SELECT * FROM accounts) SELECT * FROM accounts", "names a table"),
+    (
+        "SELECT * FROM (WITH x AS (SELECT 1 AS a) SELECT * FROM x) y, accounts",
+        "'accounts' is not a report view",
+    ),
+    ("SELECT * FROM report_users u, (SELECT * FROM api_tokens) t", "not a report view"),
     ("SELECT * FROM main.report_users", "without a schema"),
     ("SELECT * FROM public.report_users", "without a schema"),
     ("SELECT * FROM sqlite_master", "not a report view"),
