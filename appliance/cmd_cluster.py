@@ -45,6 +45,10 @@ class HaNode:
     def web_handle(self) -> ClusterHandle:
         return ClusterHandle(self.runtime, self.join)
 
+    def run(self) -> None:
+        """Start the HA loop, once the node's services are assembled."""
+        self.runtime.start_loop()
+
     def stop(self) -> None:
         self.stop_joining.set()
         self.runtime.stop()
@@ -83,7 +87,7 @@ def start_ha(settings: Settings) -> HaNode:
         primary = view.member(view.primary)
         if primary is not None:
             runtime.pg.follow(primary.db_host, primary.db_port)
-    runtime.start_loop()
+    runtime.start_guards()
     join = JoinService(runtime.state, cfg, secret, settings.key_path)
     db_settings = dataclasses.replace(settings, database_url=cfg.database_url())
     return HaNode(db_settings, runtime, join, state, view.primary != cfg.name, stop_joining)
@@ -275,6 +279,7 @@ def run_witness(settings: Settings, cfg: NodeConfig) -> None:
     try:
         ensure_in_raft(settings.data_dir, cfg, secret, stop)
         while not stop.wait(1.0):
+            witness.tick()
             status_file.write_text(json.dumps(witness.status()))
     finally:
         witness.stop()

@@ -4,6 +4,7 @@ node's data directory when no node is running there (under the node's own lock).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fcntl
 import os
 from collections.abc import Iterator
@@ -37,7 +38,19 @@ def settings_from_args(args: argparse.Namespace, **flags: object) -> Settings:
     if config is None and os.environ.get("STRONGROOM_CONFIG"):
         config = Path(os.environ["STRONGROOM_CONFIG"])
     overrides: dict[str, object] = {"data_dir": args.data_dir, **flags}
-    return load_settings(config_path=config, overrides=overrides)
+    settings = load_settings(config_path=config, overrides=overrides)
+    return _cluster_database(settings)
+
+
+def _cluster_database(settings: Settings) -> Settings:
+    """A cluster member's vault is in its managed PostgreSQL, not in the SQLite default."""
+    from cluster import config as cluster_config
+
+    if settings.database_url is None and cluster_config.is_member(settings.data_dir):
+        cfg = cluster_config.load(settings.data_dir)
+        if cfg.kind == "data":
+            return dataclasses.replace(settings, database_url=cfg.database_url())
+    return settings
 
 
 def lock_path(settings: Settings) -> Path:

@@ -218,6 +218,7 @@ def serve(settings: Settings, announce: Callable[[str], None] = print) -> None:
                 ha = start_ha(settings)
                 node = assemble(ha.settings, read_only=ha.read_only, state=ha.node_state)
                 node.cluster = ha
+                ha.run()
             else:
                 node = assemble(settings)
             asyncio.run(run_node(node, sockets, announce))

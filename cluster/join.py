@@ -130,6 +130,7 @@ def create_cluster(
         raft_joined=True,
     )
     node_config.save_secret(data_dir, secret)
+    write_private(node_config.cluster_dir(data_dir) / "ca.crt", ca_cert)
     pg = LocalPostgres(data_dir / "postgres", cfg.db_port)
     pg.member = ClusterMember(
         name, advertise, cert, key, cfg.superuser_password, cfg.replication_password, (advertise,)

@@ -163,6 +163,9 @@ class HaRuntime:
         self.last_sentence = ""
         self.last_contact: dict[str, float] = {}
         self.role = "starting"
+        self._last_transfer = 0.0
+        self.lease_confirmed_at: float | None = None
+        self.lease_refused_epoch = -1
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -173,7 +176,10 @@ class HaRuntime:
         local one as it was (a primary comes back as primary, Raft decides the rest)."""
         assert self.pg.member is not None
         self.pg.configure_cluster(self.pg.member)
-        if self.pg.is_running() or not self.pg.is_initialised():
+        if self.pg.is_running():
+            self._adopt_upstream()
+            return
+        if not self.pg.is_initialised():
             return
         if (self.pg.data_dir / "standby.signal").exists():
             return  # the loop restarts it following the current primary
@@ -182,16 +188,38 @@ class HaRuntime:
         except PostgresError as exc:
             log.warning("local PostgreSQL did not start: %s", exc)
 
+    def _adopt_upstream(self) -> None:
+        """A running standby we did not start: learn whom it follows."""
+        assert self.pg.member is not None
+        try:
+            if not self.pg.in_recovery():
+                return
+            conninfo = self.pg.query("SHOW primary_conninfo")[0][0]
+        except PostgresError:
+            return
+        fields = dict(f.split("=", 1) for f in conninfo.split() if "=" in f)
+        if "host" in fields:
+            port = int(fields.get("port", self.cfg.db_port))
+            self.pg.member = self.pg.member.following(fields["host"], port)
+
     def start(self) -> None:
         self.state.start()
         self.prepare_postgres()
+        self.start_guards()
         self.start_loop()
 
+    def start_guards(self) -> None:
+        """The lease keeper and the fencing watchdog."""
+        self._spawn(self._keep_lease, "sr-ha-lease")
+        self._spawn(self._watchdog, "sr-ha-watchdog")
+
     def start_loop(self) -> None:
-        for target, name in ((self._loop, "sr-ha-loop"), (self._watchdog, "sr-ha-watchdog")):
-            th = threading.Thread(target=target, name=name, daemon=True)
-            th.start()
-            self._threads.append(th)
+        self._spawn(self._loop, "sr-ha-loop")
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        th = threading.Thread(target=target, name=name, daemon=True)
+        th.start()
+        self._threads.append(th)
 
     def wait_for_state(self, timeout: float = 30.0) -> ClusterView:
         deadline = time.monotonic() + timeout
@@ -226,12 +254,33 @@ class HaRuntime:
             if sentence != self.last_sentence:
                 log.info("ha: %s", sentence)
                 self.last_sentence = sentence
-            self._stop.wait(max(0.0, self.t.loop - (time.monotonic() - started)))
+            # A failed lease renewal is retried at once rather than a whole period later.
+            period = 0.1 if sentence.startswith("no action: lease renewal failed") else self.t.loop
+            self._stop.wait(max(0.0, period - (time.monotonic() - started)))
+
+    def _keep_lease(self) -> None:
+        """Renew the primary's lease every few tenths of a second, on a thread of its own,
+        so a slow HA cycle never lets the lease lapse; remember when the last renewal that
+        committed was sent (the watchdog's clock)."""
+        while not self._stop.wait(self.t.loop / 2):
+            view = self.state.view()
+            if view.primary != self.cfg.name:
+                self.lease_confirmed_at = None
+                continue
+            sent = time.monotonic()
+            try:
+                ok = self.state.call("renew_lease", self.cfg.name, view.epoch, timeout=0.6)
+            except ClusterStateError:
+                continue
+            if ok:
+                self.lease_confirmed_at = sent
+            else:
+                self.lease_refused_epoch = view.epoch
 
     def _watchdog(self) -> None:
         while not self._stop.wait(self.t.watchdog):
             mem = self.mem
-            ok_at = mem.lease_ok_at
+            ok_at = self.lease_confirmed_at or mem.lease_ok_at
             if mem.writable and ok_at is not None and time.monotonic() - ok_at > self.t.lease:
                 mem.writable = False
                 self._set_role(FENCED, False, None)
@@ -263,6 +312,7 @@ class HaRuntime:
         for addr, up in self.state.status().connected.items():
             if up:
                 self.last_contact[addr] = now
+        self._last_transfer = steer_leadership(self.state, view, self._last_transfer)
 
     def facts(self, view: ClusterView) -> LocalFacts:
         down = LocalFacts(
@@ -299,11 +349,13 @@ class HaRuntime:
         except PostgresError:
             return down
         names = tuple(v.strip().strip('"') for v in row[3].split(",") if v.strip())
+        member = self.pg.member
         return replace(
             down,
             pg_running=True,
             pg_in_recovery=row[0] == "t",
-            pg_upstream=row[2] or None,
+            # whom it is configured to follow (streaming starts a moment after a restart)
+            pg_upstream=member.upstream if member is not None and row[0] == "t" else None,
             pg_lsn=int(float(row[1])),
             pg_sync_names=names,
             standbys=links,
@@ -385,7 +437,14 @@ class _Actions(HaActions):
         self.view = view
 
     def renew_lease(self, epoch: int) -> bool:
-        return bool(self.rt.state.call("renew_lease", self.rt.cfg.name, epoch, timeout=0.7))
+        """The lease keeper renews; this reports what it last achieved."""
+        rt = self.rt
+        if rt.lease_refused_epoch == epoch:
+            return False
+        ok_at = rt.lease_confirmed_at
+        if ok_at is not None and time.monotonic() - ok_at < rt.t.loop * 2:
+            return True
+        return bool(rt.state.call("renew_lease", rt.cfg.name, epoch, timeout=0.6))
 
     def promote_in_raft(self, candidate: str, epoch: int, seen_lease: int) -> int:
         return int(self.rt.state.call("promote", candidate, epoch, seen_lease, timeout=2.0))
@@ -425,6 +484,27 @@ class _Actions(HaActions):
         self.rt._set_role(role, writable, primary)
 
 
+def steer_leadership(state: ClusterState, view: ClusterView, last: float) -> float:
+    """Keep the Raft leader on the primary's node: then losing the standby or the witness
+    never costs an election, and the primary's lease renewals never stall. Called by every
+    member; only the current leader acts, at most every five seconds."""
+    now = time.monotonic()
+    primary = view.member(view.primary)
+    if primary is None or now - last < 5.0:
+        return last
+    raft = state.status()
+    if raft.leader != state.self_address or primary.raft_address == state.self_address:
+        return last
+    if not raft.connected.get(primary.raft_address):
+        return last
+    try:
+        state.transfer_leadership(primary.raft_address, timeout=1.0)
+        log.info("handed Raft leadership to the primary %s", primary.name)
+    except ClusterStateError as exc:
+        log.info("Raft leadership stays here: %s", exc)
+    return now
+
+
 # --- the witness ---------------------------------------------------------------------------
 
 
@@ -441,8 +521,16 @@ class WitnessRuntime:
             node_config.cluster_dir(data_dir) / "raft",
         )
 
+        self._last_transfer = 0.0
+
     def start(self) -> None:
         self.state.start()
+
+    def tick(self) -> None:
+        """Called about once a second by the witness's main loop."""
+        view = self.state.view()
+        if view.cluster_id:
+            self._last_transfer = steer_leadership(self.state, view, self._last_transfer)
 
     def stop(self) -> None:
         self.state.stop()
