@@ -405,3 +405,31 @@ def test_share_levels_decide_what_a_password_user_may_do(console: Console) -> No
     assert "Other-pw-12345" in b.post(f"/accounts/{aid}/view", {}).text
     assert v.get(f"/accounts/{aid}/share").status == 403
     assert v.get(f"/resources/{rid}/edit").status == 403
+
+
+def test_ticket_id_and_over_long_reason(console: Console) -> None:
+    b = console.browser()
+    rid = _location_id(
+        b.post(
+            "/resources/new",
+            {
+                "name": "ticket-box",
+                "account_username": "root",
+                "account_password": "Root-pw-12345",
+                "account_confirm": "Root-pw-12345",
+            },
+        ).headers["location"]
+    )
+    aid = int(re.search(r'href="/accounts/(\d+)"', b.get(f"/resources/{rid}").text).group(1))  # type: ignore[union-attr]
+    b.post(f"/accounts/{aid}/edit", {"username": "root", "ticket_required": "on"})
+    page = b.get(f"/accounts/{aid}").text
+    assert 'name="ticket" maxlength="128" required' in page
+    no_ticket = b.post(f"/accounts/{aid}/copy", {"reason": "r"})
+    assert no_ticket.status == 400 and "a ticket id is required" in no_ticket.text
+    assert "Root-pw-12345" not in no_ticket.text
+    too_long = b.post(f"/accounts/{aid}/view", {"reason": "r" * 1025, "ticket": "T-1"})
+    assert too_long.status == 400 and "reason is too long" in too_long.text
+    ok = b.post(f"/accounts/{aid}/view", {"reason": "r", "ticket": "T-1"})
+    assert ok.status == 200 and "Root-pw-12345" in ok.text
+    rows = _audit(console.services, "view password")
+    assert any(r.detail == "ticket T-1" and r.account_id == aid for r in rows)
