@@ -3,6 +3,8 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from sqlalchemy import select, text
 
@@ -119,8 +121,26 @@ def test_duplicates_and_bad_input_change_nothing(services: Services) -> None:
         ):
             with pytest.raises(NotFoundError):
                 call()
+    # two administrators adding the same name at once: one wins, the other gets a conflict
+    barrier = threading.Barrier(4)
+    outcomes: list[str] = []
+
+    def add_same() -> None:
+        barrier.wait()
+        try:
+            services.vault.create_resource(admin, IP, NewResource(name="raced"))
+            outcomes.append("made")
+        except ConflictError:
+            outcomes.append("conflict")
+
+    threads = [threading.Thread(target=add_same) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert sorted(outcomes) == ["conflict", "conflict", "conflict", "made"]
     names = [r.name for r in services.vault.list_resources(admin).items]
-    assert names == ["db1"]
+    assert names == ["db1", "raced"]
     assert len(services.vault.get_resource(admin, rid).accounts) == 1
 
 
