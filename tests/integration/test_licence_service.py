@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from node.audit import verify_chain
 from node.auth import SessionUser
@@ -177,9 +179,9 @@ def test_install_checks_the_file_and_is_audited(v: Vault, vendor: Vendor) -> Non
         Vendor().issue(),
         vendor.issue(expires=v.clock.now.date() - dt.timedelta(days=1)),
     ]
-    for text in bad:
+    for bad_text in bad:
         with pytest.raises(InvalidLicenceError):
-            v.licence.install(text, "admin", IP)
+            v.licence.install(bad_text, "admin", IP)
         assert v.licence.status().entitlement.state == "evaluation"
     installed = v.licence.install(good.encode(), "admin", IP)
     assert installed.edition is Edition.STANDARD
@@ -260,3 +262,39 @@ def test_query_reports_need_the_enterprise_edition(v: Vault, vendor: Vendor, sto
         reports.run(v.admin, query, IP)
     assert str(refused.value).startswith("The licence does not include query reports")
     assert "Enterprise edition" in str(refused.value)
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_two_nodes_cannot_both_add_the_last_allowed_administrator(v: Vault, store: Store) -> None:
+    v.clock.advance(31)  # Free: two administrators, one in use
+    v.licence.entitlement()  # the time is recorded: the checks below write nothing
+    outcome: list[BaseException | None] = []
+
+    def second_node_adds() -> None:
+        try:
+            v.add_user("admin3", Role.ADMINISTRATOR)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome.append(exc)
+
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    with store.transaction() as s:  # the first node adds the 2nd administrator ...
+        v.licence.check_add_administrator(s)
+        s.add(User(username="admin2", role=Role.ADMINISTRATOR.value))
+        s.flush()
+        other = threading.Thread(target=second_node_adds)
+        other.start()
+        deadline = time.monotonic() + 60
+        with store.engine.connect() as probe:  # ... while the second waits for its lock
+            while not probe.execute(waiting).scalar():
+                probe.rollback()  # pg_stat_activity is a snapshot per transaction
+                assert other.is_alive(), f"the second add did not wait: {outcome}"
+                assert time.monotonic() < deadline, "the second add never waited for the lock"
+                time.sleep(0.02)
+    other.join(60)
+    assert isinstance(outcome[0], LicenceError), outcome
+    assert "3rd administrator" in str(outcome[0])
+    assert v.licence.status().admins_used == 2
