@@ -201,6 +201,8 @@ def test_vendor_keygen_issue_and_offline_install(
     assert main(issue) == 0
     assert "not one of the vendor keys built into this release" in capsys.readouterr().err
     assert json.loads(lic_file.read_text())["payload"]["licensee"] == "Globex"
+    assert main(issue[:-2]) == 0  # without --output: to stdout
+    assert json.loads(capsys.readouterr().out)["payload"]["edition"] == "premium"
     gold = ["gold" if a == "premium" else a for a in issue]
     assert main([*gold[:-1], str(tmp_path / "gold.lic")]) == 1
     assert "unknown edition 'gold'" in capsys.readouterr().err
