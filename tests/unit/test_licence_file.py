@@ -192,10 +192,7 @@ def test_expired_licence_falls_to_free_limits_and_says_why(vendor: Vendor) -> No
     lic = vendor.licence(edition=Edition.PREMIUM, admins=20, expires=dt.date(2026, 12, 31))
     last_day = compute_entitlement(lic, INSTALLED, dt.datetime(2026, 12, 31, 23, 59))
     assert last_day.edition is Edition.PREMIUM and last_day.admins == 20
-    assert (
-        last_day.warnings[0].level == "urgent"
-        and "expires today" in last_day.warnings[0].text
-    )
+    assert last_day.warnings[0].level == "urgent" and "expires today" in last_day.warnings[0].text
     after = compute_entitlement(lic, INSTALLED, dt.datetime(2027, 1, 1, 0, 0))
     assert after.state == "licence expired"
     assert (after.edition, after.admins, after.resources) == (Edition.FREE, 2, 10)
