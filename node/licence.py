@@ -108,7 +108,9 @@ EDITIONS: dict[Edition, EditionTerms] = {
     Edition.ENTERPRISE: EditionTerms(admins=None, resources=None),
 }
 
-# feature -> the lowest edition that includes it
+# feature -> the lowest edition that includes it. A new gated feature is added to
+# :class:`Feature` and here (Enterprise unless the editions above name it); services check
+# it with ``LicenceService.require(Feature.X)``.
 GATES: dict[Feature, Edition] = {
     Feature.HIGH_AVAILABILITY: Edition.PREMIUM,
     Feature.REMOTE_PASSWORD_RESET: Edition.PREMIUM,
