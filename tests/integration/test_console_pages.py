@@ -294,7 +294,11 @@ def test_xss_payload_in_every_free_text_field_renders_inert(console: Console) ->
         ).headers["location"]
     )
     aid = int(re.search(r'href="/accounts/(\d+)"', b.get(f"/resources/{rid}").text).group(1))  # type: ignore[union-attr]
+    resource_page = b.get(f"/resources/{rid}").text
+    assert "<dt>Note &lt;b&gt;x&lt;/b&gt;</dt><dd>&lt;script&gt;alert" in resource_page
     b.post(f"/accounts/{aid}/edit", {"username": XSS, "notes": XSS, "attr_Note <b>x</b>": XSS})
+    account_page = b.get(f"/accounts/{aid}").text
+    assert "<dt>Note &lt;b&gt;x&lt;/b&gt;</dt><dd>&lt;script&gt;alert" in account_page
     uid = int(
         re.search(  # type: ignore[union-attr]
             r'href="/users/(\d+)"',
@@ -309,6 +313,8 @@ def test_xss_payload_in_every_free_text_field_renders_inert(console: Console) ->
             ).text,
         ).group(1)
     )
+    user_page = b.get(f"/users/{uid}").text
+    assert 'name="attr_Note &lt;b&gt;x&lt;/b&gt;" value="&lt;script&gt;alert' in user_page
     gid = _location_id(
         b.post("/user-groups", {"name": XSS, "description": XSS}).headers["location"]
     )
