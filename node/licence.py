@@ -609,10 +609,17 @@ def _nth(n: int) -> str:
     return f"{n}{suffix}"
 
 
+def _allows(limit: int, noun: str, in_use: int) -> str:
+    return (
+        f"allows {limit} {noun}{'' if limit == 1 else 's'} and {in_use} "
+        f"{'is' if in_use == 1 else 'are'} in use"
+    )
+
+
 def admin_refusal(ent: Entitlement, in_use: int) -> LicenceError:
     return LicenceError(
-        f"The licence does not allow a {_nth(in_use + 1)} administrator: {ent.reason} allows "
-        f"{ent.admins} administrators and {in_use} are in use. Install a licence for more "
+        f"The licence does not allow a {_nth(in_use + 1)} administrator: {ent.reason} "
+        f"{_allows(ent.admins, 'administrator', in_use)}. Install a licence for more "
         "administrators (Admin > License)."
     )
 
@@ -620,8 +627,9 @@ def admin_refusal(ent: Entitlement, in_use: int) -> LicenceError:
 def resource_refusal(ent: Entitlement, in_use: int, adding: int = 1) -> LicenceError:
     what = f"a {_nth(in_use + 1)} resource" if adding == 1 else f"{adding} more resources"
     return LicenceError(
-        f"The licence does not allow {what}: {ent.reason} allows {ent.resources} resources "
-        f"and {in_use} are in use. Install a licence for more resources (Admin > License)."
+        f"The licence does not allow {what}: {ent.reason} "
+        f"{_allows(ent.resources or 0, 'resource', in_use)}. Install a licence for more "
+        "resources (Admin > License)."
     )
 
 

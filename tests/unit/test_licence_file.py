@@ -204,6 +204,10 @@ def test_expired_licence_falls_to_free_limits_and_says_why(vendor: Vendor) -> No
         assert isinstance(error, LicenceError)
         assert "licence" in str(error) and "expired on 2026-12-31" in str(error)
     assert "6th administrator" in str(admin_refusal(after, 5))
+    assert "allows 2 administrators and 5 are in use" in str(admin_refusal(after, 5))
+    one = compute_entitlement(vendor.licence(admins=1, resources=1), INSTALLED, INSTALLED)
+    assert "allows 1 administrator and 1 is in use" in str(admin_refusal(one, 1))
+    assert "allows 1 resource and 1 is in use" in str(resource_refusal(one, 1))
     assert "11th resource" in str(resource_refusal(after, 10))
 
 
