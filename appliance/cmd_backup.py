@@ -88,6 +88,8 @@ def _on_node(
     from appliance.server import open_node
     from node.services import build_services
 
+    if settings.uses_sqlite and not (settings.data_dir / "strongroom.db").is_file():
+        raise BackupError(f"no vault in {settings.data_dir} (and no node running there)")
     with data_dir_lock(settings, verb):
         store, keyring = open_node(settings)
         try:

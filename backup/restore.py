@@ -74,7 +74,8 @@ class Verified:
 
 def open_verified(path: Path, source: KeySource, progress: ProgressFn = no_progress) -> Verified:
     """Open ``path`` and check all of it (structure, key, manifest MAC, every member and
-    segment). Raises :class:`ArchiveError` naming the first problem."""
+    segment, a schema revision this version knows). Raises :class:`ArchiveError` naming
+    the first problem."""
     reader = ArchiveReader(path)
     try:
         if source.master is not None:
@@ -84,6 +85,7 @@ def open_verified(path: Path, source: KeySource, progress: ProgressFn = no_progr
         else:
             raise BackupError("give the master key file or the recovery passphrase file")
         reader.verify(key, progress)
+        _known_revision(reader.manifest.schema_revision)
         master = reader.master_key(key)
         if source.master is not None and not hmac.compare_digest(master, source.master):
             raise ArchiveError("the archive's key member does not match its master key wrap")
@@ -300,7 +302,6 @@ def restore(
     target that holds a vault unless ``force``. All or nothing."""
     started = time.monotonic()
     manifest = verified.reader.manifest
-    _known_revision(manifest.schema_revision)
     sqlite_file = data_dir / "strongroom.db"
     url = database_url or f"sqlite:///{sqlite_file}"
     where = describe_url(url)

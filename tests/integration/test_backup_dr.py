@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from node.keyring import read_key_file
+from node.keyring import KeyRing, read_key_file
+from node.settings import Settings
+from node.store.db import open_store
 from tests.helpers import Client, NodeProcess, free_port, run_cli
 from tests.integration.backup_helpers import AWS_ENV, make_bucket, moto_s3
 
@@ -181,16 +183,22 @@ def test_console_cli_bucket_and_restore_on_a_fresh_machine(
 
 
 def test_cli_refuses_a_damaged_archive_naming_the_member(tmp_path: Path) -> None:
-    node = NodeProcess(tmp_path / "n", free_port())
-    node.data_dir.mkdir(parents=True)
-    out = run_cli("backup", "run", "--data-dir", str(node.data_dir))
+    data_dir = tmp_path / "n"
+    nothing = run_cli("backup", "run", "--data-dir", str(data_dir))
+    assert nothing.returncode == 1 and "no vault in" in nothing.stderr
+    assert not data_dir.exists()
+    settings = Settings(data_dir=data_dir)
+    store = open_store(settings.db_url)
+    KeyRing.open(store, settings.key_path)
+    store.dispose()
+    out = run_cli("backup", "run", "--data-dir", str(data_dir))
     assert out.returncode == 0, out.stderr
-    archive = next((node.data_dir / "backUp").iterdir())
+    archive = next((data_dir / "backUp").iterdir())
     data = bytearray(archive.read_bytes())
     data[len(data) // 3] ^= 0xFF
     bad = tmp_path / archive.name
     bad.write_bytes(bytes(data))
-    key = node.data_dir / "keys" / "master.key"
+    key = data_dir / "keys" / "master.key"
     verify = run_cli("backup", "verify", str(bad), "--key-file", str(key))
     assert verify.returncode == 1
     assert verify.stderr.startswith("strongroom: archive member tables/")
