@@ -242,15 +242,34 @@ class AccountNewPage(VaultPage):
             "attributes": self.typed_attributes(),
         }
         try:
+            generate = self.checkbox("generate")
             password = self.secret_field("password")
-            if password != self.secret_field("confirm"):
+            if not generate and password != self.secret_field("confirm"):
                 raise ValidationError("the password and its confirmation differ")
+            policy_id = self.policy_choice()
+        except ValidationError as exc:
+            self.refuse("vault_account_form.html", str(exc), **back, **choices)
+            return
+        if generate:
+            chosen = policy_id or detail.resource.password_policy_id
+            if chosen is None:
+                settings = await self.call(self.services.vault.get_settings, self.user)
+                chosen = next(
+                    (p.id for p in choices["policies"] if p.name == settings.default_policy), None
+                )
+            if chosen is None:
+                self.refuse(
+                    "vault_account_form.html", "choose a password policy", **back, **choices
+                )
+                return
+            password = await self.call(self.services.policies.generate, self.user, chosen)
+        try:
             spec = NewAccount(
                 username=self.field("username"),
                 password=password,
                 notes=self.field("notes", MAX_TEXT, strip=False),
                 custom_attributes=self.custom_fields() or None,
-                password_policy_id=self.policy_choice(),
+                password_policy_id=policy_id,
                 reason_required=self.checkbox("reason_required"),
                 ticket_required=self.checkbox("ticket_required"),
             )
@@ -263,7 +282,8 @@ class AccountNewPage(VaultPage):
         if account_id is None:
             self.refuse("vault_account_form.html", error or "", **back, **choices)
             return
-        self.done(f"Account '{spec.username}' added.", f"/accounts/{account_id}")
+        how = " with a generated password (use View password to see it)" if generate else ""
+        self.done(f"Account '{spec.username}' added{how}.", f"/accounts/{account_id}")
 
 
 class AccountPage(VaultPage):

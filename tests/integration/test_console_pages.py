@@ -439,3 +439,30 @@ def test_ticket_id_and_over_long_reason(console: Console) -> None:
     assert ok.status == 200 and "Root-pw-12345" in ok.text
     rows = _audit(console.services, "view password")
     assert any(r.detail == "ticket T-1" and r.account_id == aid for r in rows)
+
+
+def test_new_account_with_a_generated_password(console: Console) -> None:
+    b = console.browser()
+    rid = _location_id(b.post("/resources/new", {"name": "gen-box"}).headers["location"])
+    strong = next(
+        p for p in console.services.policies.list_policies(console.admin) if p.name == "Strong"
+    )
+    resp = b.post(
+        f"/resources/{rid}/accounts/new",
+        {"username": "gen", "generate": "on", "password_policy_id": str(strong.id)},
+    )
+    assert resp.status == 302
+    assert "with a generated password" in _flash(b, resp.headers["location"])
+    aid = _location_id(resp.headers["location"])
+    shown = b.post(f"/accounts/{aid}/view", {}).text
+    password = html.unescape(re.search(r'id="secret" class="secret">([^<]+)<', shown).group(1))  # type: ignore[union-attr]
+    assert len(password) >= 12
+    assert re.search(r"[a-z]", password) and re.search(r"[A-Z]", password)
+    assert re.search(r"\d", password) and re.search(r"[^A-Za-z0-9]", password)
+    # Without generate, the password is needed.
+    empty = b.post(f"/resources/{rid}/accounts/new", {"username": "nopw", "notes": "kept"})
+    assert (
+        empty.status == 400
+        and "must not be empty" in empty.text
+        and ">kept</textarea>" in empty.text
+    )
