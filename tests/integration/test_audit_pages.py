@@ -57,6 +57,10 @@ def test_resource_and_user_audit_with_filters(services: Services, site: tuple[Wo
     assert status == 200 and "No audit rows match." in page
     status, page = _get(admin, "/audit/resource", to="last tuesday")
     assert status == 400 and "is not a date" in page
+    status, page = _get(admin, "/audit/resource", user="x" * 300)
+    assert status == 400 and "longer than 256" in page
+    status, page = _get(admin, "/audit/user", result="maybe")
+    assert status == 400 and "success" in page
 
     status, text = _get(admin, "/audit/resource", resource="web-01", format="csv")
     rows = list(csv.reader(io.StringIO(text)))
