@@ -89,7 +89,9 @@ class AuditFilter:
             raise ValidationError("result must be 'success' or 'failure'")
         for name in ("username", "operation", "resource"):
             if len(getattr(self, name)) > MAX_FILTER_TEXT:
-                raise ValidationError(f"the {name} filter is longer than {MAX_FILTER_TEXT} characters")
+                raise ValidationError(
+                    f"the {name} filter is longer than {MAX_FILTER_TEXT} characters"
+                )
         if self.since and self.until and self.since >= self.until:
             raise ValidationError("the start of the time range must be before its end")
 
