@@ -22,7 +22,7 @@ from node.export import Table, to_csv
 from node.permissions import Action
 from web.base import BaseHandler, needs, status_for
 
-FILTER_FIELDS = ("from", "to", "user", "operation", "resource", "result")
+FILTER_FIELDS = ("from", "to", "user", "operation", "resource", "result", "resource_id")
 COLUMNS = ["Time (UTC)", "User", "Source IP", "Operation", "Target", "Reason", "Result", "Detail"]
 
 
@@ -48,7 +48,17 @@ class AuditPage(BaseHandler):
             operation=self._arg("operation"),
             resource=self._arg("resource"),
             result=self._arg("result"),
+            resource_id=self._resource_id(),
         )
+
+    def _resource_id(self) -> int | None:
+        """``resource_id=N`` narrows to one resource (links from a resource's page)."""
+        raw = self._arg("resource_id").strip()
+        if not raw:
+            return None
+        if not raw.isdigit() or len(raw) > 9:
+            raise ValidationError("resource_id must be a whole number")
+        return int(raw)
 
     def _page(self) -> int:
         raw = self._arg("page").strip() or "1"

@@ -59,6 +59,9 @@ def test_resource_and_user_audit_with_filters(services: Services, site: tuple[Wo
     assert status == 400 and "is not a date" in page
     status, page = _get(admin, "/audit/resource", user="x" * 300)
     assert status == 400 and "longer than 256" in page
+    status, page = _get(admin, "/audit/resource", resource_id=str(world.db))
+    assert status == 200 and "db-secret-7/dba" in page and "web-01/root" not in page
+    assert _get(admin, "/audit/resource", resource_id="1e3")[0] == 400
     status, page = _get(admin, "/audit/user", result="maybe")
     assert status == 400 and "success" in page
 
