@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -167,3 +168,15 @@ def tree(path: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
     }
+
+
+def member_data_offsets(path: Path) -> dict[str, tuple[int, int]]:
+    """Where each member's bytes sit in the zip file: name -> (offset, size)."""
+    out = {}
+    with zipfile.ZipFile(path) as zf, path.open("rb") as fh:
+        for info in zf.infolist():
+            fh.seek(info.header_offset + 26)
+            name_len = int.from_bytes(fh.read(2), "little")
+            extra_len = int.from_bytes(fh.read(2), "little")
+            out[info.filename] = (info.header_offset + 30 + name_len + extra_len, info.file_size)
+    return out

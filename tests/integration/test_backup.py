@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from node.store.db import current_revision, head_revision, make_engine, open_sto
 from node.store.models import User
 from tests.integration.backup_helpers import (
     account_passwords,
+    member_data_offsets,
     populate,
     table_contents,
     tree,
@@ -117,22 +119,25 @@ def test_round_trip_across_dialects(
         restored.store.dispose()
 
 
-@pytest.fixture
-def sqlite_services(tmp_path: Path) -> Services:
-    settings = Settings(data_dir=tmp_path / "src")
+@pytest.fixture(scope="module")
+def sqlite_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    """One populated SQLite vault for the tests below, which only read it."""
+    settings = Settings(data_dir=tmp_path_factory.mktemp("src"))
     store = open_store(settings.db_url)
     keyring = KeyRing.open(store, settings.key_path)
     services = build_services(settings, store, keyring)
     populate(services)
-    return services
+    yield services
+    store.dispose()
 
 
-@pytest.fixture
-def archive(sqlite_services: Services, tmp_path: Path) -> Path:
-    return _archive(sqlite_services, tmp_path / "good.zip", passphrase=True)
+@pytest.fixture(scope="module")
+def archive(sqlite_services: Services, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A good archive (with a recovery passphrase); tests damage copies of it, never it."""
+    return _archive(sqlite_services, tmp_path_factory.mktemp("a") / "good.zip", passphrase=True)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def key(sqlite_services: Services) -> KeySource:
     return KeySource.from_key_file(sqlite_services.settings.key_path)
 
@@ -173,22 +178,10 @@ def test_wrong_master_key_and_wrong_passphrase(archive: Path, tmp_path: Path) ->
     assert issubclass(WrongKeyError, ArchiveError)
 
 
-def _member_data_offsets(path: Path) -> dict[str, tuple[int, int]]:
-    """Where each member's bytes sit in the zip file: name -> (offset, size)."""
-    out = {}
-    with zipfile.ZipFile(path) as zf, path.open("rb") as fh:
-        for info in zf.infolist():
-            fh.seek(info.header_offset + 26)
-            name_len = int.from_bytes(fh.read(2), "little")
-            extra_len = int.from_bytes(fh.read(2), "little")
-            out[info.filename] = (info.header_offset + 30 + name_len + extra_len, info.file_size)
-    return out
-
-
 def test_a_flipped_byte_in_any_member_is_refused(
     archive: Path, key: KeySource, tmp_path: Path
 ) -> None:
-    offsets = _member_data_offsets(archive)
+    offsets = member_data_offsets(archive)
     assert MANIFEST in offsets and len(offsets) > 10
     for name, (offset, size) in offsets.items():
         for where in {0, size // 2, size - 1}:
