@@ -1,5 +1,5 @@
 """The built-in reports: password inventory, passwords older than N days, policy
-compliance, users and roles, and sharing.
+compliance (every broken rule of each password's policy), users and roles, and sharing.
 
 No report contains a secret. The policy-compliance report decrypts each password here, in
 the service, only to test it against its policy; it reports which rules fail, never the
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import func, or_, select
@@ -30,7 +30,14 @@ from node.errors import DecryptionError, PermissionDeniedError, ValidationError
 from node.export import Table
 from node.keyring import KeyRing
 from node.permissions import Action, allowed
-from node.policies import DEFAULT_POLICY, PolicySpec, check_password, policy_by_name, spec_of
+from node.policies import (
+    DEFAULT_POLICY,
+    MAX_PASSWORD,
+    PolicySpec,
+    check_password,
+    policy_by_name,
+    spec_of,
+)
 from node.store.db import Store
 from node.store.models import (
     Account,
@@ -80,17 +87,47 @@ REPORTS: dict[str, ReportInfo] = {
 }
 
 
+def _one_rule_each(policy: PolicySpec) -> list[PolicySpec]:
+    """``policy`` split into policies of one rule each (length floor, length ceiling, each
+    required character class), so that every broken rule is found by the one policy check
+    of :mod:`node.policies`."""
+    nothing = replace(
+        policy,
+        min_length=0,
+        max_length=MAX_PASSWORD,
+        require_lower=False,
+        require_upper=False,
+        require_digit=False,
+        require_special=False,
+        no_reuse_last=0,
+    )
+    rules = [replace(nothing, min_length=policy.min_length)]
+    rules.append(replace(nothing, max_length=policy.max_length))
+    if policy.require_lower:
+        rules.append(replace(nothing, require_lower=True))
+    if policy.require_upper:
+        rules.append(replace(nothing, require_upper=True))
+    if policy.require_digit:
+        rules.append(replace(nothing, require_digit=True))
+    if policy.require_special:
+        rules.append(replace(nothing, require_special=True))
+    return rules
+
+
 def policy_problems(
     policy: PolicySpec, password: str, changed_at: dt.datetime | None, now: dt.datetime
 ) -> list[str]:
-    """The rules of ``policy`` that ``password`` breaks (the first failing rule of
-    :func:`node.policies.check_password`, and the maximum age), in words that reveal nothing
+    """Every rule of ``policy`` that ``password`` breaks, as worded by
+    :func:`node.policies.check_password`, plus the maximum age; the words reveal nothing
     about the password beyond the rule itself."""
     problems: list[str] = []
-    try:
-        check_password(policy, password)
-    except ValidationError as exc:
-        problems.append(str(exc).split(": ", 1)[-1])
+    for rule in _one_rule_each(policy):
+        try:
+            check_password(rule, password)
+        except ValidationError as exc:
+            text = str(exc).split(": ", 1)[-1]
+            if text not in problems:
+                problems.append(text)
     if policy.max_age_days and changed_at is not None:
         if now - changed_at > dt.timedelta(days=policy.max_age_days):
             problems.append(f"older than the maximum age of {policy.max_age_days} days")

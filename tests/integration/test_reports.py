@@ -99,7 +99,7 @@ def test_policy_compliance(services: Services, world: World) -> None:
     table = services.reports.run(world.admin, "compliance", IP)
     row = next(r for r in table.rows if r[:2] == ["web-01", "root"])
     assert row[2:4] == ["Strong", "no"]
-    assert str(row[4]) == "at least 12 characters are required"  # the first rule broken
+    assert str(row[4]) == "at least 12 characters are required"  # the one rule it breaks
     _no_secret(table)
     # and much later, the maximum age of 90 days is broken too
     later = services.reports.run(world.admin, "compliance", IP, now=dt.datetime(2099, 1, 1))
