@@ -153,6 +153,8 @@ def _configure(service: BackupService, args: dict[str, Any]) -> dict[str, Any]:
         service.save_config(_apply_changes(service.config(), changes), ACTOR, SOURCE)
     if "passphrase" in args:
         service.set_passphrase(args["passphrase"], ACTOR, SOURCE)
+    if args.get("resume"):
+        service.resume(ACTOR, SOURCE)
     return _status(service, {})
 
 
@@ -164,6 +166,7 @@ def _status(service: BackupService, _args: dict[str, Any]) -> dict[str, Any]:
         "schedule": config.schedule.describe(),
         "next_run": nxt.isoformat(sep=" ", timespec="minutes") if nxt else None,
         "passphrase": service.has_passphrase(),
+        "paused": service.paused,
         "history": [
             {
                 "started": r.started_at.isoformat(sep=" ", timespec="seconds"),
@@ -249,6 +252,8 @@ def cmd_configure(args: argparse.Namespace) -> int:
         request["passphrase"] = _read_passphrase(args.passphrase_file)
     elif args.no_passphrase:
         request["passphrase"] = None
+    if args.resume:
+        request["resume"] = True
     result = _on_node(settings, "backup.configure", request, lambda s: _configure(s, request))
     _print_status(result)
     return 0
@@ -275,6 +280,9 @@ def _print_status(result: dict[str, Any]) -> None:
     print(f"keep:       latest {config['keep']} on every target")
     print(f"targets:    {', '.join(targets) or 'none'}")
     print(f"passphrase: {'set' if result['passphrase'] else 'not set'}")
+    if result.get("paused"):
+        print("paused:     scheduled backups are paused since this data directory was restored;")
+        print("            check the targets, then: strongroom backup configure --resume")
     for run in result["history"]:
         secs = f"{run['seconds']:.1f} s" if run["seconds"] is not None else "-"
         print(
@@ -424,6 +432,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="set the recovery passphrase from this file",
     )
     pw.add_argument("--no-passphrase", action="store_true", help="remove the passphrase")
+    c.add_argument("--resume", action="store_true", help="resume scheduled backups after a restore")
     c.set_defaults(func=cmd_configure)
 
     s = verbs.add_parser("status", parents=[common], help="configuration and history")

@@ -39,6 +39,7 @@ from node.store.db import alembic_config, describe_url, head_revision, make_engi
 from node.store.models import Base, KeyringMeta
 
 INSERT_BATCH = 1000
+RESTORED_MARKER = "backups-paused-after-restore"
 
 
 @dataclass(frozen=True)
@@ -327,6 +328,7 @@ def restore(
                 staged_key.unlink(missing_ok=True)
             raise
         _install_key(key_path, staged_key)
+        _mark_restored(data_dir, manifest.archive_id, manifest.created_at)
     except SQLAlchemyError as exc:
         text = str(getattr(exc, "orig", None) or type(exc).__name__).strip().splitlines()
         raise BackupError(
@@ -345,6 +347,16 @@ def restore(
         migrated_to=head_revision(),
         seconds=time.monotonic() - started,
         per_table={t.name: t.rows for t in manifest.tables},
+    )
+
+
+def _mark_restored(data_dir: Path, archive_id: str, created_at: str) -> None:
+    """Pause scheduled backups of the restored node until an administrator resumes them:
+    its settings point at the same targets as the node the archive came from."""
+    (data_dir / RESTORED_MARKER).write_text(
+        f"restored from archive {archive_id} made {created_at}; scheduled backups stay "
+        "paused until an administrator resumes them (Admin > Backup, or strongroom backup "
+        "configure --resume)\n"
     )
 
 

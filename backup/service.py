@@ -37,6 +37,7 @@ from backup.archive import (
 )
 from backup.dialect import snapshot_engine
 from backup.errors import BackupBusyError, BackupError, TargetError
+from backup.restore import RESTORED_MARKER
 from backup.schedule import Schedule, latest_slot, next_slot
 from backup.targets import BackupTarget, LocalTarget, S3Location, S3Target
 from node.audit import AuditEvent, AuditLog
@@ -52,6 +53,7 @@ log = logging.getLogger("strongroom.backup")
 CONFIG_KEY = "backup.config"
 PASSPHRASE_KEY = "backup.passphrase"
 LAST_SLOT_KEY = "backup.last_slot"
+PAUSED_FILE = RESTORED_MARKER
 MIN_PASSPHRASE = 12
 SSE_CHOICES = ("", "AES256", "aws:kms")
 Clock = Callable[[], dt.datetime]
@@ -517,6 +519,26 @@ class BackupService:
 
     # scheduling --------------------------------------------------------------------------
 
+    @property
+    def paused(self) -> bool:
+        """True on a node restored from an archive until an administrator resumes scheduled
+        backups (so a recovery drill never writes to, or prunes, production's targets)."""
+        return (self.settings.data_dir / PAUSED_FILE).exists()
+
+    def resume(self, actor: str, source_ip: str) -> None:
+        with self.store.transaction() as session:
+            self.audit.append(
+                session,
+                AuditEvent(
+                    operation="backup schedule resumed",
+                    username=actor,
+                    source_ip=source_ip,
+                    category="user",
+                    target="backup",
+                ),
+            )
+            (self.settings.data_dir / PAUSED_FILE).unlink(missing_ok=True)
+
     def next_run(self) -> dt.datetime | None:
         return next_slot(self.config().schedule, self.clock())
 
@@ -525,6 +547,11 @@ class BackupService:
         handled. Returns a sentence saying what it decided."""
         if self.state.role not in ("single", "primary"):
             return f"no action: this node is {self.state.role}; only the primary backs up"
+        if self.paused:
+            return (
+                "no action: scheduled backups are paused because this data directory was "
+                "restored from an archive; resume them in Admin > Backup"
+            )
         config = self.config()
         now = self.clock()
         slot = latest_slot(config.schedule, now)

@@ -21,6 +21,7 @@ NOTICES = {
     "started": "A backup is running now; reload this page to see it in the history.",
     "passphrase": "The recovery passphrase was changed. Archives made from now on open with it.",
     "nopassphrase": "The recovery passphrase was removed from future archives.",
+    "resumed": "Scheduled backups are running again.",
 }
 
 
@@ -57,6 +58,7 @@ class BackupPage(BaseHandler):
             has_passphrase=has_pp,
             next_run=nxt,
             running_since=service.running_since,
+            paused=service.paused,
             weekdays=WEEKDAYS,
             local_dir=str(service.local_dir),
             error=error,
@@ -154,9 +156,18 @@ class BackupRunPage(BackupPage):
         self.redirect(PATH + "?done=started")
 
 
+class BackupResumePage(BackupPage):
+    @needs(Action.MANAGE_BACKUP)
+    async def post(self) -> None:
+        service = backup_service(self)
+        await self.run(service.resume, self.user.username, self.source_ip)
+        self.redirect(PATH + "?done=resumed")
+
+
 ROUTES = [
     (PATH, BackupPage),
     (PATH + "/settings", BackupSettingsPage),
     (PATH + "/passphrase", BackupPassphrasePage),
     (PATH + "/run", BackupRunPage),
+    (PATH + "/resume", BackupResumePage),
 ]

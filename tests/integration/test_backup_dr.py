@@ -175,6 +175,13 @@ def test_console_cli_bucket_and_restore_on_a_fresh_machine(
         history = c.get("/admin/backup")
         assert history.status == 200
         assert "every Sunday at 02:30 UTC" in history.text  # settings came back too
+        # a restored node must not write to (and prune) production's bucket by itself
+        assert 'id="backup-paused"' in history.text
+        resumed = c.post_form("/admin/backup/resume", {})
+        assert resumed.status == 302 and resumed.headers["location"].endswith("done=resumed")
+        page = c.get(resumed.headers["location"]).text
+        assert "running again" in page
+        assert 'id="backup-paused"' not in page
     finally:
         dr.stop()
 

@@ -176,3 +176,35 @@ def test_settings_changes_are_validated_and_audited(vault: Services) -> None:
     with vault.store.sessions() as s:
         ops = s.scalars(select(AuditRow.operation).where(AuditRow.username == "alice")).all()
     assert ops.count("backup settings changed") == 1
+
+
+def test_a_restored_node_keeps_its_schedule_paused_until_resumed(
+    vault: Services, tmp_path: Path
+) -> None:
+    from backup.restore import restore
+    from backup.service import snapshot_archive
+
+    clock = FakeClock(dt.datetime(2026, 6, 1, 12, 0))
+    source = _service(vault, clock)
+    daily = Schedule(kind="days", at=dt.time(2, 0))
+    source.save_config(BackupConfig(schedule=daily), "alice", "10.0.0.1")
+    archive = snapshot_archive(
+        vault.store, vault.settings.key_path, tmp_path / "a.zip", installation_id="t"
+    ).path
+    verified = open_verified(archive, KeySource.from_key_file(vault.settings.key_path))
+    dr_dir = tmp_path / "dr"
+    restore(verified, data_dir=dr_dir, key_path=dr_dir / "keys" / "master.key", database_url=None)
+    verified.reader.close()
+    settings = Settings(data_dir=dr_dir)
+    store = open_store(settings.db_url)
+    try:
+        restored = build_services(settings, store, KeyRing.open(store, settings.key_path))
+        service = _service(restored, clock)
+        assert service.config().schedule == source.config().schedule
+        clock.now = dt.datetime(2026, 6, 2, 2, 0)
+        assert "paused because this data directory was restored" in service.tick()
+        assert service.history() == []
+        service.resume("alice", "10.0.0.1")
+        assert service.tick() == "ran the backup due 2026-06-02 02:00:00: success"
+    finally:
+        store.dispose()
