@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import select
@@ -43,7 +43,6 @@ from backup.targets import BackupTarget, LocalTarget, S3Location, S3Target
 from node.audit import AuditEvent, AuditLog
 from node.errors import NotPrimaryError, ValidationError
 from node.keyring import KeyRing, master_check, read_key_file
-from node.services import NodeState
 from node.settings import Settings
 from node.store.db import Store, head_revision
 from node.store.models import AppSetting, BackupRun, Base, KeyringMeta, utcnow
@@ -57,6 +56,14 @@ PAUSED_FILE = RESTORED_MARKER
 MIN_PASSPHRASE = 12
 SSE_CHOICES = ("", "AES256", "aws:kms")
 Clock = Callable[[], dt.datetime]
+
+
+class NodeRole(Protocol):
+    """What the service reads of ``node.services.NodeState`` (kept as a protocol so that
+    backups do not import every service of the node)."""
+
+    role: str
+    primary_address: str | None
 
 
 def utc_clock() -> dt.datetime:
@@ -241,7 +248,7 @@ class BackupService:
         store: Store,
         keyring: KeyRing,
         audit: AuditLog,
-        state: NodeState,
+        state: NodeRole,
         *,
         clock: Clock = utc_clock,
         target_factory: Callable[[str, BackupConfig], BackupTarget] | None = None,
