@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from backup import crypto
@@ -41,7 +42,7 @@ from backup.restore import RESTORED_MARKER
 from backup.schedule import Schedule, latest_slot, next_slot
 from backup.targets import BackupTarget, LocalTarget, S3Location, S3Target
 from node.audit import AuditEvent, AuditLog
-from node.errors import NotPrimaryError, ValidationError
+from node.errors import NotPrimaryError, StrongroomError, ValidationError
 from node.keyring import KeyRing, master_check, read_key_file
 from node.settings import Settings
 from node.store.db import Store, head_revision
@@ -452,8 +453,12 @@ class BackupService:
                     pruned[target.kind] = target.prune(config.keep)
                 except TargetError as exc:
                     problems.append(str(exc))
-        except (BackupError, ValidationError, OSError) as exc:
-            problems.append(str(exc) if not isinstance(exc, OSError) else f"I/O error: {exc}")
+        except StrongroomError as exc:  # a backup, key file, validation or decryption error
+            problems.append(str(exc))
+        except SQLAlchemyError as exc:
+            problems.append(f"the database could not be read ({type(exc).__name__})")
+        except (OSError, ValueError) as exc:
+            problems.append(f"{type(exc).__name__}: {exc}")
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         result = "success" if stored and not problems else ("partial" if stored else "failed")

@@ -208,3 +208,19 @@ def test_a_restored_node_keeps_its_schedule_paused_until_resumed(
         assert service.tick() == "ran the backup due 2026-06-02 02:00:00: success"
     finally:
         store.dispose()
+
+
+def test_a_run_that_cannot_read_the_key_is_recorded_as_failed(vault: Services) -> None:
+    service = _service(vault, FakeClock(dt.datetime(2026, 6, 1, 12, 0)))
+    key = vault.settings.key_path
+    moved = key.with_name("elsewhere.key")
+    key.rename(moved)
+    try:
+        outcome = service.run(actor="alice", source_ip="10.0.0.1")
+    finally:
+        moved.rename(key)
+    assert outcome.record.result == "failed"
+    assert f"master key file {key} does not exist" in outcome.record.message
+    assert service.history()[0].result == "failed"
+    assert LocalTarget(vault.settings.data_dir / "backUp").archives() == []
+    assert not list((vault.settings.data_dir / "run" / "backup-staging").iterdir())
