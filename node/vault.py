@@ -77,7 +77,6 @@ from node.policies import (
 )
 from node.roles import Role
 from node.store.db import Store
-from node.store.group_commit import GroupCommitter
 from node.store.models import (
     Account,
     AppSetting,
@@ -269,7 +268,6 @@ class VaultService:
         self._store = store
         self._keyring = keyring
         self._audit = audit
-        self._commits = GroupCommitter(store)
         self._licence = licence  # limits the number of resources
 
     # helpers ----------------------------------------------------------------------------
@@ -912,10 +910,9 @@ class VaultService:
         require(actor.role, Action.VIEW_PASSWORD)
         why = one_line("reason", reason, 1024)
         ticket_id = one_line("ticket id", ticket, 128)
-
-        def work(s: Session) -> tuple[str, ValidationError | None]:
-            refusal: ValidationError | None = None
-            plaintext = ""
+        refusal: ValidationError | None = None
+        plaintext = ""
+        with self._store.transaction() as s:
             a = self._account(s, actor, account_id)
             if resource_id is not None and a.resource_id != resource_id:
                 raise NotFoundError(f"no account with id {account_id}")
@@ -947,10 +944,6 @@ class VaultService:
                 detail="; ".join(details),
                 result="failure" if refusal is not None else "success",
             )
-            return plaintext, refusal
-
-        # Group commit: one flush for many concurrent fetches (node/store/group_commit.py).
-        plaintext, refusal = self._commits.run(work)
         if refusal is not None:
             raise refusal  # after the commit, so the refused attempt stays in the audit
         # Reached only after the transaction, audit row included, has committed.
