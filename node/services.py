@@ -15,9 +15,9 @@ from node.branding import BrandingService
 from node.keyring import KeyRing
 from node.licence_service import LicenceService
 from node.policies import PolicyService
-from node.resource_groups import ResourceGroupService
 from node.query_reports import QueryReportService
 from node.reports import ReportService
+from node.resource_groups import ResourceGroupService
 from node.seed import seed_builtins
 from node.settings import Settings
 from node.sharing import SharingService
