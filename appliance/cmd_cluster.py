@@ -70,6 +70,8 @@ def start_ha(settings: Settings) -> HaNode:
         state.writable = writable
         state.primary_address = primary
 
+    # Whatever this host held before it stopped, it holds no VIP until the loop says so.
+    runtime.vip.release()
     runtime.on_role(on_role)
     runtime.epoch_writer = runtime.pg.write_epoch
     stop_joining = threading.Event()
@@ -82,11 +84,14 @@ def start_ha(settings: Settings) -> HaNode:
             daemon=True,
         ).start()
     view = runtime.wait_for_state(timeout=60)
-    runtime.prepare_postgres()
-    if view.primary != cfg.name and not runtime.pg.is_running():
-        primary = view.member(view.primary)
-        if primary is not None:
-            runtime.pg.follow(primary.db_host, primary.db_port)
+    runtime.prepare_postgres(view.primary == cfg.name)
+    primary = view.member(view.primary)
+    if primary is not None and primary.name != cfg.name:
+        # Not the primary: make sure the local server runs as its standby before the
+        # services open it (a former primary is rewound first, never started as primary).
+        pg = runtime.pg
+        if not pg.is_running() or not pg.in_recovery():
+            pg.follow(primary.db_host, primary.db_port)
     runtime.start_guards()
     join = JoinService(runtime.state, cfg, secret, settings.key_path)
     db_settings = dataclasses.replace(settings, database_url=cfg.database_url())

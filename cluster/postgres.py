@@ -384,6 +384,9 @@ class LocalPostgres:
         out = self.psql("SELECT pg_promote(true, 60)")
         if out.strip() != "t":
             raise PostgresError("promotion did not finish within 60 s")
+        # Until a checkpoint, the control file still names the old timeline, and pg_rewind
+        # of the former primary would read it and rewind to the wrong place.
+        self.psql("CHECKPOINT")
 
     def controldata_state(self) -> str:
         out = self._run([pg_bin("pg_controldata"), str(self.data_dir)], "pg_controldata")
@@ -471,9 +474,18 @@ class LocalPostgres:
         self._write_private(auto, b"# Do not edit: managed with ALTER SYSTEM by Strongroom.\n")
         for stale in ("postmaster.pid", "recovery.signal"):
             (self.data_dir / stale).unlink(missing_ok=True)
-        signal_file = self.data_dir / "standby.signal"
-        self._write_private(signal_file, b"")
-        self.start()
+        self._write_private(self.data_dir / "standby.signal", b"")
+        try:
+            self.start()
+        except PostgresError as exc:
+            if how == "base backup":
+                raise
+            log.warning("standby did not start after %s (%s); taking a fresh base backup", how, exc)
+            self.stop("immediate")
+            self.base_backup_from(host, port)
+            self._write_private(self.data_dir / "standby.signal", b"")
+            self.start()
+            how = "base backup"
         return how
 
     def replication(self) -> list[dict[str, str]]:

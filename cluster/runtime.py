@@ -171,9 +171,9 @@ class HaRuntime:
 
     # life cycle -------------------------------------------------------------------------
 
-    def prepare_postgres(self) -> None:
-        """Write TLS, password and pg_hba files; adopt a running server or start the
-        local one as it was (a primary comes back as primary, Raft decides the rest)."""
+    def prepare_postgres(self, primary: bool) -> None:
+        """Write TLS, password and pg_hba files; adopt a running server, or start the local
+        one if Raft names this node ``primary`` (else the caller makes it follow)."""
         assert self.pg.member is not None
         self.pg.configure_cluster(self.pg.member)
         if self.pg.is_running():
@@ -181,8 +181,8 @@ class HaRuntime:
             return
         if not self.pg.is_initialised():
             return
-        if (self.pg.data_dir / "standby.signal").exists():
-            return  # the loop restarts it following the current primary
+        if not primary or (self.pg.data_dir / "standby.signal").exists():
+            return  # it restarts following the current primary
         try:
             self.pg.start()
         except PostgresError as exc:
@@ -204,7 +204,7 @@ class HaRuntime:
 
     def start(self) -> None:
         self.state.start()
-        self.prepare_postgres()
+        self.prepare_postgres(self.wait_for_state().primary == self.cfg.name)
         self.start_guards()
         self.start_loop()
 
@@ -222,12 +222,18 @@ class HaRuntime:
         self._threads.append(th)
 
     def wait_for_state(self, timeout: float = 30.0) -> ClusterView:
+        """The replicated state once it is current: a leader is known and everything it
+        committed is applied here (a restarted node's own journal may be stale)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            try:
+                self.state.call("barrier", timeout=2.0)
+            except ClusterStateError:
+                time.sleep(0.2)
+                continue
             view = self.state.view()
             if view.cluster_id:
                 return view
-            time.sleep(0.1)
         raise ClusterStateError("the Raft state did not arrive (is a majority reachable?)")
 
     def stop(self) -> None:

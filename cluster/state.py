@@ -168,6 +168,11 @@ class ClusterMachine(SyncObj):
                 token_count=len(s["tokens"]),
             )
 
+    @replicated
+    def barrier(self) -> bool:
+        """Changes nothing: once it is applied here, so is everything committed before."""
+        return True
+
     # membership -------------------------------------------------------------------------
 
     @replicated
@@ -341,6 +346,7 @@ class RaftStatus:
     has_quorum: bool
     connected: dict[str, bool]
     commit_index: int
+    last_applied: int = 0
 
 
 class ClusterState:
@@ -440,6 +446,7 @@ class ClusterState:
             has_quorum=bool(st.get("has_quorum", False)),
             connected=connected,
             commit_index=int(st.get("commit_idx", 0)),
+            last_applied=int(st.get("last_applied", 0)),
         )
 
     def is_leader(self) -> bool:
