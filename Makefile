@@ -39,6 +39,7 @@ lint: test-venv
 	$(BIN)/lint-imports
 
 test: lint
+	vagrant validate --ignore-provider
 	$(BIN)/pytest -q
 
 unit: test-venv
