@@ -224,3 +224,15 @@ def test_a_run_that_cannot_read_the_key_is_recorded_as_failed(vault: Services) -
     assert service.history()[0].result == "failed"
     assert LocalTarget(vault.settings.data_dir / "backUp").archives() == []
     assert not list((vault.settings.data_dir / "run" / "backup-staging").iterdir())
+
+
+def test_run_on_one_target_only(vault: Services, s3_endpoint: str) -> None:
+    make_bucket(s3_endpoint, "sr-one-target")
+    service = _service(vault, FakeClock(dt.datetime(2026, 6, 1, 12, 0)))
+    s3 = S3Config(enabled=True, bucket="sr-one-target", endpoint_url=s3_endpoint)
+    service.save_config(BackupConfig(s3=s3), "alice", "10.0.0.1")
+    outcome = service.run(targets=["s3"])
+    assert outcome.record.result == "success" and outcome.record.target == "s3"
+    assert LocalTarget(vault.settings.data_dir / "backUp").archives() == []
+    bucket = S3Target(S3Location(bucket="sr-one-target", endpoint_url=s3_endpoint))
+    assert [a.name for a in bucket.archives()] == [outcome.record.archive_name]
