@@ -234,5 +234,7 @@ def test_run_on_one_target_only(vault: Services, s3_endpoint: str) -> None:
     outcome = service.run(targets=["s3"])
     assert outcome.record.result == "success" and outcome.record.target == "s3"
     assert LocalTarget(vault.settings.data_dir / "backUp").archives() == []
-    bucket = S3Target(S3Location(bucket="sr-one-target", endpoint_url=s3_endpoint))
+    bucket = S3Target(
+        S3Location(bucket="sr-one-target", prefix="strongroom", endpoint_url=s3_endpoint)
+    )  # the default prefix
     assert [a.name for a in bucket.archives()] == [outcome.record.archive_name]
