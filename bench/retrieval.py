@@ -232,11 +232,25 @@ def measure(
 # --- the node under test ---------------------------------------------------------------------
 
 
-def start_node(data: Path, port: int) -> subprocess.Popen[bytes]:
+def strongroom(source: Path | None) -> tuple[list[str], dict[str, str]]:
+    """How to run the CLI: the installed one, or the code of another source tree (to compare
+    versions: ``git archive COMMIT | tar -x -C DIR``, then ``--source DIR``)."""
+    if source is None:
+        return [STRONGROOM], dict(os.environ)
+    code = (
+        "import sys; from appliance.cli import main; sys.argv[0] = 'strongroom'; sys.exit(main())"
+    )
+    # -P: do not put the current directory first on sys.path, so PYTHONPATH's tree wins
+    return [sys.executable, "-P", "-c", code], {**os.environ, "PYTHONPATH": str(source)}
+
+
+def start_node(data: Path, port: int, source: Path | None = None) -> subprocess.Popen[bytes]:
+    command, env = strongroom(source)
     proc = subprocess.Popen(
-        [STRONGROOM, "serve", "--data-dir", str(data), "--port", str(port), "--bind", "127.0.0.1"],
+        [*command, "serve", "--data-dir", str(data), "--port", str(port), "--bind", "127.0.0.1"],
         stdout=(data.parent / "node.stdout").open("wb"),
         stderr=(data.parent / "node.stderr").open("wb"),
+        env=env,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -328,6 +342,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--resources", type=int, default=20)
     parser.add_argument("--accounts", type=int, default=5, help="accounts per resource")
+    parser.add_argument(
+        "--source", type=Path, default=None, help="run the node from this source tree instead"
+    )
     parser.add_argument("--bare-server", nargs=4, metavar=("PORT", "CERT", "KEY", "SIZE"))
     args = parser.parse_args()
     if args.bare_server:
@@ -339,12 +356,13 @@ def main() -> int:
         data = Path(tmp) / "node"
         data.mkdir()
         port = free_port()
-        node = start_node(data, port)
+        node = start_node(data, port, args.source)
+        command, env = strongroom(args.source)
         bare: subprocess.Popen[bytes] | None = None
         try:
             added = subprocess.run(
                 [
-                    STRONGROOM,
+                    *command,
                     "apiuser",
                     "add",
                     "bench",
@@ -356,6 +374,7 @@ def main() -> int:
                 capture_output=True,
                 text=True,
                 check=True,
+                env=env,
             )
             token = added.stdout.strip().splitlines()[-1].strip()
             paths = seed(port, token, args.resources, args.accounts)
@@ -405,6 +424,7 @@ def main() -> int:
                     p.wait(30)
     audited = views_after - views_before
     print(f"machine: {machine()}")
+    print(f"node code: {args.source or ROOT}")
     print(
         f"python {platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
     )

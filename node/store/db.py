@@ -4,6 +4,7 @@ and a transaction helper. Dialect-specific statements live in ``node.store.diale
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +34,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+SQLITE_BUSY_SECONDS = 10  # as busy_timeout: how long a writer waits for SQLite's lock
 READ_ONLY = "sr_read_only"  # execution option of the engine behind Store.sessions
 
 
@@ -99,6 +101,7 @@ class Store:
             engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
         )
         self._writer = sessionmaker(engine, expire_on_commit=False)
+        self._write_lock = threading.RLock() if engine.dialect.name == "sqlite" else None
 
     @property
     def dialect(self) -> str:
@@ -107,8 +110,22 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A session whose work commits on success and rolls back on any error."""
-        with self._writer() as session, session.begin():
-            yield session
+        if self._write_lock is None:
+            with self._writer() as session, session.begin():
+                yield session
+            return
+        # SQLite has one writer at a time. This node's writers queue on a lock, which hands
+        # over as soon as a transaction ends, instead of on SQLite's busy handler, which
+        # polls with sleeps of up to 100 ms and lets a waiter starve for seconds under load.
+        # After SQLITE_BUSY_SECONDS without the lock, go on to BEGIN IMMEDIATE anyway: the
+        # same wait and error as before, never a hang.
+        locked = self._write_lock.acquire(timeout=SQLITE_BUSY_SECONDS)
+        try:
+            with self._writer() as session, session.begin():
+                yield session
+        finally:
+            if locked:
+                self._write_lock.release()
 
     def has_data(self) -> bool:
         return "keyring_meta" in inspect(self.engine).get_table_names()
