@@ -63,6 +63,13 @@ ADMIN_LINKS: list[AdminLink] = [
         Action.MANAGE_CUSTOM_FIELDS,
         "extra attributes on users, resources and accounts",
     ),
+    AdminLink(
+        "People",
+        "API users",
+        "/admin/api-users",
+        Action.MANAGE_API_USERS,
+        "applications with an AUTHTOKEN for the REST API",
+    ),
     AdminLink("Vault", "Password policies", "/policies", Action.MANAGE_POLICIES, "rules, age"),
     AdminLink(
         "Vault", "Resource types", "/resource-types", Action.MANAGE_RESOURCE_TYPES, "add types"
