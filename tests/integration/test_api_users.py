@@ -118,6 +118,7 @@ def test_console_page_adds_shows_once_and_revokes(tmp_path: Path) -> None:
         admin = console_user(services, "boss", Role.ADMINISTRATOR)
         clerk = console_user(services, "clerk", Role.PASSWORD_ADMINISTRATOR)
         b = browser_for(services, port, admin)
+        assert 'href="/admin/api-users"' in b.get("/admin").text
         page = b.get("/admin/api-users")
         assert page.status == 200 and "No API users yet" in page.text
         made = b.post("/admin/api-users", {"name": "Billing-Sync", "role": "password_user"})
