@@ -823,6 +823,22 @@ class VaultService:
             a = self._account(s, actor, account_id)
             return self._account_view(s, a, account_access(s, actor, a))
 
+    def compliance_problems(self, actor: SessionUser, account_id: int) -> list[str]:
+        """The rules of the policy in force that the account's stored password breaks, and
+        its maximum age, in the words of the policy-compliance report (they reveal nothing
+        else about the password). The password is decrypted here only to be tested; it does
+        not leave the service, so this is not audited as a view."""
+        from node.reports import policy_problems  # reports builds on this module
+
+        require(actor.role, Action.USE_VAULT)
+        with self._store.sessions() as s:
+            a = self._account(s, actor, account_id)
+            if a.password_ct is None:
+                return ["no password is stored"]
+            policy = self._effective_policy(s, a)
+            password = self._keyring.decrypt_text(a.password_ct, "accounts", "password_ct", a.id)
+            return policy_problems(policy, password, a.last_changed_at, utcnow())
+
     def account_id_by_name(
         self, actor: SessionUser, resource_name: str, account_name: str
     ) -> tuple[int, int]:

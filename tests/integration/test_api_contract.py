@@ -545,3 +545,29 @@ def test_create_into_a_resource_group_and_for_another_owner(world: World) -> Non
         r.name for r in world.services.vault.list_resources(world.admin, limit=1000).items
     }
     assert "own-db" in everything and not {"own-2", "own-3", "own-4"} & everything
+
+
+def test_account_details_report_policy_compliance_without_the_password(world: World) -> None:
+    api = world.api("app-padmin")
+    op(
+        api.post(
+            "/resources", {"RESOURCENAME": "cmp-1", "ACCOUNTNAME": "a", "PASSWORD": "weakpass"}
+        )
+    )
+    rid, aid = api.ids("cmp-1", "a")
+    assert op(api.get(f"/resources/{rid}/accounts/{aid}"))["Details"]["COMPLIANT STATUS"] == (
+        "Compliant"
+    )
+    owner = world.services.api_tokens.authenticate(world.tokens["app-padmin"])
+    assert owner is not None
+    strong = next(p for p in world.services.policies.list_policies(owner) if p.name == "Strong")
+    world.services.vault.edit_account(
+        owner, "127.0.0.1", int(aid), AccountChanges(password_policy_id=strong.id)
+    )
+    resp = api.get(f"/resources/{rid}/accounts/{aid}")
+    d = op(resp)["Details"]
+    assert d["PASSWORD POLICY"] == "Strong" and d["COMPLIANT STATUS"] == "Non-Compliant"
+    assert "12 characters" in d["COMPLIANT REASON"]
+    assert "weakpass" not in resp.text
+    views = [r for r in audit_rows(world.services, "view password") if r.account_id == int(aid)]
+    assert views == []  # checking compliance is not a view of the password

@@ -328,7 +328,7 @@ def resource_detail(services: Services, actor: SessionUser, rid: int) -> dict[st
 
 def account_detail(services: Services, actor: SessionUser, rid: int, aid: int) -> dict[str, str]:
     a = account_of(services, actor, rid, aid)
-    compliant = not a.password_expired
+    problems = services.vault.compliance_problems(actor, aid)
     return {
         "DESCRIPTION": a.notes,
         "PASSWDID": str(a.id),
@@ -337,8 +337,8 @@ def account_detail(services: Services, actor: SessionUser, rid: int, aid: int) -
         "EXPIRY STATUS": "Expired" if a.password_expired else "Valid",
         "PASSWORD STATUS": "****" if a.has_password else "",
         "PASSWORD POLICY": a.policy_name,
-        "COMPLIANT STATUS": "Compliant" if compliant else "Non-Compliant",
-        "COMPLIANT REASON": "" if compliant else "older than the policy's maximum age",
+        "COMPLIANT STATUS": "Non-Compliant" if problems else "Compliant",
+        "COMPLIANT REASON": "; ".join(problems),
     }
 
 
