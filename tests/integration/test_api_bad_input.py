@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from node.roles import Role
 from tests.integration.api_helpers import World, api_world, audit_rows, op
@@ -307,3 +309,28 @@ def test_a_form_body_is_accepted_in_every_content_type_clients_send(world: World
     )
     op(raw)
     assert {"ctype-0", "ctype-1", "ctype-2", "ctype-raw"} <= set(resource_names(world))
+
+
+def test_an_unexpected_server_error_is_answered_without_its_text(tmp_path: Path) -> None:
+    """A database that fails under the API (here a table renamed away) gives a 500 in the
+    envelope with a generic message; the exception's text (SQL, table names) stays in the
+    server's log."""
+    with api_world(tmp_path) as world:
+        api = world.api("app-padmin")
+        op(
+            api.post(
+                "/resources",
+                {"RESOURCENAME": "err-1", "ACCOUNTNAME": "a", "PASSWORD": "Err-pass-1"},
+            )
+        )
+        rid, aid = api.ids("err-1", "a")
+        with world.services.store.engine.begin() as conn:
+            conn.execute(text("ALTER TABLE accounts RENAME TO accounts_gone"))
+        resp = api.get(f"/resources/{rid}/accounts/{aid}/password")
+        o = op(resp, 500)
+        assert o["name"] == "GET PASSWORD"
+        assert o["result"]["message"] == (
+            "The server could not complete the request. The error has been logged."
+        )
+        for leak in ("accounts", "sqlite", "SELECT", "Error", "Err-pass-1"):
+            assert leak not in resp.text
