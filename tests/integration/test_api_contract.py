@@ -254,6 +254,17 @@ def test_reason_and_ticket_required_when_the_account_says_so(world: World) -> No
     assert ok["Details"]["PASSWORD"] == "Fw-pass-77"
     last = audit_rows(world.services, "view password")[-1]
     assert (last.result, last.reason, last.detail) == ("success", "incident", "ticket CHG-1")
+    # changes through the API need them too
+    no_ticket_change = api.put(path, {"NEWPASSWORD": "Fw-pass-88", "REASON": "rotation"})
+    assert "TICKETID" in op(no_ticket_change, 400)["result"]["message"]
+    no_reason_change = api.put(path, {"NEWPASSWORD": "Fw-pass-88", "TICKETID": "CHG-2"})
+    assert "REASON" in op(no_reason_change, 400)["result"]["message"]
+    assert op(api.get(path, {"REASON": "check", "TICKETID": "CHG-1"}))["Details"] == {
+        "PASSWORD": "Fw-pass-77"
+    }
+    op(api.put(path, {"NEWPASSWORD": "Fw-pass-88", "REASON": "rotation", "TICKETID": "CHG-2"}))
+    change = audit_rows(world.services, "change password")[-1]
+    assert change.reason == "rotation (ticket CHG-2)"
 
 
 def test_change_password_local_and_remote(world: World) -> None:
