@@ -146,6 +146,7 @@ def test_over_long_values_are_refused_and_nothing_changes(world: World) -> None:
     op(long_path, 400)
     huge = api.post("/resources", {"RESOURCENAME": "big", "RESOURCEDESCRIPTION": "d" * 300_000})
     assert "too large" in op(huge, 400)["result"]["message"]
+    assert op(huge, 400)["name"] == "CREATE RESOURCE"
     accounts = op(api.get(f"/resources/{rid}/accounts"))["Details"]["ACCOUNT LIST"]
     assert [a["ACCOUNT NAME"] for a in accounts] == ["acc"]
     assert op(api.get(f"/resources/{rid}/accounts/{aid}/password"))["Details"]["PASSWORD"] == (

@@ -70,6 +70,8 @@ class ApiHandler(BaseHandler):
     async def prepare(self) -> None:
         self.refuse_unless_writable()  # a standby or fenced primary: 503 naming the primary
         self.current_user_obj = None
+        method = getattr(self, (self.request.method or "").lower(), None)
+        self.operation_name = getattr(method, "operation_name", self.operation_name)
         if len(self.request.body) > MAX_INPUT_BYTES:
             self.answer_failure(400, f"the request is too large (at most {MAX_INPUT_BYTES} bytes)")
 
