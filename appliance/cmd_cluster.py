@@ -204,6 +204,7 @@ def cmd_init(args: argparse.Namespace) -> int:
             args.advertise,
             args.vip or "",
             args.vip_interface or "",
+            args.hooks_dir or "",
         )
     print(f"cluster {cfg.cluster_id} created; {cfg.name} is its primary")
     print(f"PostgreSQL runs on port {cfg.db_port}; Raft will listen on {cfg.raft_address}")
@@ -239,6 +240,7 @@ def cmd_join(args: argparse.Namespace) -> int:
             settings.data_dir,
             settings.key_path,
             settings.tls_dir,
+            args.hooks_dir or "",
         )
     print(f"{cfg.name} joined cluster {cfg.cluster_id}; base backup taken, PostgreSQL follows")
     print("Start the node now: strongroom serve (or: systemctl start strongroom)")
@@ -358,6 +360,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--vip", help="virtual IP with prefix length, e.g. 10.0.0.100/24")
     p.add_argument("--vip-interface", help="network interface for the VIP, e.g. eth1")
     p.add_argument("--from-data-dir", help="(not supported yet) a single node's data dir")
+    p.add_argument("--hooks-dir", help="run the executables here on role changes")
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser(
@@ -371,6 +374,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--ca-hash", required=True, help="sha256:... from strongroom join-token")
     p.add_argument("--advertise", required=True, help="this node's address")
     p.add_argument("--name", help="this node's name in the cluster (default: host name)")
+    p.add_argument("--hooks-dir", help="run the executables here on role changes")
     p.set_defaults(func=cmd_join)
 
     p = sub.add_parser("witness", parents=[common], help="run (and first join) a witness")

@@ -33,9 +33,9 @@ FENCED = "fenced"
 class HaTimings:
     """Loop period, lease and failover delay, in seconds (see docs/ha.md)."""
 
-    loop: float = 0.5
-    lease: float = 1.5
-    failover_after: float = 2.2
+    loop: float = 0.4
+    lease: float = 1.0
+    failover_after: float = 1.5
     standby_grace: float = 2.0
     watchdog: float = 0.1
 
@@ -87,6 +87,7 @@ class Memory:
     seen_lease_at: float = 0.0  # ... and when it first saw it
     standby_missing_since: float | None = None
     writable: bool = False
+    role: str = ""  # the role last told to the web layer
 
 
 class HaActions(abc.ABC):
@@ -162,17 +163,23 @@ def primary_cycle(
         act.add_vip()
     if not mem.writable:
         mem.writable = True
-        act.set_role(PRIMARY, True, view.member(facts.name))
+        tell(mem, act, PRIMARY, True, view.member(facts.name))
     if changed:
         return changed
     sync = view.sync_standby or "none"
     return f"no action: I am the primary at epoch {view.epoch}, synchronous standby {sync}"
 
 
+def tell(mem: Memory, act: HaActions, role: str, writable: bool, primary: Member | None) -> None:
+    """Tell the web layer the node's role (and remember what it was told)."""
+    mem.role = role
+    act.set_role(role, writable, primary)
+
+
 def fence(mem: Memory, act: HaActions, why: str) -> str:
     """Refuse writes, then release the VIP."""
     mem.writable = False
-    act.set_role(FENCED, False, None)
+    tell(mem, act, FENCED, False, None)
     act.release_vip()
     return f"fenced: {why}; refusing writes and released the VIP"
 
@@ -209,7 +216,7 @@ def become_primary(view: ClusterView, facts: LocalFacts, mem: Memory, act: HaAct
     act.add_vip()
     mem.writable = True
     mem.standby_missing_since = None
-    act.set_role(PRIMARY, True, view.member(facts.name))
+    tell(mem, act, PRIMARY, True, view.member(facts.name))
     return f"promoted: I am the primary at epoch {view.epoch}; wrote the epoch, took the VIP"
 
 
@@ -219,7 +226,7 @@ def hand_over(view: ClusterView, facts: LocalFacts, mem: Memory, act: HaActions)
     target = view.switchover_to
     if mem.writable:
         mem.writable = False
-        act.set_role(PRIMARY, False, view.member(facts.name))
+        tell(mem, act, PRIMARY, False, view.member(facts.name))
     link = facts.link(target)
     if link is None or link.replay_lsn < facts.pg_lsn:
         return f"switchover: writes paused, waiting for {target} to replay everything"
@@ -228,7 +235,7 @@ def hand_over(view: ClusterView, facts: LocalFacts, mem: Memory, act: HaActions)
         return f"switchover: Raft refused to hand over to {target}; will retry"
     act.release_vip()
     act.stop_postgres()
-    act.set_role(STANDBY, False, view.member(target))
+    tell(mem, act, STANDBY, False, view.member(target))
     return f"switchover: handed over to {target} at epoch {epoch}; stepped down"
 
 
@@ -295,10 +302,10 @@ def replica_cycle(
         return step_down(view, facts, mem, act)
     if facts.vip_held:
         act.release_vip()
-    if mem.writable or mem.lease_ok_at is not None:
+    if mem.writable or mem.lease_ok_at is not None or mem.role != STANDBY:
         mem.writable = False
         mem.lease_ok_at = None
-        act.set_role(STANDBY, False, primary)
+        tell(mem, act, STANDBY, False, primary)
     track_lease(view, facts, mem)
     promoted = maybe_promote(view, facts, mem, act, t.failover_after)
     if promoted is not None:
@@ -307,7 +314,7 @@ def replica_cycle(
         return "no action: Raft names no primary"
     if not facts.pg_running or facts.pg_upstream != primary.db_host:
         act.follow(primary)
-        act.set_role(STANDBY, False, primary)
+        tell(mem, act, STANDBY, False, primary)
         return f"now following the primary {primary.name}"
     role = "synchronous standby" if view.sync_standby == facts.name else "standby"
     return f"no action: {role} of {primary.name} at epoch {view.epoch}"
@@ -318,14 +325,14 @@ def step_down(view: ClusterView, facts: LocalFacts, mem: Memory, act: HaActions)
     rejoin as a standby (rewind, or a fresh base backup)."""
     mem.writable = False
     mem.lease_ok_at = None
-    act.set_role(FENCED, False, view.member(view.primary))
+    tell(mem, act, FENCED, False, view.member(view.primary))
     act.release_vip()
     primary = view.member(view.primary)
     if primary is None:
         act.stop_postgres()
         return "demoted: Raft names no primary; stopped PostgreSQL"
     act.follow(primary)
-    act.set_role(STANDBY, False, primary)
+    tell(mem, act, STANDBY, False, primary)
     return f"demoted: {primary.name} is primary at epoch {view.epoch}; rejoined as its standby"
 
 
@@ -359,7 +366,7 @@ def maybe_promote(
     mem.writable = True
     mem.lease_ok_at = facts.now
     mem.standby_missing_since = None
-    act.set_role(PRIMARY, True, view.member(facts.name))
+    tell(mem, act, PRIMARY, True, view.member(facts.name))
     return (
         f"promoted: primary {view.primary} silent for {silent:.1f} s; I was the synchronous "
         f"standby; now primary at epoch {epoch}"

@@ -89,6 +89,7 @@ def create_cluster(
     advertise: str,
     vip: str = "",
     vip_interface: str = "",
+    hooks_dir: str = "",
 ) -> NodeConfig:
     """Create the cluster on this node: ids, secret, CA, certificate, master key, the
     managed PostgreSQL (initialised and left running as primary) and the Raft state."""
@@ -128,6 +129,7 @@ def create_cluster(
         replication_password=secrets.token_urlsafe(24),
         app_password=secrets.token_urlsafe(24),
         raft_joined=True,
+        hooks_dir=hooks_dir,
     )
     node_config.save_secret(data_dir, secret)
     write_private(node_config.cluster_dir(data_dir) / "ca.crt", ca_cert)
@@ -285,6 +287,7 @@ def join_cluster(
     data_dir: Path,
     key_path: Path,
     tls_dir: Path,
+    hooks_dir: str = "",
 ) -> NodeConfig:
     """The joining side of the handshake; writes what it received. A data node then takes
     a base backup and starts its PostgreSQL as a standby."""
@@ -329,6 +332,7 @@ def join_cluster(
             replication_password=str(reply["replication_password"]),
             app_password=str(reply["app_password"]),
             raft_peers=cfg.raft_peers,
+            hooks_dir=hooks_dir,
             extra={"join_url": url},
         )
         primary = next(m for m in members if m.name == reply["primary"])

@@ -384,8 +384,10 @@ class LocalPostgres:
         out = self.psql("SELECT pg_promote(true, 60)")
         if out.strip() != "t":
             raise PostgresError("promotion did not finish within 60 s")
-        # Until a checkpoint, the control file still names the old timeline, and pg_rewind
-        # of the former primary would read it and rewind to the wrong place.
+
+    def checkpoint(self) -> None:
+        """After a promotion: until a checkpoint, the control file still names the old
+        timeline, and pg_rewind of the former primary would rewind to the wrong place."""
         self.psql("CHECKPOINT")
 
     def controldata_state(self) -> str:

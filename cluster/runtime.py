@@ -470,8 +470,16 @@ class _Actions(HaActions):
             self.rt.pg.start()
         if self.rt.pg.in_recovery():
             self.rt.pg.promote()
+            # In the background: the VIP and the first writes need not wait for it.
+            self.rt._spawn(self._checkpoint, "sr-ha-checkpoint")
         if self.rt.epoch_writer is not None:
             self.rt.epoch_writer(epoch, self.rt.cfg.name)
+
+    def _checkpoint(self) -> None:
+        try:
+            self.rt.pg.checkpoint()
+        except PostgresError as exc:
+            log.warning("checkpoint after promotion failed: %s", exc)
 
     def follow(self, primary: Member) -> None:
         how = self.rt.pg.follow(primary.db_host, primary.db_port)

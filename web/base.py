@@ -90,6 +90,19 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("Referrer-Policy", "no-referrer")
         self.set_header("Cache-Control", "no-store")
         self.clear_header("Server")
+        self.cluster_headers()
+
+    def cluster_headers(self) -> None:
+        """A cluster member names itself, and a standby names the primary, on every answer
+        (error pages included: tornado resets headers to these defaults before them)."""
+        ctx = getattr(self, "ctx", None)  # not yet set on the first call, in __init__
+        if ctx is None:
+            return
+        state = ctx.services.state
+        if state.node_name:
+            self.set_header("X-Strongroom-Node", state.node_name)
+        if state.primary_address and not state.writable:
+            self.set_header("X-Strongroom-Primary", state.primary_address)
 
     # the client -------------------------------------------------------------------------
 
@@ -130,13 +143,10 @@ class BaseHandler(tornado.web.RequestHandler):
     def refuse_unless_writable(self) -> None:
         """A standby or a fenced primary answers 503 naming the primary (cluster/ha.py)."""
         state = self.services.state
-        if state.node_name:
-            self.set_header("X-Strongroom-Node", state.node_name)
+        self.cluster_headers()
         if state.writable or self.serves_on_standby:
             return
         where = f"; the primary is {state.primary_address}" if state.primary_address else ""
-        if state.primary_address:
-            self.set_header("X-Strongroom-Primary", state.primary_address)
         raise tornado.web.HTTPError(
             503, reason=f"This node ({state.role}) does not accept requests now{where}."
         )

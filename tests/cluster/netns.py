@@ -217,6 +217,24 @@ class Lab:
     def vip_holders(self) -> list[str]:
         return [h for h in ("n1", "n2", "w") if self.holds_vip(h)]
 
+    def https(self, host: str, method: str, url: str, ca_file: Path) -> dict[str, Any]:
+        """One HTTPS request made from inside ``host``: status, headers and body."""
+        script = (
+            "import http.client, json, ssl, sys, urllib.parse\n"
+            "m, url, ca = sys.argv[1:4]\n"
+            "u = urllib.parse.urlsplit(url)\n"
+            "c = http.client.HTTPSConnection(u.hostname, u.port,"
+            " context=ssl.create_default_context(cafile=ca), timeout=10)\n"
+            "c.request(m, u.path, body=b'' if m == 'POST' else None)\n"
+            "r = c.getresponse()\n"
+            "print(json.dumps({'status': r.status, 'headers': dict(r.getheaders()),"
+            " 'body': r.read().decode(errors='replace')}))\n"
+        )
+        python = str(Path(STRONGROOM).with_name("python"))
+        out = self.run_in(host, python, "-c", script, method, url, str(ca_file))
+        result: dict[str, Any] = json.loads(out.stdout)
+        return result
+
     # cluster status ---------------------------------------------------------------------
 
     def status(self, host: str) -> dict[str, Any]:

@@ -195,6 +195,13 @@ def test_1_a_write_through_the_vip_is_on_the_standby(cluster: Cluster) -> None:
     assert c.lab.vip_holders() == [primary]
     status = c.lab.status(primary)
     assert status["sync_standby"] == standby and status["raft"]["has_quorum"]
+    # The standby answers /health, and names the primary when asked for anything else.
+    base = f"https://{c.lab.addr(standby)}:7272"
+    health = c.lab.https("client", "GET", f"{base}/health", c.ca_file)
+    assert health["status"] == 200 and '"role": "standby"' in health["body"]
+    refused = c.lab.https("client", "POST", f"{base}/restapi/json/v1/resources", c.ca_file)
+    assert refused["status"] == 503
+    assert refused["headers"]["X-Strongroom-Primary"] == f"https://{c.lab.addr(primary)}:7272"
     check_outcome(c, w)
 
 

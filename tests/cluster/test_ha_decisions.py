@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from cluster.ha import FENCED, PRIMARY, HaActions, HaTimings, LocalFacts, Memory, StandbyLink
+from cluster.ha import (
+    FENCED,
+    PRIMARY,
+    STANDBY,
+    HaActions,
+    HaTimings,
+    LocalFacts,
+    Memory,
+    StandbyLink,
+)
 from cluster.ha import run_cycle as cycle
 from cluster.state import DATA, WITNESS, ClusterStateError, ClusterView, Member
 
@@ -136,7 +145,7 @@ def test_a_primary_whose_lease_raft_refuses_fences_at_once() -> None:
 
 
 def test_the_standby_is_promoted_only_after_the_primary_is_silent_long_enough() -> None:
-    act, mem = Recorder(), Memory(started_at=0.0)
+    act, mem = Recorder(), Memory(started_at=0.0, role=STANDBY)
     assert cycle(VIEW, standby_facts(now=100.0), mem, act, T).startswith("no action: synchronous")
     assert cycle(VIEW, standby_facts(now=99.9 + T.failover_after), mem, act, T).startswith(
         "no action"
@@ -166,7 +175,7 @@ def test_a_renewed_lease_resets_the_standbys_clock() -> None:
 
 
 def test_a_standby_that_is_not_the_recorded_one_never_promotes() -> None:
-    act, mem = Recorder(), Memory()
+    act, mem = Recorder(), Memory(role=STANDBY)
     view = replace(VIEW, sync_standby=None)
     cycle(view, standby_facts(now=100.0), mem, act, T)
     said = cycle(view, standby_facts(now=200.0), mem, act, T)
@@ -186,7 +195,7 @@ def test_no_promotion_without_a_raft_majority() -> None:
 
 
 def test_a_refused_promotion_changes_nothing() -> None:
-    act, mem = Recorder(promote_epoch=0), Memory()
+    act, mem = Recorder(promote_epoch=0), Memory(role=STANDBY)
     cycle(VIEW, standby_facts(now=100.0), mem, act, T)
     said = cycle(VIEW, standby_facts(now=200.0), mem, act, T)
     assert "refused" in said
@@ -273,3 +282,10 @@ def test_timings_refuse_a_failover_delay_that_could_overlap_the_lease() -> None:
     except ValueError:
         return
     raise AssertionError("accepted unsafe timings")
+
+
+def test_a_freshly_started_standby_tells_the_web_its_role_once() -> None:
+    act, mem = Recorder(), Memory()
+    cycle(VIEW, standby_facts(now=100.0), mem, act, T)
+    cycle(VIEW, standby_facts(now=100.4), mem, act, T)
+    assert act.log == ["role standby ro"]

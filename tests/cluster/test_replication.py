@@ -87,6 +87,7 @@ def test_standby_replicates_synchronously_and_a_rewound_former_primary_follows(
 
     # Failover: b is promoted; a (not told yet) takes a write b never sees, then crashes.
     b.promote()
+    b.checkpoint()
     assert not b.in_recovery()
     b.psql("INSERT INTO t VALUES ('on-b')", APP_DATABASE)
     a.set_sync_standbys(())
