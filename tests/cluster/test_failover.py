@@ -255,9 +255,19 @@ def test_6_planned_switchover_and_back_loses_nothing(cluster: Cluster) -> None:
     check_outcome(c, w)
 
 
+def session(c: Cluster, *args: str) -> str:
+    script = str(Path(__file__).with_name("session_client.py"))
+    url = f"https://{c.lab.vip}:7272"
+    return c.lab.run_in("client", PYTHON, script, args[0], url, *args[1:]).stdout.strip()
+
+
 def test_2_the_primary_host_crashes_the_standby_takes_over(cluster: Cluster) -> None:
     c = cluster
     old, new = c.primary(), c.other(c.primary())
+    # A user logged in before the crash ...
+    otp = (c.lab.data_dir("n1") / "initial-admin-password.txt").read_text().strip()
+    cookies = c.lab.base / "admin.cookies"
+    assert session(c, "login", otp, "Failover-Admin-Pw-1", str(cookies)) == "200"
     with writing(c, "s2") as w:
         acked_by_soon(c, w, old, now())
         c.lab.kill_host(old)
@@ -265,6 +275,8 @@ def test_2_the_primary_host_crashes_the_standby_takes_over(cluster: Cluster) -> 
         crashed = now()
         acked_by_soon(c, w, new, crashed)
         assert c.lab.holds_vip(new)  # the crashed host's namespace keeps its old address
+        # ... is still logged in on the new primary.
+        assert session(c, "check", str(cookies)).split()[0] == "200"
         c.lab.link(old, True)
         c.lab.serve(old)
         wait_for("the old primary back as standby", c.healthy, 120)
