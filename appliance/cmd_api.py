@@ -8,13 +8,15 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from appliance.context import data_dir_lock, settings_from_args
-from appliance.control import NodeNotRunningError, call
+from appliance.context import on_node, settings_from_args
 from appliance.logs import setup_logging
 from appliance.server import Node, control_verb
 from node.api_tokens import ApiTokenService, ApiUserInfo
+from node.audit import AuditLog
+from node.keyring import KeyRing
 from node.roles import Role, parse_role
 from node.settings import Settings
+from node.store.db import Store
 
 ACTOR = "local admin"
 SOURCE = "local"
@@ -67,20 +69,11 @@ for _name in OPERATIONS:
 
 
 def _run(settings: Settings, verb: str, args: dict[str, Any]) -> dict[str, Any]:
-    try:
-        return call(settings.control_socket, verb, args)
-    except NodeNotRunningError:
-        pass
-    from appliance.server import open_node
-    from node.audit import AuditLog
+    def offline(store: Store, keyring: KeyRing) -> dict[str, Any]:
+        service = ApiTokenService(store, AuditLog(keyring.audit_hmac_key))
+        return OPERATIONS[verb](service, args)
 
-    with data_dir_lock(settings, verb):
-        store, keyring = open_node(settings)
-        try:
-            service = ApiTokenService(store, AuditLog(keyring.audit_hmac_key))
-            return OPERATIONS[verb](service, args)
-        finally:
-            store.dispose()
+    return on_node(settings, verb, args, offline)
 
 
 def cmd_add(args: argparse.Namespace) -> int:

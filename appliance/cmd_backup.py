@@ -25,8 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from appliance.context import data_dir_lock, settings_from_args
-from appliance.control import NodeNotRunningError, call
+from appliance.context import data_dir_lock, on_node, settings_from_args
 from appliance.logs import setup_logging
 from appliance.server import Node, control_verb
 from backup.errors import BackupError
@@ -34,8 +33,10 @@ from backup.restore import KeySource, open_verified, restore
 from backup.schedule import parse_time, parse_weekday
 from backup.service import BackupConfig, BackupService
 from backup.targets import BackupTarget, LocalTarget, S3Location, S3Target
-from node.errors import ValidationError
+from node.errors import StrongroomError, ValidationError
+from node.keyring import KeyRing
 from node.settings import Settings
+from node.store.db import Store
 
 ACTOR = "local admin"
 SOURCE = "local"
@@ -81,23 +82,18 @@ def _on_node(
     args: dict[str, Any],
     offline: Callable[[BackupService], dict[str, Any]],
 ) -> dict[str, Any]:
-    try:
-        return call(settings.control_socket, verb, args, timeout=RUN_TIMEOUT)
-    except NodeNotRunningError:
-        pass
-    from appliance.server import open_node
-    from node.services import build_services
+    def with_service(store: Store, keyring: KeyRing) -> dict[str, Any]:
+        from node.services import build_services
 
-    if settings.uses_sqlite and not (settings.data_dir / "strongroom.db").is_file():
-        raise BackupError(f"no vault in {settings.data_dir} (and no node running there)")
-    with data_dir_lock(settings, verb):
-        store, keyring = open_node(settings)
-        try:
-            services = build_services(settings, store, keyring)
-            service = BackupService(settings, store, keyring, services.audit, services.state)
-            return offline(service)
-        finally:
-            store.dispose()
+        services = build_services(settings, store, keyring)
+        return offline(BackupService(settings, store, keyring, services.audit, services.state))
+
+    try:
+        return on_node(settings, verb, args, with_service, timeout=RUN_TIMEOUT)
+    except StrongroomError as exc:
+        if str(exc).startswith("no vault in "):
+            raise BackupError(str(exc)) from None
+        raise
 
 
 def _run(service: BackupService, args: dict[str, Any], progress: Any = None) -> dict[str, Any]:

@@ -23,12 +23,13 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from appliance.context import data_dir_lock, settings_from_args
-from appliance.control import NodeNotRunningError, call
+from appliance.context import on_node, settings_from_args
 from appliance.logs import setup_logging
 from appliance.server import Node, control_verb
 from node import licence as licence_mod
+from node.audit import AuditLog
 from node.errors import ValidationError
+from node.keyring import KeyRing
 from node.licence import (
     MAX_FILE_BYTES,
     Licence,
@@ -40,6 +41,7 @@ from node.licence import (
 )
 from node.licence_service import LicenceService, status_lines
 from node.settings import Settings
+from node.store.db import Store
 
 ACTOR = "local admin"
 SOURCE = "local"
@@ -70,20 +72,11 @@ async def _install_verb(node: Node, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run(settings: Settings, verb: str, args: dict[str, Any]) -> dict[str, Any]:
-    try:
-        return call(settings.control_socket, verb, args)
-    except NodeNotRunningError:
-        pass
-    from appliance.server import open_node
-    from node.audit import AuditLog
+    def offline(store: Store, keyring: KeyRing) -> dict[str, Any]:
+        service = LicenceService(store, AuditLog(keyring.audit_hmac_key))
+        return _install(service, args) if verb == "licence.install" else _show(service, args)
 
-    with data_dir_lock(settings, verb):
-        store, keyring = open_node(settings)
-        try:
-            service = LicenceService(store, AuditLog(keyring.audit_hmac_key))
-            return _install(service, args) if verb == "licence.install" else _show(service, args)
-        finally:
-            store.dispose()
+    return on_node(settings, verb, args, offline)
 
 
 def _print_status(data: dict[str, Any], as_json: bool) -> None:

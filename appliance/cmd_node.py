@@ -6,29 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from appliance.context import data_dir_lock, settings_from_args
+from appliance.context import data_dir_lock, on_node, settings_from_args
 from appliance.control import NodeNotRunningError, call
 from appliance.logs import setup_logging
 from node import __version__
-from node.settings import Settings
-
-
-def _on_node(settings: Settings, verb: str, args: dict[str, Any], offline: Any) -> dict[str, Any]:
-    """Run ``verb`` on the running node, or, when none runs, ``offline(store, keyring)``
-    under the data directory's lock."""
-    try:
-        return call(settings.control_socket, verb, args)
-    except NodeNotRunningError:
-        pass
-    from appliance.server import open_node
-
-    with data_dir_lock(settings, verb):
-        store, keyring = open_node(settings)
-        try:
-            result: dict[str, Any] = offline(store, keyring)
-            return result
-        finally:
-            store.dispose()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -49,10 +30,10 @@ def cmd_keys(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     setup_logging("WARNING")
     if args.action == "rotate":
-        result = _on_node(settings, "keys.rotate", {}, lambda _s, kr: {"key_id": kr.rotate()})
+        result = on_node(settings, "keys.rotate", {}, lambda _s, kr: {"key_id": kr.rotate()})
         print(f"new active data key: {result['key_id']} (older keys still decrypt)")
     else:
-        result = _on_node(settings, "keys.rekey", {}, lambda _s, kr: {"backup": str(kr.rekey())})
+        result = on_node(settings, "keys.rekey", {}, lambda _s, kr: {"backup": str(kr.rekey())})
         print(f"master key replaced; data keys re-wrapped; old key kept at {result['backup']}")
         print("Copy the new key file to your off-box key store now.")
     return 0
@@ -68,7 +49,7 @@ def cmd_admin_reset(args: argparse.Namespace) -> int:
         services = build_services(settings, store, keyring)
         return {"password": services.auth.reset_password(args.user, "local admin", "local")}
 
-    result = _on_node(settings, "admin.reset_password", {"username": args.user}, offline)
+    result = on_node(settings, "admin.reset_password", {"username": args.user}, offline)
     print(f"One-time password for {args.user} (must be changed at next login):")
     print(f"    {result['password']}")
     return 0

@@ -7,13 +7,17 @@ import argparse
 import dataclasses
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
 
 from node.errors import StrongroomError
 from node.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from node.keyring import KeyRing
+    from node.store.db import Store
 
 
 class NodeBusyError(StrongroomError):
@@ -77,3 +81,30 @@ def data_dir_lock(settings: Settings, purpose: str) -> Iterator[IO[str]]:
         yield fh
     finally:
         fh.close()
+
+
+Offline = Callable[["Store", "KeyRing"], dict[str, Any]]
+
+
+def on_node(
+    settings: Settings, verb: str, args: dict[str, Any], offline: Offline, timeout: float = 120.0
+) -> dict[str, Any]:
+    """Run ``verb`` on the node running in ``settings.data_dir`` (over its control socket),
+    or, when none runs there, ``offline(store, keyring)`` under the data directory's lock.
+    Offline work needs an existing vault: it never creates one in a mistyped directory."""
+    from appliance.control import NodeNotRunningError, call
+
+    try:
+        return call(settings.control_socket, verb, args, timeout=timeout)
+    except NodeNotRunningError:
+        pass
+    from appliance.server import open_node
+
+    if settings.uses_sqlite and not (settings.data_dir / "strongroom.db").is_file():
+        raise StrongroomError(f"no vault in {settings.data_dir} (and no node running there)")
+    with data_dir_lock(settings, verb):
+        store, keyring = open_node(settings)
+        try:
+            return offline(store, keyring)
+        finally:
+            store.dispose()

@@ -42,7 +42,8 @@ def _resources(node: NodeProcess, token: str, in_query: bool = False) -> tuple[i
 
 def test_cli_adds_api_users_on_a_running_node_and_offline(tmp_path: Path) -> None:
     data = tmp_path / "node"
-    # offline: no node runs yet, so the CLI opens the data directory under the lock
+    NodeProcess(data, free_port()).start().stop()  # the vault exists; no node runs now
+    # offline: no node runs, so the CLI opens the data directory under the lock
     first = run_cli(
         "apiuser", "add", "Offline-App", "--role", "password_user", "--data-dir", str(data)
     )

@@ -217,6 +217,7 @@ def test_vendor_keygen_issue_and_offline_install(
     # A release that lists the new key (here: the test launcher) accepts it; no node runs,
     # so install and show open the data directory offline.
     data = str(tmp_path / "data")
+    NodeProcess(tmp_path / "data", free_port()).start().stop()  # a vault that exists
     done = run_launcher(public.group(1), "licence", "install", str(lic_file), "--data-dir", data)
     assert done.returncode == 0, done.stderr
     assert "Edition:        Premium" in done.stdout and "Resources:      0 of 300" in done.stdout

@@ -156,3 +156,18 @@ def test_tls_install_refuses_mismatched_key(stopped_node: NodeProcess, tmp_path:
 def test_sqlite_file_is_a_real_database(stopped_node: NodeProcess) -> None:
     with sqlite3.connect(stopped_node.data_dir / "strongroom.db") as conn:
         assert conn.execute("SELECT count(*) FROM users").fetchone() == (1,)
+
+
+def test_offline_verbs_never_create_a_vault(tmp_path: Path) -> None:
+    missing = tmp_path / "typo"
+    for verb in (
+        ["keys", "rotate"],
+        ["admin", "reset-password", "admin"],
+        ["apiuser", "list"],
+        ["licence", "show"],
+    ):
+        result = run_cli(*verb, "--data-dir", str(missing))
+        assert result.returncode == 1, verb
+        assert f"no vault in {missing}" in result.stderr
+    assert not (missing / "strongroom.db").exists()
+    assert not (missing / "keys").exists()
