@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from node.audit import AuditEvent, AuditLog
 from node.errors import AccountLockedError, AuthenticationError, ValidationError
-from node.passwords import DUMMY_HASH, hash_password, one_time_password, verify_password
+from node.passwords import dummy_hash, hash_password, one_time_password, verify_password
 from node.roles import Role
 from node.store.db import Store
 from node.store.models import LoginSession, User, utcnow
@@ -100,7 +100,7 @@ class AuthService:
         name = normalize_username(username)
         with self._store.sessions() as session:
             user = session.scalars(select(User).where(User.username == name)).first()
-            encoded = user.password_hash if user and user.password_hash else DUMMY_HASH
+            encoded = user.password_hash if user and user.password_hash else dummy_hash()
         ok = bool(verify_password(password, encoded) and user is not None and user.password_hash)
         failure: AuthenticationError | None = None
         with self._store.transaction() as session:
@@ -205,7 +205,7 @@ class AuthService:
             raise ValidationError("the new password must differ from the current one")
         with self._store.sessions() as session:
             user = session.get(User, user_id)
-            encoded = user.password_hash if user and user.password_hash else DUMMY_HASH
+            encoded = user.password_hash if user and user.password_hash else dummy_hash()
         if user is None or not verify_password(current, encoded):
             raise ValidationError("the current password is not correct")
         new_hash = hash_password(new)

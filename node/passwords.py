@@ -7,6 +7,7 @@ parameters travel with the hash and can be raised later without breaking old has
 from __future__ import annotations
 
 import base64
+import functools
 import hmac
 import os
 import secrets
@@ -72,9 +73,12 @@ def verify_password(password: str, encoded: str) -> bool:
     return hmac.compare_digest(_derive(password, salt, p), expected)
 
 
-# A hash of a random password, checked against when the user does not exist, so an unknown
-# user costs the same time as a wrong password.
-DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+@functools.cache
+def dummy_hash() -> str:
+    """A hash of a random password, checked against when the user does not exist, so an
+    unknown user costs the same time as a wrong password. Made on first use, not at import
+    (it costs the full KDF: time and 64 MiB)."""
+    return hash_password(secrets.token_urlsafe(16))
 
 
 def one_time_password(length: int = 20) -> str:
