@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from appliance.context import data_dir_lock, settings_from_args
@@ -187,14 +188,12 @@ def cmd_init(args: argparse.Namespace) -> int:
         )
     if not args.advertise:
         raise ValidationError("init --ha needs --advertise ADDR (this node's cluster address)")
-    if args.from_data_dir:
-        raise ValidationError(
-            "--from-data-dir (moving a single node's SQLite vault into the cluster) is not "
-            "supported by this version; back the vault up and restore it on the new primary"
-        )
     settings = settings_from_args(args)
     setup_logging("WARNING")
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    archive = None
+    if args.from_data_dir:
+        archive = _snapshot_single_node(Path(args.from_data_dir).absolute(), settings)
     with data_dir_lock(settings, "init --ha"):
         cfg = create_cluster(
             settings.data_dir,
@@ -206,10 +205,60 @@ def cmd_init(args: argparse.Namespace) -> int:
             args.vip_interface or "",
             args.hooks_dir or "",
         )
+    if archive is not None:
+        moved = _restore_into_cluster(archive, settings, cfg)
+        print(f"moved the vault of {args.from_data_dir} into PostgreSQL ({moved} rows)")
     print(f"cluster {cfg.cluster_id} created; {cfg.name} is its primary")
     print(f"PostgreSQL runs on port {cfg.db_port}; Raft will listen on {cfg.raft_address}")
     print("Start the node now: strongroom serve (or: systemctl start strongroom)")
     return 0
+
+
+def _snapshot_single_node(source: Path, settings: Settings) -> Path:
+    """``init --ha --from-data-dir``: an encrypted logical snapshot of a stopped single
+    node's SQLite vault (the backup format), taken under that node's lock. Its master key
+    becomes the cluster's."""
+    from backup.service import snapshot_archive
+    from node.keyring import read_key_file, write_key_file
+    from node.store.db import open_store
+
+    old = dataclasses.replace(settings, data_dir=source, database_url=None, master_key_path=None)
+    if not (source / "strongroom.db").is_file():
+        raise ValidationError(f"{source} holds no single-node vault (no strongroom.db)")
+    master = read_key_file(old.key_path)
+    if settings.key_path.exists():
+        if read_key_file(settings.key_path) != master:
+            raise ConflictError(f"{settings.key_path} holds another master key; move it away")
+    else:
+        write_key_file(settings.key_path, master)
+    archive = node_config.cluster_dir(settings.data_dir) / "from-single-node.zip"
+    archive.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with data_dir_lock(old, "init --ha --from-data-dir (stop that node first)"):
+        store = open_store(old.db_url, migrate=False)
+        try:
+            snapshot_archive(store, old.key_path, archive, installation_id="single-node")
+        finally:
+            store.dispose()
+    return archive
+
+
+def _restore_into_cluster(archive: Path, settings: Settings, cfg: NodeConfig) -> int:
+    from backup.restore import KeySource, open_verified, restore
+
+    try:
+        verified = open_verified(archive, KeySource.from_key_file(settings.key_path))
+        try:
+            summary = restore(
+                verified,
+                data_dir=settings.data_dir,
+                key_path=settings.key_path,
+                database_url=cfg.database_url(),
+            )
+        finally:
+            verified.reader.close()
+    finally:
+        archive.unlink(missing_ok=True)
+    return summary.rows
 
 
 def cmd_join_token(args: argparse.Namespace) -> int:
@@ -359,7 +408,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="this node's name in the cluster (default: host name)")
     p.add_argument("--vip", help="virtual IP with prefix length, e.g. 10.0.0.100/24")
     p.add_argument("--vip-interface", help="network interface for the VIP, e.g. eth1")
-    p.add_argument("--from-data-dir", help="(not supported yet) a single node's data dir")
+    p.add_argument("--from-data-dir", help="move this stopped single node's vault into the cluster")
     p.add_argument("--hooks-dir", help="run the executables here on role changes")
     p.set_defaults(func=cmd_init)
 
