@@ -103,6 +103,8 @@ class BaseHandler(tornado.web.RequestHandler):
             self.set_header("X-Strongroom-Node", state.node_name)
         if state.primary_address and not state.writable:
             self.set_header("X-Strongroom-Primary", state.primary_address)
+        if not state.writable:
+            self.set_header("Retry-After", "1")  # a failover or switchover takes seconds
 
     # the client -------------------------------------------------------------------------
 

@@ -202,6 +202,10 @@ def test_1_a_write_through_the_vip_is_on_the_standby(cluster: Cluster) -> None:
     refused = c.lab.https("client", "POST", f"{base}/restapi/json/v1/resources", c.ca_file)
     assert refused["status"] == 503
     assert refused["headers"]["X-Strongroom-Primary"] == f"https://{c.lab.addr(primary)}:7272"
+    assert refused["headers"]["Retry-After"] == "1"
+    # The witness answers `cluster status` too (it has no database and no web).
+    witness = c.lab.status("w")
+    assert witness["role"] == "witness" and witness["primary"] == primary
     check_outcome(c, w)
 
 
