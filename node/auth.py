@@ -13,7 +13,7 @@ import secrets
 import unicodedata
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from node.audit import AuditEvent, AuditLog
@@ -166,24 +166,31 @@ class AuthService:
         return token
 
     def session_user(self, token: str, now: dt.datetime | None = None) -> SessionUser | None:
-        """The user of a live session, or None. Ends sessions idle for too long."""
+        """The user of a live session, or None. Ends sessions idle for too long. Runs on
+        every request, so it only reads, and writes only to end a session or to move its
+        last-seen time (at most every 30 s)."""
         now = now or utcnow()
-        with self._store.transaction() as session:
-            row = session.scalars(
-                select(LoginSession).where(LoginSession.token_hash == token_hash(token))
+        with self._store.sessions() as session:
+            found = session.execute(
+                select(LoginSession.id, LoginSession.last_seen_at, User)
+                .join(User, User.id == LoginSession.user_id)
+                .where(LoginSession.token_hash == token_hash(token))
             ).first()
-            if row is None:
-                return None
-            if now - row.last_seen_at > self.idle_timeout:
-                session.delete(row)
-                return None
-            user = session.get(User, row.user_id)
-            if user is None or user.status != "active":
-                session.delete(row)
-                return None
-            if now - row.last_seen_at > _TOUCH_EVERY:
-                row.last_seen_at = now
-            return _snapshot(user)
+        if found is None:
+            return None
+        session_id, last_seen, user = found
+        if now - last_seen > self.idle_timeout or user.status != "active":
+            with self._store.transaction() as session:
+                session.execute(delete(LoginSession).where(LoginSession.id == session_id))
+            return None
+        if now - last_seen > _TOUCH_EVERY:
+            with self._store.transaction() as session:
+                session.execute(
+                    update(LoginSession)
+                    .where(LoginSession.id == session_id)
+                    .values(last_seen_at=now)
+                )
+        return _snapshot(user)
 
     def logout(self, token: str, username: str, source_ip: str) -> None:
         with self._store.transaction() as session:

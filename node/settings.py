@@ -155,8 +155,4 @@ def load_settings(
 _ENV_IGNORED = frozenset({"STRONGROOM_CONFIG"})
 
 
-def settings_field_names() -> list[str]:
-    return list(_FIELDS)
-
-
-__all__ = ["Settings", "load_settings", "settings_field_names"]
+__all__ = ["Settings", "load_settings"]

@@ -204,9 +204,6 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_status(status_for(exc))
         self.render("error.html", status=status_for(exc), message=str(exc))
 
-    def template_namespace_extra(self) -> dict[str, Any]:
-        return {}
-
     # flash messages: one short sentence carried over a redirect ------------------------
 
     def flash(self, message: str, kind: str = "notice") -> None:
@@ -254,7 +251,6 @@ class BaseHandler(tornado.web.RequestHandler):
             Action=Action,
             flash=self._take_flash(),
         )
-        ns.update(self.template_namespace_extra())
         return ns
 
 

@@ -12,6 +12,7 @@ Pages answer service errors this way:
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
@@ -140,3 +141,46 @@ class ConsolePage(BaseHandler):
         if self.get_status() < 400:
             self.set_status(status)
         self.render(template, error=message, **kwargs)
+
+
+class NamedGroupListPage(ConsolePage, abc.ABC):
+    """A list of named groups (resource groups, user groups) with a form to add one. A
+    subclass names its template, noun and path, lists and creates through its service, and
+    declares the actions of its own ``get`` and ``post`` (which call :meth:`show` and
+    :meth:`create`)."""
+
+    template = ""
+    noun = ""
+    path = ""
+
+    @abc.abstractmethod
+    async def list_groups(self) -> list[Any]:
+        """The groups the user may see (through :meth:`call`)."""
+
+    @abc.abstractmethod
+    async def create_group(self, name: str, description: str) -> tuple[int | None, str | None]:
+        """Create one (through :meth:`attempt`): (new id, None) or (None, message)."""
+
+    async def show(self, error: str | None = None) -> None:
+        typed = error is not None
+        self.render(
+            self.template,
+            groups=await self.list_groups(),
+            error=error,
+            name=self.get_body_argument("name", "")[:128] if typed else "",
+            description=self.get_body_argument("description", "")[:512] if typed else "",
+        )
+
+    async def create(self) -> None:
+        try:
+            name = self.field("name", 128)
+            description = self.field("description", 512)
+        except ValidationError as exc:
+            self.set_status(400)
+            await self.show(str(exc))
+            return
+        gid, error = await self.create_group(name, description)
+        if gid is None:
+            await self.show(error)
+            return
+        self.done(f"{self.noun} '{name}' added.", f"{self.path}/{gid}")

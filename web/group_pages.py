@@ -4,21 +4,29 @@ group (and Full on a resource added to it) and audits."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from node.errors import ValidationError
 from node.permissions import Action
 from web.base import needs
-from web.console import ConsolePage
+from web.console import ConsolePage, NamedGroupListPage
 
 
-class GroupListPage(ConsolePage):
-    async def show(self, error: str | None = None) -> None:
-        groups = await self.call(self.services.resource_groups.list_groups, self.user)
-        self.render(
-            "group_list.html",
-            groups=groups,
-            error=error,
-            name=self.get_body_argument("name", "")[:128] if error else "",
-            description=self.get_body_argument("description", "")[:512] if error else "",
+class GroupListPage(NamedGroupListPage):
+    template = "group_list.html"
+    noun = "Resource group"
+    path = "/groups"
+
+    async def list_groups(self) -> list[Any]:
+        return list(await self.call(self.services.resource_groups.list_groups, self.user))
+
+    async def create_group(self, name: str, description: str) -> tuple[int | None, str | None]:
+        return await self.attempt(
+            self.services.resource_groups.create_group,
+            self.user,
+            self.source_ip,
+            name,
+            description,
         )
 
     @needs(Action.USE_VAULT)
@@ -27,24 +35,7 @@ class GroupListPage(ConsolePage):
 
     @needs(Action.MANAGE_RESOURCE_GROUPS)
     async def post(self) -> None:
-        try:
-            name = self.field("name", 128)
-            description = self.field("description", 512)
-        except ValidationError as exc:
-            self.set_status(400)
-            await self.show(str(exc))
-            return
-        gid, error = await self.attempt(
-            self.services.resource_groups.create_group,
-            self.user,
-            self.source_ip,
-            name,
-            description,
-        )
-        if gid is None:
-            await self.show(error)
-            return
-        self.done(f"Resource group '{name}' added.", f"/groups/{gid}")
+        await self.create()
 
 
 class GroupPage(ConsolePage):

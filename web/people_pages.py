@@ -7,6 +7,7 @@ the page that answers the POST; it is never in a URL, a flash message or a log.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from node.errors import ValidationError
 from node.inputs import FIELD_KINDS, FIELD_TYPES
@@ -14,7 +15,7 @@ from node.permissions import Action
 from node.roles import Role, parse_role
 from node.users import UserChanges, UserView
 from web.base import needs
-from web.console import ConsolePage
+from web.console import ConsolePage, NamedGroupListPage
 
 ROLES = [(r.value, r.label) for r in Role]
 
@@ -232,15 +233,17 @@ class UserResetPasswordPage(UserActionPage):
 # --- user groups ---------------------------------------------------------------------------
 
 
-class UserGroupListPage(PeoplePage):
-    async def show(self, error: str | None = None) -> None:
-        groups = await self.call(self.services.users.list_user_groups, self.user)
-        self.render(
-            "people_groups.html",
-            groups=groups,
-            error=error,
-            name=self.get_body_argument("name", "")[:128] if error else "",
-            description=self.get_body_argument("description", "")[:512] if error else "",
+class UserGroupListPage(NamedGroupListPage):
+    template = "people_groups.html"
+    noun = "User group"
+    path = "/user-groups"
+
+    async def list_groups(self) -> list[Any]:
+        return list(await self.call(self.services.users.list_user_groups, self.user))
+
+    async def create_group(self, name: str, description: str) -> tuple[int | None, str | None]:
+        return await self.attempt(
+            self.services.users.create_user_group, self.user, self.source_ip, name, description
         )
 
     @needs(Action.MANAGE_USERS)
@@ -249,20 +252,7 @@ class UserGroupListPage(PeoplePage):
 
     @needs(Action.MANAGE_USERS)
     async def post(self) -> None:
-        try:
-            name = self.field("name", 128)
-            description = self.field("description", 512)
-        except ValidationError as exc:
-            self.set_status(400)
-            await self.show(str(exc))
-            return
-        gid, error = await self.attempt(
-            self.services.users.create_user_group, self.user, self.source_ip, name, description
-        )
-        if gid is None:
-            await self.show(error)
-            return
-        self.done(f"User group '{name}' added.", f"/user-groups/{gid}")
+        await self.create()
 
 
 class UserGroupPage(PeoplePage):

@@ -32,6 +32,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA busy_timeout=10000")
     cur.execute("PRAGMA synchronous=FULL")
     cur.close()
+    # Let SQLAlchemy, not pysqlite, decide when a transaction begins (see make_engine).
+    dbapi_conn.isolation_level = None
 
 
 SQLITE_BUSY_SECONDS = 10  # as busy_timeout: how long a writer waits for SQLite's lock
@@ -48,20 +50,14 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 10}, pool_pre_ping=True
-        )
+        # No pool_pre_ping: a SQLite file has no connection to lose, only a SELECT to waste.
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
         event.listen(engine, "connect", _sqlite_pragmas)
         # Let SQLAlchemy, not pysqlite, decide when a transaction begins, so that a
         # write transaction takes its lock at BEGIN (IMMEDIATE) and never upgrades late.
         # Read-only sessions (Store.sessions) begin DEFERRED: in WAL mode they read a
         # snapshot without waiting for, or holding up, the writer.
         event.listen(engine, "begin", _sqlite_begin)
-
-        @event.listens_for(engine, "connect")
-        def _no_autobegin(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.isolation_level = None
-
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 

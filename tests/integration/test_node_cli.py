@@ -62,42 +62,32 @@ def stopped_node(tmp_path: Path) -> NodeProcess:
     return proc
 
 
+def _failed_start(data_dir: Path) -> str:
+    """Start ``serve`` on ``data_dir``; it must fail with exactly one line, changing no
+    file. Returns that line."""
+    before = _snapshot(data_dir)
+    result = run_cli(
+        "serve", "--data-dir", str(data_dir), "--port", str(free_port()), "--bind", "127.0.0.1"
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert _snapshot(data_dir) == before
+    return lines[0]
+
+
 def test_missing_master_key_with_data(stopped_node: NodeProcess) -> None:
     key = stopped_node.data_dir / "keys" / "master.key"
     key.rename(key.with_name("elsewhere.key"))
-    before = _snapshot(stopped_node.data_dir)
-    result = run_cli(
-        "serve",
-        "--data-dir",
-        str(stopped_node.data_dir),
-        "--port",
-        str(free_port()),
-        "--bind",
-        "127.0.0.1",
-    )
-    assert result.returncode == 1
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert "master key file" in result.stderr and "missing" in result.stderr
-    assert _snapshot(stopped_node.data_dir) == before
+    line = _failed_start(stopped_node.data_dir)
+    assert "master key file" in line and "missing" in line
 
 
 def test_world_readable_master_key(stopped_node: NodeProcess) -> None:
     key = stopped_node.data_dir / "keys" / "master.key"
     os.chmod(key, 0o644)
-    before = _snapshot(stopped_node.data_dir)
-    result = run_cli(
-        "serve",
-        "--data-dir",
-        str(stopped_node.data_dir),
-        "--port",
-        str(free_port()),
-        "--bind",
-        "127.0.0.1",
-    )
-    assert result.returncode == 1
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert "readable by group or others" in result.stderr and "chmod 600" in result.stderr
-    assert _snapshot(stopped_node.data_dir) == before
+    line = _failed_start(stopped_node.data_dir)
+    assert "readable by group or others" in line and "chmod 600" in line
 
 
 def test_wrong_master_key(stopped_node: NodeProcess, tmp_path: Path) -> None:
@@ -105,17 +95,7 @@ def test_wrong_master_key(stopped_node: NodeProcess, tmp_path: Path) -> None:
     other.stop()
     key = stopped_node.data_dir / "keys" / "master.key"
     key.write_bytes((other.data_dir / "keys" / "master.key").read_bytes())
-    result = run_cli(
-        "serve",
-        "--data-dir",
-        str(stopped_node.data_dir),
-        "--port",
-        str(free_port()),
-        "--bind",
-        "127.0.0.1",
-    )
-    assert result.returncode == 1
-    assert "does not fit this database" in result.stderr
+    assert "does not fit this database" in _failed_start(stopped_node.data_dir)
 
 
 def test_database_file_that_is_not_a_database(tmp_path: Path) -> None:
@@ -123,12 +103,7 @@ def test_database_file_that_is_not_a_database(tmp_path: Path) -> None:
     data.mkdir()
     junk = b"this is a spreadsheet, not a database\n" * 200
     (data / "strongroom.db").write_bytes(junk)
-    result = run_cli(
-        "serve", "--data-dir", str(data), "--port", str(free_port()), "--bind", "127.0.0.1"
-    )
-    assert result.returncode == 1
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert "is not a SQLite database" in result.stderr
+    assert "is not a SQLite database" in _failed_start(data)
     assert (data / "strongroom.db").read_bytes() == junk
     assert not (data / "keys").exists()
 
