@@ -138,7 +138,9 @@ def test_state_and_term_survive_a_restart_and_files_are_private(tmp_path: Path) 
         one.stop()
     again = ClusterState(addr, [], SECRET, tmp_path / "raft").start()
     try:
-        eventually(lambda: again.view().cluster_id == "cid")
+        # The journal replays entry by entry: wait for the last one, not the first.
+        eventually(lambda: "tls_key" in again.view().blobs)
+        assert again.view().cluster_id == "cid"
         assert again.view().blobs["tls_key"] == b"\x00encrypted"
     finally:
         again.stop()
