@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import signal
 import socket
@@ -20,6 +21,7 @@ from appliance.logs import setup_logging
 from appliance.server import Node, control_verb
 from cluster import config as node_config
 from cluster.config import NodeConfig
+from cluster.ha import HaTimings
 from cluster.join import JoinService, create_cluster, ensure_in_raft, join_cluster
 from cluster.runtime import HaRuntime, WitnessRuntime
 from cluster.state import DATA, WITNESS, ClusterStateError
@@ -42,9 +44,9 @@ class HaNode:
     read_only: bool
     stop_joining: threading.Event
 
-    @property
+    @functools.cached_property
     def web_handle(self) -> ClusterHandle:
-        return ClusterHandle(self.runtime, self.join)
+        return ClusterHandle(self.runtime, self.join, self.settings.cluster_hold_timeout)
 
     def run(self) -> None:
         """Start the HA loop, once the node's services are assembled."""
@@ -63,7 +65,10 @@ def start_ha(settings: Settings) -> HaNode:
         raise ConflictError(f"{settings.data_dir} is a witness; run `strongroom witness`")
     secret = node_config.load_secret(settings.data_dir)
     tls = TlsFiles.in_dir(settings.tls_dir)
-    runtime = HaRuntime(settings.data_dir, cfg, secret, tls.cert.read_bytes(), tls.key.read_bytes())
+    timings = HaTimings(handover_wait=float(settings.cluster_hold_timeout))
+    runtime = HaRuntime(
+        settings.data_dir, cfg, secret, tls.cert.read_bytes(), tls.key.read_bytes(), timings
+    )
     state = NodeState(role="starting", writable=False, node_name=cfg.name)
 
     def on_role(role: str, writable: bool, primary: str | None) -> None:

@@ -15,6 +15,13 @@ The rules (DESIGN.md, "The cluster"):
 * a primary whose standby is gone records that in Raft first, then stops waiting for it;
 * a newly promoted primary writes its epoch into the database before it takes writes;
 * nothing is promoted without a Raft majority (the promotion is itself a Raft change).
+
+A planned switchover fails no request: the primary holds new requests (the web layer
+waits instead of answering 503), lets those in flight finish, waits until the target has
+replayed everything, makes it primary in Raft, then forwards what it holds (and whatever
+still reaches it) to the new primary. It keeps the VIP until the new primary accepts
+writes, then stops taking new connections on the VIP, lets the open ones finish, releases
+it and records that in Raft; only then does the new primary take the VIP.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from cluster.state import ClusterStateError, ClusterView, Member
 PRIMARY = "primary"
 STANDBY = "standby"
 FENCED = "fenced"
+HANDING_OVER = "handing over"  # old primary of a switchover: holds, then forwards requests
+TAKING_OVER = "taking over"  # target of a switchover: holds requests until it is primary
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,11 @@ class HaTimings:
     failover_after: float = 1.5
     standby_grace: float = 2.0
     watchdog: float = 0.1
+    # Switchover: how long the old primary waits for requests in flight and for the new
+    # primary to accept writes, and the new primary for the VIP (twice this), before
+    # going on without; and how long open connections on the VIP may take to finish.
+    handover_wait: float = 5.0
+    drain: float = 0.6
 
     def __post_init__(self) -> None:
         if self.failover_after <= self.lease + 2 * self.watchdog:
@@ -69,6 +83,8 @@ class LocalFacts:
     pg_sync_names: tuple[str, ...] = ()
     standbys: tuple[StandbyLink, ...] = ()
     vip_held: bool = False
+    requests_in_flight: int = 0  # web requests past the writable check, not yet answered
+    target_writable: bool = False  # during a handover: the new primary accepts writes
 
     def link(self, name: str | None) -> StandbyLink | None:
         for s in self.standbys:
@@ -88,6 +104,10 @@ class Memory:
     standby_missing_since: float | None = None
     writable: bool = False
     role: str = ""  # the role last told to the web layer
+    handover_since: float = 0.0  # old primary: when it started holding requests
+    handover_to: str | None = None  # old primary, once Raft names the target: whom to ...
+    handover_at: float = 0.0  # ... forward to, and since when
+    primary_since: float = 0.0  # when this node last became primary
 
 
 class HaActions(abc.ABC):
@@ -132,6 +152,15 @@ class HaActions(abc.ABC):
         """Make sure this node does not hold the VIP."""
 
     @abc.abstractmethod
+    def hand_off_vip(self) -> int:
+        """Stop taking new connections on the VIP, let the open ones finish (at most the
+        drain time), then release it; the number of connections still open when it went."""
+
+    @abc.abstractmethod
+    def record_vip_released(self) -> bool:
+        """Record in Raft that this former primary no longer holds the VIP."""
+
+    @abc.abstractmethod
     def set_role(self, role: str, writable: bool, primary: Member | None) -> None:
         """Tell the web layer the node's role and whether it accepts writes."""
 
@@ -157,15 +186,14 @@ def primary_cycle(
     if facts.pg_in_recovery or not facts.pg_running:
         return become_primary(view, facts, mem, act)
     if view.switchover_to:
-        return hand_over(view, facts, mem, act)
+        return hand_over(view, facts, mem, act, t)
     changed = manage_sync_standby(view, facts, mem, act, t.standby_grace)
-    if not facts.vip_held:
-        act.add_vip()
+    vip = claim_vip(view, facts, mem, act, t)
     if not mem.writable:
         mem.writable = True
         tell(mem, act, PRIMARY, True, view.member(facts.name))
-    if changed:
-        return changed
+    if vip or changed:
+        return "; ".join(s for s in (vip, changed) if s)
     sync = view.sync_standby or "none"
     return f"no action: I am the primary at epoch {view.epoch}, synchronous standby {sync}"
 
@@ -210,33 +238,108 @@ def renew_or_fence(
 
 def become_primary(view: ClusterView, facts: LocalFacts, mem: Memory, act: HaActions) -> str:
     """Raft names me primary but my PostgreSQL is a standby: promote it, write the epoch,
-    then take the VIP and writes."""
+    then take the VIP and writes. After a planned handover the web holds requests while
+    PostgreSQL is promoted, and the VIP waits until the former primary released it."""
+    me = view.member(facts.name)
+    former = view.vip_release_from if view.vip_release_from != facts.name else None
+    if former is not None:
+        tell(mem, act, TAKING_OVER, False, me)
     act.set_pg_sync_names(())
     act.promote_postgres(view.epoch)
-    act.add_vip()
-    mem.writable = True
+    mem.primary_since = facts.now
     mem.standby_missing_since = None
-    tell(mem, act, PRIMARY, True, view.member(facts.name))
+    mem.writable = True
+    if former is not None:
+        tell(mem, act, PRIMARY, True, me)
+        return (
+            f"switchover: promoted, I am the primary at epoch {view.epoch}; wrote the epoch; "
+            f"taking writes; the VIP follows once {former} releases it"
+        )
+    act.add_vip()
+    tell(mem, act, PRIMARY, True, me)
     return f"promoted: I am the primary at epoch {view.epoch}; wrote the epoch, took the VIP"
 
 
-def hand_over(view: ClusterView, facts: LocalFacts, mem: Memory, act: HaActions) -> str:
-    """Planned switchover: stop writes, wait until the target replayed everything, make it
-    primary in Raft, then step down."""
-    target = view.switchover_to
-    if mem.writable:
+def claim_vip(
+    view: ClusterView, facts: LocalFacts, mem: Memory, act: HaActions, t: HaTimings
+) -> str | None:
+    """The primary holds the VIP; after a planned handover, only once the former primary
+    recorded that it released it (or, if it never does, after twice the handover wait).
+    None when there is nothing to tell."""
+    if facts.vip_held:
+        return None
+    former = view.vip_release_from
+    if former is None or former == facts.name:
+        act.add_vip()
+        return None
+    waited = facts.now - mem.primary_since
+    if waited < 2 * t.handover_wait:
+        return f"switchover: waiting for {former} to release the VIP"
+    act.add_vip()
+    return f"took the VIP: {former} did not record its release within {waited:.1f} s"
+
+
+def hand_over(
+    view: ClusterView, facts: LocalFacts, mem: Memory, act: HaActions, t: HaTimings
+) -> str:
+    """Planned switchover, old primary's side: hold new requests (the web waits instead
+    of refusing), let those in flight finish, wait until the target replayed everything,
+    make it primary in Raft, stop PostgreSQL, then forward requests to the target."""
+    target = str(view.switchover_to)
+    if mem.role != HANDING_OVER:
         mem.writable = False
-        tell(mem, act, PRIMARY, False, view.member(facts.name))
+        mem.handover_since = facts.now
+        tell(mem, act, HANDING_OVER, False, view.member(facts.name))
+        return f"switchover to {target}: holding new requests, waiting for those in flight"
+    waited = facts.now - mem.handover_since
+    busy = facts.requests_in_flight
+    if busy and waited < t.handover_wait:
+        return f"switchover to {target}: holding new requests, {busy} still in flight"
     link = facts.link(target)
     if link is None or link.replay_lsn < facts.pg_lsn:
-        return f"switchover: writes paused, waiting for {target} to replay everything"
-    epoch = act.promote_in_raft(str(target), view.epoch, -1)
+        return f"switchover to {target}: holding requests until {target} replayed everything"
+    epoch = act.promote_in_raft(target, view.epoch, -1)
     if epoch == 0:
         return f"switchover: Raft refused to hand over to {target}; will retry"
-    act.release_vip()
     act.stop_postgres()
-    tell(mem, act, STANDBY, False, view.member(target))
-    return f"switchover: handed over to {target} at epoch {epoch}; stepped down"
+    mem.handover_to = target
+    mem.handover_at = facts.now
+    mem.lease_ok_at = None
+    tell(mem, act, HANDING_OVER, False, view.member(target))
+    cut = f" ({busy} requests still in flight after {waited:.1f} s were cut)" if busy else ""
+    return f"switchover: handed over to {target} at epoch {epoch}; forwarding requests to it{cut}"
+
+
+def finish_handover(
+    view: ClusterView, facts: LocalFacts, mem: Memory, act: HaActions, t: HaTimings
+) -> str:
+    """Planned switchover, old primary's side once Raft names the target: keep the VIP
+    (and forward what arrives) until the target accepts writes, then drain and release
+    the VIP, record that in Raft, and follow the new primary."""
+    target = mem.handover_to
+    primary = view.member(view.primary)
+    if primary is None or primary.name != target:
+        mem.handover_to = None
+        return f"switchover: Raft names {view.primary or 'no primary'}, not {target}; stopped"
+    waited = facts.now - mem.handover_at
+    if facts.vip_held and not facts.target_writable and waited < t.handover_wait:
+        return f"switchover: forwarding requests to {target}; keeping the VIP until it takes writes"
+    how = f"{target} takes writes"
+    if not facts.target_writable:
+        how = f"{target} still takes no writes after {waited:.1f} s"
+    if facts.vip_held:
+        cut = act.hand_off_vip()
+        how += "; drained and released the VIP" + (f" ({cut} connections cut)" if cut else "")
+    try:
+        recorded = act.record_vip_released()
+    except ClusterStateError:
+        recorded = False
+    if not recorded:
+        how += " (the release is not recorded in Raft yet)"
+    mem.handover_to = None
+    act.follow(primary)
+    tell(mem, act, STANDBY, False, primary)
+    return f"switchover: {how}; now following {target}"
 
 
 def manage_sync_standby(
@@ -298,14 +401,22 @@ def replica_cycle(
     view: ClusterView, facts: LocalFacts, mem: Memory, act: HaActions, t: HaTimings
 ) -> str:
     primary = view.member(view.primary)
+    if mem.handover_to is not None:
+        return finish_handover(view, facts, mem, act, t)
     if facts.pg_running and not facts.pg_in_recovery:
         return step_down(view, facts, mem, act)
     if facts.vip_held:
         act.release_vip()
-    if mem.writable or mem.lease_ok_at is not None or mem.role != STANDBY:
+    if view.vip_release_from == facts.name:
+        try:  # a former primary that restarted during its handover
+            act.record_vip_released()
+        except ClusterStateError:
+            pass
+    role = TAKING_OVER if view.switchover_to == facts.name else STANDBY
+    if mem.writable or mem.lease_ok_at is not None or mem.role != role:
         mem.writable = False
         mem.lease_ok_at = None
-        tell(mem, act, STANDBY, False, primary)
+        tell(mem, act, role, False, primary)
     track_lease(view, facts, mem)
     promoted = maybe_promote(view, facts, mem, act, t.failover_after)
     if promoted is not None:
@@ -314,8 +425,10 @@ def replica_cycle(
         return "no action: Raft names no primary"
     if not facts.pg_running or facts.pg_upstream != primary.db_host:
         act.follow(primary)
-        tell(mem, act, STANDBY, False, primary)
+        tell(mem, act, role, False, primary)
         return f"now following the primary {primary.name}"
+    if role == TAKING_OVER:
+        return f"switchover: {primary.name} hands over to me; holding requests until I am primary"
     role = "synchronous standby" if view.sync_standby == facts.name else "standby"
     return f"no action: {role} of {primary.name} at epoch {view.epoch}"
 
@@ -364,6 +477,7 @@ def maybe_promote(
     act.promote_postgres(epoch)
     act.add_vip()
     mem.writable = True
+    mem.primary_since = facts.now
     mem.lease_ok_at = facts.now
     mem.standby_missing_since = None
     tell(mem, act, PRIMARY, True, view.member(facts.name))
@@ -383,4 +497,6 @@ __all__ = [
     "PRIMARY",
     "STANDBY",
     "FENCED",
+    "HANDING_OVER",
+    "TAKING_OVER",
 ]

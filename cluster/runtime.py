@@ -160,6 +160,9 @@ class HaRuntime:
         self.mem = Memory(started_at=time.monotonic())
         self.listeners: list[RoleListener] = []
         self.epoch_writer: Callable[[int, str], None] | None = None
+        # Set by the web layer: how many requests are past its writable check.
+        self.requests_in_flight: Callable[[], int] = lambda: 0
+        self._ca_context: ssl.SSLContext | None = None
         self.last_sentence = ""
         self.last_contact: dict[str, float] = {}
         self.role = "starting"
@@ -260,8 +263,13 @@ class HaRuntime:
             if sentence != self.last_sentence:
                 log.info("ha: %s", sentence)
                 self.last_sentence = sentence
-            # A failed lease renewal is retried at once rather than a whole period later.
-            period = 0.1 if sentence.startswith("no action: lease renewal failed") else self.t.loop
+            # A failed lease renewal is retried at once rather than a whole period later;
+            # a switchover goes step by step while requests wait, so it goes quickly.
+            period = self.t.loop
+            if sentence.startswith("no action: lease renewal failed"):
+                period = 0.1
+            elif sentence.startswith("switchover"):
+                period = 0.05
             self._stop.wait(max(0.0, period - (time.monotonic() - started)))
 
     def _keep_lease(self) -> None:
@@ -321,6 +329,11 @@ class HaRuntime:
         self._last_transfer = steer_leadership(self.state, view, self._last_transfer)
 
     def facts(self, view: ClusterView) -> LocalFacts:
+        # Read before the database position: a request counted here has committed by
+        # the time a later cycle reads the position (see ha.hand_over).
+        handing_over = bool(view.switchover_to) and view.primary == self.cfg.name
+        in_flight = self.requests_in_flight() if handing_over else 0
+        target = view.member(self.mem.handover_to)
         down = LocalFacts(
             name=self.cfg.name,
             now=time.monotonic(),
@@ -328,6 +341,8 @@ class HaRuntime:
             pg_running=False,
             pg_in_recovery=False,
             vip_held=self.vip.held(),
+            requests_in_flight=in_flight,
+            target_writable=target is not None and self.accepts_writes(target),
         )
         try:
             if not self.pg.is_running():
@@ -366,6 +381,22 @@ class HaRuntime:
             pg_sync_names=names,
             standbys=links,
         )
+
+    def accepts_writes(self, member: Member) -> bool:
+        """Whether ``member``'s web answers that it is a writable primary (its /health,
+        over HTTPS pinned to the cluster CA)."""
+        if not member.api_url:
+            return False
+        try:
+            if self._ca_context is None:
+                ca = (node_config.cluster_dir(self.data_dir) / "ca.crt").read_bytes()
+                self._ca_context = pinned_context(ca)
+            req = urllib.request.Request(f"{member.api_url}/health")  # noqa: S310 - member
+            with urllib.request.urlopen(req, context=self._ca_context, timeout=0.5) as resp:  # noqa: S310
+                body = json.loads(resp.read())
+        except (OSError, ValueError, urllib.error.URLError):
+            return False
+        return isinstance(body, dict) and body.get("writable") is True
 
     def _set_role(self, role: str, writable: bool, primary: Member | None) -> None:
         changed = role != self.role
@@ -493,6 +524,12 @@ class _Actions(HaActions):
 
     def release_vip(self) -> None:
         self.rt.vip.release()
+
+    def hand_off_vip(self) -> int:
+        return self.rt.vip.hand_off(self.rt.cfg.web_port, self.rt.t.drain)
+
+    def record_vip_released(self) -> bool:
+        return bool(self.rt.state.call("vip_released", self.rt.cfg.name, timeout=1.0))
 
     def set_role(self, role: str, writable: bool, primary: Member | None) -> None:
         self.rt._set_role(role, writable, primary)

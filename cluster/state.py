@@ -105,6 +105,9 @@ class ClusterView:
     sync_standby: str | None = None
     lease_counter: int = 0
     switchover_to: str | None = None
+    # After a planned handover: the former primary, which still holds the VIP until it
+    # has drained its connections; the new primary takes the VIP once this is None.
+    vip_release_from: str | None = None
     vip: str = ""
     vip_interface: str = ""
     settings: dict[str, Any] = field(default_factory=dict)
@@ -131,6 +134,7 @@ def _empty_state() -> dict[str, Any]:
         "sync_standby": None,
         "lease_counter": 0,
         "switchover_to": None,
+        "vip_release_from": None,
         "vip": "",
         "vip_interface": "",
         "tokens": {},
@@ -161,6 +165,7 @@ class ClusterMachine(SyncObj):
                 sync_standby=s["sync_standby"],
                 lease_counter=s["lease_counter"],
                 switchover_to=s["switchover_to"],
+                vip_release_from=s.get("vip_release_from"),
                 vip=s["vip"],
                 vip_interface=s["vip_interface"],
                 settings=dict(s["settings"]),
@@ -254,7 +259,8 @@ class ClusterMachine(SyncObj):
         """Make ``candidate`` primary if it is the recorded synchronous standby, nobody was
         promoted since ``expected_epoch`` and, unless ``expected_lease`` is -1 (a planned
         handover), the primary has not renewed its lease since the caller saw counter
-        ``expected_lease``. Returns the new epoch, or 0 if refused."""
+        ``expected_lease``. After a planned handover the former primary keeps the VIP
+        until it calls :meth:`vip_released`. Returns the new epoch, or 0 if refused."""
         with self._lock:
             s = self._s
             if s["epoch"] != expected_epoch or s["sync_standby"] != candidate:
@@ -263,11 +269,21 @@ class ClusterMachine(SyncObj):
                 return 0
             if s["primary"] == candidate:
                 return 0
+            s["vip_release_from"] = s["primary"] if expected_lease == -1 else None
             s["primary"] = candidate
             s["epoch"] += 1
             s["sync_standby"] = None
             s["switchover_to"] = None
             return int(s["epoch"])
+
+    @replicated
+    def vip_released(self, name: str) -> bool:
+        """The former primary of a planned handover no longer holds the VIP."""
+        with self._lock:
+            if self._s.get("vip_release_from") != name:
+                return False
+            self._s["vip_release_from"] = None
+            return True
 
     @replicated
     def request_switchover(self, target: str, expected_epoch: int) -> bool:

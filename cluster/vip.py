@@ -8,7 +8,10 @@ import ipaddress
 import logging
 import os
 import shutil
+import socket
+import struct
 import subprocess
+import time
 from pathlib import Path
 
 from node.errors import StrongroomError, ValidationError
@@ -36,6 +39,14 @@ class Vip(abc.ABC):
     def held(self) -> bool:
         """Whether this host holds the address now."""
 
+    @abc.abstractmethod
+    def hand_off(self, port: int, drain: float) -> int:
+        """Release the address without cutting connections that are being served: stop
+        taking new connections to it on ``port`` (their SYNs are dropped, so clients send
+        them again a second later and reach the next holder), wait at most ``drain``
+        seconds for the open ones to finish, then release it. Returns how many were still
+        open when it went (0 when none was cut)."""
+
 
 class NoVip(Vip):
     """A cluster without a VIP (clients use a load balancer or the node addresses)."""
@@ -48,6 +59,9 @@ class NoVip(Vip):
 
     def held(self) -> bool:
         return False
+
+    def hand_off(self, port: int, drain: float) -> int:
+        return 0
 
 
 def parse_vip(vip: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
@@ -109,6 +123,73 @@ class IpVip(Vip):
             raise VipError(f"cannot release VIP {self.iface}: {proc.stderr.strip()}")
         log.info("released the VIP", extra={"vip": str(self.iface)})
 
+    def hand_off(self, port: int, drain: float) -> int:
+        blocked = self._nft(self._block_rules(port))
+        if not blocked:
+            log.warning("cannot hold back new connections (nft); the VIP moves without a drain")
+        try:
+            deadline = time.monotonic() + drain
+            still_open = open_connections(str(self.iface.ip), port)
+            while still_open and time.monotonic() < deadline:
+                time.sleep(0.02)
+                still_open = open_connections(str(self.iface.ip), port)
+            self.release()
+        finally:
+            if blocked:
+                self._nft(f"delete table inet {NFT_TABLE}\n")
+        return still_open
+
+    def _block_rules(self, port: int) -> str:
+        family = "ip" if self.iface.version == 4 else "ip6"
+        return (
+            f"table inet {NFT_TABLE} {{\n"
+            "  chain input {\n"
+            "    type filter hook input priority -10;\n"
+            f"    {family} daddr {self.iface.ip} tcp dport {int(port)} "
+            "tcp flags & (syn | ack) == syn drop\n"
+            "  }\n"
+            "}\n"
+        )
+
+    def _nft(self, script: str) -> bool:
+        nft = shutil.which("nft") or "/usr/sbin/nft"
+        if not os.path.exists(nft):
+            return False
+        proc = subprocess.run(  # noqa: S603 - fixed program, generated rules
+            [nft, "-f", "-"], input=script, capture_output=True, text=True, timeout=10
+        )
+        if proc.returncode != 0:
+            log.warning("nft failed: %s", proc.stderr.strip()[:200])
+        return proc.returncode == 0
+
+
+NFT_TABLE = "strongroom_vip_handoff"
+_LIVE_TCP_STATES = ("01", "03")  # ESTABLISHED, SYN_RECV: a request may still be served
+
+
+def open_connections(address: str, port: int) -> int:
+    """TCP connections of this network namespace to ``address``:``port`` that may still be
+    serving a request (read from /proc/net/tcp and tcp6)."""
+    ip = ipaddress.ip_address(address)
+    if ip.version == 4:
+        word = f"{struct.unpack('=I', socket.inet_aton(str(ip)))[0]:08X}"
+        wanted = {f"{word}:{port:04X}", f"0000000000000000FFFF0000{word}:{port:04X}"}
+    else:
+        raw = socket.inet_pton(socket.AF_INET6, str(ip))
+        words = struct.unpack("=4I", raw)
+        wanted = {"".join(f"{w:08X}" for w in words) + f":{port:04X}"}
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 3 and fields[1] in wanted and fields[3] in _LIVE_TCP_STATES:
+                count += 1
+    return count
+
 
 def make_vip(vip: str, interface: str) -> Vip:
     return IpVip(vip, interface) if vip else NoVip()
@@ -134,4 +215,13 @@ def run_hooks(hooks_dir: str, role: str, detail: str) -> None:
                 log.warning("role hook %s failed to start: %s", hook.name, exc.strerror)
 
 
-__all__ = ["Vip", "IpVip", "NoVip", "VipError", "make_vip", "parse_vip", "run_hooks"]
+__all__ = [
+    "Vip",
+    "IpVip",
+    "NoVip",
+    "VipError",
+    "make_vip",
+    "parse_vip",
+    "run_hooks",
+    "open_connections",
+]

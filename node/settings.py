@@ -33,6 +33,7 @@ class Settings:
     lockout_threshold: int = 5
     lockout_minutes: int = 15
     trusted_proxies: tuple[str, ...] = ()
+    cluster_hold_timeout: int = 5  # seconds a request waits out a planned switchover
     tls_addresses: tuple[str, ...] = ()
     log_level: str = "INFO"
     log_file: Path | None = None
@@ -64,6 +65,7 @@ _INT_LIMITS: dict[str, tuple[int, int]] = {
     "session_idle_timeout": (60, 86400),
     "lockout_threshold": (1, 100),
     "lockout_minutes": (1, 10080),
+    "cluster_hold_timeout": (1, 60),
 }
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 

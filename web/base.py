@@ -28,6 +28,7 @@ from node.errors import (
 )
 from node.permissions import Action, allowed
 from node.services import Services
+from web.forwarding import Forwarder
 
 log = logging.getLogger("strongroom.web")
 
@@ -74,6 +75,7 @@ class WebContext:
 
 class BaseHandler(tornado.web.RequestHandler):
     ctx: WebContext
+    counted_in: Forwarder | None = None  # the forwarder counting this request in flight
 
     def initialize(self, ctx: WebContext) -> None:
         self.ctx = ctx
@@ -113,6 +115,10 @@ class BaseHandler(tornado.web.RequestHandler):
         """The client's address. X-Forwarded-For counts only from a trusted proxy, and then
         only its right-most untrusted hop."""
         remote = self.request.remote_ip or ""
+        forwarder = self.forwarder
+        forwarded = forwarder.client_of(self.request) if forwarder is not None else None
+        if forwarded is not None:  # forwarded by another data member (web/forwarding.py)
+            return forwarded
         if not self.ctx.trusted_proxies or not self._trusted(remote):
             return remote
         hops = [h.strip() for h in self.request.headers.get("X-Forwarded-For", "").split(",")]
@@ -153,8 +159,31 @@ class BaseHandler(tornado.web.RequestHandler):
             503, reason=f"This node ({state.role}) does not accept requests now{where}."
         )
 
+    @property
+    def forwarder(self) -> Forwarder | None:
+        """A cluster member's forwarder (web/forwarding.py); None on a single node."""
+        handle = self.application.settings.get("strongroom_cluster")
+        forwarder = getattr(handle, "forwarder", None)
+        return forwarder if isinstance(forwarder, Forwarder) else None
+
+    async def serve_here(self) -> bool:
+        """Whether this node handles the request itself: True, or a 503 as from
+        :meth:`refuse_unless_writable`; during a planned switchover the request is held
+        first, and False means it was forwarded to the new primary and answered."""
+        forwarder = self.forwarder
+        if forwarder is None or self.serves_on_standby:
+            self.refuse_unless_writable()
+            return True
+        return await forwarder.route(self)
+
+    def on_finish(self) -> None:
+        counted, self.counted_in = self.counted_in, None
+        if counted is not None:
+            counted.finished()
+
     async def prepare(self) -> None:
-        self.refuse_unless_writable()
+        if not await self.serve_here():
+            return
         token = self.get_cookie(SESSION_COOKIE)
         self.current_user_obj: SessionUser | None = None
         if token:

@@ -14,6 +14,7 @@ from cluster.state import DATA
 from node.errors import StrongroomError, ValidationError
 from node.permissions import Action
 from web.base import BaseHandler, needs, status_for
+from web.forwarding import Forwarder
 
 CLUSTER_SETTING = "strongroom_cluster"
 MAX_BODY = 16 * 1024
@@ -22,9 +23,10 @@ MAX_BODY = 16 * 1024
 class ClusterHandle:
     """What the composition root hands the web layer in HA mode."""
 
-    def __init__(self, runtime: HaRuntime, join: JoinService) -> None:
+    def __init__(self, runtime: HaRuntime, join: JoinService, hold_timeout: float = 5.0) -> None:
         self.runtime = runtime
         self.join = join
+        self.forwarder = Forwarder(runtime, hold_timeout)
 
 
 def cluster_of(handler: tornado.web.RequestHandler) -> ClusterHandle | None:

@@ -14,7 +14,7 @@ install_strongroom() {
   export DEBIAN_FRONTEND=noninteractive
   bash "$src/appliance/provision/system-deps.sh" run
   apt-get install -y -q --no-install-recommends postgresql-15 iputils-arping iproute2 \
-    python3-venv >/dev/null
+    nftables python3-venv >/dev/null
   # The node manages its own PostgreSQL; the distribution's cluster must not run.
   systemctl disable --now postgresql >/dev/null 2>&1 || true
   python3 -m venv /opt/strongroom

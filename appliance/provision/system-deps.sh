@@ -8,7 +8,7 @@ what="${1:-run}"
 pkgs=()
 if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then pkgs+=(python3-venv); fi
 if [ "$what" = test ]; then
-  for p in postgresql-15 slapd ldap-utils openssh-server chromium iputils-arping iproute2 \
+  for p in postgresql-15 slapd ldap-utils openssh-server chromium iputils-arping iproute2 nftables \
            fonts-dejavu-core procps util-linux vagrant; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || pkgs+=("$p")
   done

@@ -119,14 +119,18 @@ class Writes:
 
 
 @contextmanager
-def writing(c: Cluster, name: str) -> Iterator[Writes]:
+def writing(
+    c: Cluster, name: str, host: str | None = None, headers: dict[str, str] | None = None
+) -> Iterator[Writes]:
+    """Write through the VIP (or straight to ``host``'s own address) until the block ends."""
     c.counter += 1
     prefix = f"{name}-{c.counter}"
     out = c.lab.base / f"{prefix}.jsonl"
     stop = c.lab.base / f"{prefix}.stop"
+    address = c.lab.addr(host) if host else c.lab.vip
     proc = c.lab.spawn(
-        "client", f"writer-{prefix}", PYTHON, WRITER, f"https://{c.lab.vip}:7272",
-        str(c.ca_file), c.token, str(out), str(stop), prefix,
+        "client", f"writer-{prefix}", PYTHON, WRITER, f"https://{address}:7272",
+        str(c.ca_file), c.token, str(out), str(stop), prefix, json.dumps(headers or {}),
     )  # fmt: skip
     writes = Writes([], prefix)
     try:
@@ -166,13 +170,18 @@ def check_outcome(c: Cluster, w: Writes) -> None:
     lost = [r["name"] for r in w.acked if r["name"] not in present]
     assert not lost, f"{len(lost)} acknowledged writes lost, e.g. {lost[:5]}"
     # Two writer threads: an acknowledgement by one node while another node's
-    # acknowledged write was in flight would be a split brain.
-    last_end: dict[str, float] = {}
+    # acknowledged write was in flight would be a split brain. A write that node A held
+    # and relayed to node B during a switchover was ordered by A itself (A forwards only
+    # once its own writes are done and Raft names B), so it may overlap A's writes.
+    open_writes: list[dict[str, Any]] = []
     for r in sorted(w.acked, key=lambda r: r["start"]):
-        for node, end in last_end.items():
-            if node != r["node"]:
-                assert end <= r["start"], f"{node} and {r['node']} acknowledged at the same time"
-        last_end[r["node"]] = max(last_end.get(r["node"], 0.0), r["end"])
+        open_writes = [o for o in open_writes if o["end"] > r["start"]]
+        for o in open_writes:
+            relayed = r.get("via") == o["node"] or o.get("via") == r["node"]
+            assert o["node"] == r["node"] or relayed, (
+                f"{o['node']} and {r['node']} acknowledged at the same time: {o} {r}"
+            )
+        open_writes.append(r)
     verified = c.lab.cli(primary, "audit", "verify", check=False)
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
@@ -243,19 +252,56 @@ def test_5_a_killed_witness_changes_nothing_for_users(cluster: Cluster) -> None:
     check_outcome(c, w)
 
 
-def test_6_planned_switchover_and_back_loses_nothing(cluster: Cluster) -> None:
+def audit_ips(c: Cluster, names: list[str]) -> set[str]:
+    """The source addresses of the audit rows that added these resources."""
+    quoted = ",".join(f"'{n}'" for n in names)
+    sql = "SELECT source_ip FROM audit_log WHERE operation = 'add resource' AND target IN "
+    rows = c.lab.psql(c.primary(), f"{sql}({quoted})")
+    return set(rows.split())
+
+
+def test_6_planned_switchover_and_back_fails_no_write_and_loses_nothing(cluster: Cluster) -> None:
     c = cluster
     first = c.primary()
     second = c.other(first)
     with writing(c, "s6") as w:
         acked_by_soon(c, w, first, now())
-        out = c.lab.cli(first, "cluster", "switchover", "--to", second)
-        assert f"{second} is the primary now" in out.stdout
-        acked_by_soon(c, w, second, now())
-        wait_for("the old primary synchronous standby", c.healthy, 120)
+        # A second client writes straight to the old primary's own address.
+        with writing(c, "s6direct", host=first) as direct:
+            acked_by_soon(c, direct, first, now())
+            out = c.lab.cli(first, "cluster", "switchover", "--to", second)
+            assert f"{second} is the primary now" in out.stdout
+            acked_by_soon(c, w, second, now())
+            wait_for("the old primary synchronous standby", c.healthy, 120)
         c.lab.cli(second, "cluster", "switchover")
         acked_by_soon(c, w, first, now())
         wait_for("healthy again", c.healthy, 120)
+    # Through the VIP, every attempt was acknowledged: held while the nodes changed roles,
+    # relayed by the old primary, or answered by the new one after the VIP moved.
+    failed = [r for r in w.records if not r["acked"]]
+    assert not failed, f"{len(failed)} of {len(w.records)} writes failed, e.g. {failed[:3]}"
+    assert any(r["via"] == first and r["node"] == second for r in w.acked), "none was relayed"
+    check_outcome(c, w)
+    # Straight to the old primary: served by it, then held and relayed to the new primary,
+    # then (once it is a standby) refused with a clear 503; never a timeout or an error.
+    relayed = [r for r in direct.acked if r["node"] == second]
+    assert relayed and all(r["via"] == first for r in relayed)
+    refused = [r for r in direct.records if not r["acked"]]
+    assert all(r.get("status") == 503 for r in refused), [r for r in refused if "error" in r][:3]
+    assert all(r["start"] > max(a["start"] for a in relayed) for r in refused)
+    # The new primary audited the client's own address, not the relaying node's.
+    assert audit_ips(c, [r["name"] for r in relayed]) == {c.lab.addr("client")}
+    check_outcome(c, direct)
+
+
+def test_6b_a_forwarding_header_from_a_non_member_is_not_believed(cluster: Cluster) -> None:
+    c = cluster
+    primary = c.primary()
+    forged = {"X-Forwarded-For": "203.0.113.7", "X-Strongroom-Forwarded-By": c.other(primary)}
+    with writing(c, "s6b", headers=forged) as w:
+        acked_by_soon(c, w, primary, now())
+    assert all(r["node"] == primary and not r["via"] for r in w.acked)
+    assert audit_ips(c, [r["name"] for r in w.acked]) == {c.lab.addr("client")}
     check_outcome(c, w)
 
 

@@ -7,8 +7,10 @@ from dataclasses import replace
 
 from cluster.ha import (
     FENCED,
+    HANDING_OVER,
     PRIMARY,
     STANDBY,
+    TAKING_OVER,
     HaActions,
     HaTimings,
     LocalFacts,
@@ -80,6 +82,15 @@ class Recorder(HaActions):
 
     def release_vip(self) -> None:
         self.log.append("vip release")
+
+    def hand_off_vip(self) -> int:
+        self.log.append("vip hand off")
+        return 0
+
+    def record_vip_released(self) -> bool:
+        self._raft()
+        self.log.append("raft vip released")
+        return True
 
     def set_role(self, role: str, writable: bool, primary: Member | None) -> None:
         self.log.append(f"role {role} {'rw' if writable else 'ro'}")
@@ -252,20 +263,115 @@ def test_a_node_raft_names_primary_promotes_its_postgres_and_writes_the_epoch() 
     assert act.without_renewals() == ["pg sync -", "pg promote 4", "vip add", f"role {PRIMARY} rw"]
 
 
-def test_switchover_waits_for_the_target_then_hands_over_and_steps_down() -> None:
+def test_switchover_holds_requests_lets_those_in_flight_finish_then_hands_over() -> None:
     view = replace(VIEW, switchover_to="n2")
-    act, mem = Recorder(), Memory(writable=True)
-    behind = primary_facts(standbys=(StandbyLink("n2", "streaming", "sync", 450, 500),))
-    assert "waiting for n2" in cycle(view, behind, mem, act, T)
-    assert act.without_renewals() == [f"role {PRIMARY} ro"]
-    said = cycle(view, primary_facts(), mem, act, T)
-    assert said == "switchover: handed over to n2 at epoch 4; stepped down"
+    act, mem = Recorder(), Memory(writable=True, role=PRIMARY)
+    said = cycle(view, primary_facts(requests_in_flight=2), mem, act, T)
+    # The count read this cycle predates the pause: it always waits one more cycle.
+    assert said == "switchover to n2: holding new requests, waiting for those in flight"
+    assert act.without_renewals() == [f"role {HANDING_OVER} ro"]
+    said = cycle(view, primary_facts(now=100.1, requests_in_flight=1), mem, act, T)
+    assert said == "switchover to n2: holding new requests, 1 still in flight"
+    behind = primary_facts(now=100.2, standbys=(StandbyLink("n2", "streaming", "sync", 450, 500),))
+    assert "until n2 replayed everything" in cycle(view, behind, mem, act, T)
+    assert act.without_renewals() == [f"role {HANDING_OVER} ro"]
+    said = cycle(view, primary_facts(now=100.3), mem, act, T)
+    assert said == "switchover: handed over to n2 at epoch 4; forwarding requests to it"
+    # The VIP stays: requests through it are forwarded until n2 takes writes.
     assert act.without_renewals()[1:] == [
         "raft promote n2 3 -1",
-        "vip release",
         "pg stop",
-        "role standby ro",
+        f"role {HANDING_OVER} ro",
     ]
+    assert mem.handover_to == "n2" and not mem.writable
+
+
+def test_a_request_that_never_finishes_delays_the_handover_at_most_the_handover_wait() -> None:
+    view = replace(VIEW, switchover_to="n2")
+    act, mem = Recorder(), Memory(writable=True, role=PRIMARY)
+    cycle(view, primary_facts(), mem, act, T)
+    stuck = primary_facts(now=100.0 + T.handover_wait + 0.1, requests_in_flight=1)
+    said = cycle(view, stuck, mem, act, T)
+    assert said.startswith("switchover: handed over to n2 at epoch 4; forwarding requests to it")
+    assert "1 requests still in flight" in said
+
+
+def test_a_cancelled_switchover_takes_writes_again() -> None:
+    act, mem = Recorder(), Memory(writable=True, role=PRIMARY)
+    cycle(replace(VIEW, switchover_to="n2"), primary_facts(), mem, act, T)
+    said = cycle(VIEW, primary_facts(now=100.1), mem, act, T)
+    assert said.startswith("no action: I am the primary")
+    assert act.without_renewals() == [f"role {HANDING_OVER} ro", f"role {PRIMARY} rw"]
+
+
+HANDED = replace(VIEW, primary="n2", epoch=4, sync_standby=None, vip_release_from="n1")
+
+
+def test_the_old_primary_keeps_the_vip_until_the_new_one_takes_writes() -> None:
+    act = Recorder()
+    mem = Memory(role=HANDING_OVER, handover_to="n2", handover_at=100.0)
+    waiting = primary_facts(now=100.5, pg_running=False, target_writable=False)
+    said = cycle(HANDED, waiting, mem, act, T)
+    assert said == "switchover: forwarding requests to n2; keeping the VIP until it takes writes"
+    assert act.log == []
+    said = cycle(HANDED, replace(waiting, now=100.6, target_writable=True), mem, act, T)
+    assert said == "switchover: n2 takes writes; drained and released the VIP; now following n2"
+    # Drained and released, recorded in Raft (so n2 may take it), then follows n2; the
+    # web forwards until it is a standby.
+    assert act.log == ["vip hand off", "raft vip released", "follow n2", f"role {STANDBY} ro"]
+    assert mem.handover_to is None
+
+
+def test_the_old_primary_lets_the_vip_go_if_the_new_one_never_takes_writes() -> None:
+    act = Recorder(raft_ok=False)
+    mem = Memory(role=HANDING_OVER, handover_to="n2", handover_at=100.0)
+    late = primary_facts(now=100.0 + T.handover_wait, pg_running=False, target_writable=False)
+    said = cycle(HANDED, late, mem, act, T)
+    assert said.startswith(f"switchover: n2 still takes no writes after {T.handover_wait:.1f} s")
+    assert "(the release is not recorded in Raft yet)" in said
+    assert act.log == ["vip hand off", "follow n2", f"role {STANDBY} ro"]
+
+
+def test_the_target_of_a_switchover_tells_the_web_to_hold_requests() -> None:
+    act, mem = Recorder(), Memory(role=STANDBY)
+    said = cycle(replace(VIEW, switchover_to="n2"), standby_facts(), mem, act, T)
+    assert said == "switchover: n1 hands over to me; holding requests until I am primary"
+    assert act.log == [f"role {TAKING_OVER} ro"]
+
+
+def test_after_a_switchover_the_new_primary_takes_writes_then_the_vip_once_released() -> None:
+    act, mem = Recorder(), Memory(role=TAKING_OVER)
+    said = cycle(HANDED, standby_facts(), mem, act, T)
+    assert said.startswith("switchover: promoted, I am the primary at epoch 4")
+    assert act.without_renewals() == [
+        f"role {TAKING_OVER} ro",
+        "pg sync -",
+        "pg promote 4",
+        f"role {PRIMARY} rw",
+    ]
+    as_primary = standby_facts(now=100.5, pg_in_recovery=False, vip_held=False)
+    said = cycle(HANDED, as_primary, mem, act, T)
+    assert said == "switchover: waiting for n1 to release the VIP"
+    assert "vip add" not in act.log
+    released = replace(HANDED, vip_release_from=None)
+    cycle(released, replace(as_primary, now=100.6), mem, act, T)
+    assert act.without_renewals()[-1] == "vip add"
+
+
+def test_a_vip_never_released_is_taken_after_twice_the_handover_wait() -> None:
+    act, mem = Recorder(), Memory(role=PRIMARY, writable=True, primary_since=100.0)
+    late = standby_facts(now=100.0 + 2 * T.handover_wait, pg_in_recovery=False)
+    said = cycle(HANDED, late, mem, act, T)
+    assert said.startswith("took the VIP: n1 did not record its release")
+    assert act.without_renewals() == ["vip add"]
+
+
+def test_a_former_primary_that_restarted_mid_handover_records_the_vip_released() -> None:
+    act, mem = Recorder(), Memory()
+    view = replace(VIEW, primary="n2", epoch=4, sync_standby="n1", vip_release_from="n1")
+    facts = replace(standby_facts(), name="n1", pg_upstream="10.0.0.2")
+    cycle(view, facts, mem, act, T)
+    assert act.log[0] == "raft vip released"
 
 
 def test_a_standby_holding_the_vip_releases_it_and_follows_the_primary() -> None:

@@ -86,6 +86,13 @@ def test_only_the_recorded_synchronous_standby_is_promoted_once(
     assert call_anywhere(trio, "renew_lease", "n1", 1) is False
     assert call_anywhere(trio, "clear_sync_standby", "n1", 1) is False
     assert call_anywhere(trio, "renew_lease", "n2", 2) is True
+    # A planned handover (no lease named): n1 keeps the VIP until it records the release,
+    # which only n1 can do, once.
+    eventually(lambda: trio[1].view().vip_release_from == "n1")
+    assert call_anywhere(trio, "vip_released", "n2") is False
+    assert call_anywhere(trio, "vip_released", "n1") is True
+    assert call_anywhere(trio, "vip_released", "n1") is False
+    eventually(lambda: trio[2].view().vip_release_from is None)
 
 
 def test_a_dropped_standby_can_no_longer_be_promoted(trio: list[ClusterState]) -> None:
@@ -179,3 +186,6 @@ def test_a_promotion_is_refused_once_the_primary_renewed_its_lease(
     assert call_anywhere(trio, "promote", "n2", 1, seen) == 0
     eventually(lambda: trio[1].view().lease_counter == seen + 1)
     assert call_anywhere(trio, "promote", "n2", 1, seen + 1) == 2
+    # A failover: the old primary is fenced already; the new one takes the VIP at once.
+    eventually(lambda: trio[1].view().primary == "n2")
+    assert trio[1].view().vip_release_from is None

@@ -1,11 +1,12 @@
 """A client that writes without pause through the VIP (run inside the client namespace).
 
 Each write creates a resource with a unique name through the REST API. Every attempt is
-one JSON line: name, start and end (monotonic seconds), whether it was acknowledged, and
-the node that answered (X-Strongroom-Node). Two threads write at once, so a split brain
+one JSON line: name, start and end (monotonic seconds), whether it was acknowledged, the
+node that answered (X-Strongroom-Node) and the node that relayed the answer, if one did
+(X-Strongroom-Forwarded-By, during a switchover). Two threads write at once, so a split brain
 would show as two nodes acknowledging at overlapping times. Stops when STOP_FILE exists.
 
-    python writer.py URL CA_FILE TOKEN OUT_FILE STOP_FILE PREFIX
+    python writer.py URL CA_FILE TOKEN OUT_FILE STOP_FILE PREFIX [EXTRA_HEADERS_JSON]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 def main() -> None:
     url, ca_file, token, out, stop, prefix = sys.argv[1:7]
+    extra = json.loads(sys.argv[7]) if len(sys.argv) > 7 else {}
     host = urllib.parse.urlsplit(url).hostname or ""
     ctx = ssl.create_default_context(cafile=ca_file)
     lock = threading.Lock()
@@ -42,12 +44,17 @@ def main() -> None:
                 "POST",
                 "/restapi/json/v1/resources",
                 body=body,
-                headers={"AUTHTOKEN": token, "Content-Type": "application/x-www-form-urlencoded"},
+                headers={
+                    **extra,
+                    "AUTHTOKEN": token,
+                    "Content-Type": "application/x-www-form-urlencoded",
+                },
             )
             resp = conn.getresponse()
             data = resp.read()
             record["status"] = resp.status
             record["node"] = resp.getheader("X-Strongroom-Node") or ""
+            record["via"] = resp.getheader("X-Strongroom-Forwarded-By") or ""
             if resp.status == 200:
                 result = json.loads(data)["operation"]["result"]["status"]
                 record["acked"] = result == "Success"

@@ -68,7 +68,8 @@ class ApiHandler(BaseHandler):
     # no browser session, no XSRF: the API authenticates each request by its token -------
 
     async def prepare(self) -> None:
-        self.refuse_unless_writable()  # a standby or fenced primary: 503 naming the primary
+        if not await self.serve_here():  # 503 on a standby; held/forwarded in a switchover
+            return
         self.current_user_obj = None
         method = getattr(self, (self.request.method or "").lower(), None)
         self.operation_name = getattr(method, "operation_name", self.operation_name)
