@@ -16,7 +16,8 @@ beats a share to a user group. Ownership and Super Administrator scope are not s
 always give OWNER.
 
 Functions:
-- :func:`account_levels`, :func:`account_access`, :func:`resource_access`,
+- :func:`account_levels`, :func:`account_access` (and :func:`account_access_by_id` on a
+  Core connection), :func:`resource_access`,
   :func:`group_access` compute effective access (one query each).
 - :func:`visible_resources`, :func:`visible_accounts`, :func:`visible_groups` are SQL
   predicates that filter lists inside the query (a share of any level makes an object
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, or_, select, true
+from sqlalchemy import ColumnElement, Connection, Select, bindparam, or_, select, true
 from sqlalchemy.orm import Session
 
 from node.auth import SessionUser
@@ -107,10 +108,14 @@ def applies_to(user_id: int) -> ColumnElement[bool]:
 
 
 def _tier(share: Share) -> Tier:
-    to_user = share.user_id is not None
-    if share.account_id is not None:
+    return _tier_of(share.account_id, share.resource_id, share.user_id)
+
+
+def _tier_of(account_id: int | None, resource_id: int | None, user_id: int | None) -> Tier:
+    to_user = user_id is not None
+    if account_id is not None:
         return Tier.ACCOUNT_TO_USER if to_user else Tier.ACCOUNT_TO_USER_GROUP
-    if share.resource_id is not None:
+    if resource_id is not None:
         return Tier.RESOURCE_TO_USER if to_user else Tier.RESOURCE_TO_USER_GROUP
     return Tier.GROUP_TO_USER if to_user else Tier.GROUP_TO_USER_GROUP
 
@@ -155,6 +160,41 @@ def account_levels(
 
 def account_access(session: Session, actor: SessionUser, account: Account) -> Access:
     return account_levels(session, actor, account.resource, [account.id])[account.id]
+
+
+# The shares that bear on one account, for the password-fetch hot path: one statement built
+# once, with bind parameters, run on a Core connection (same rule as account_levels).
+_SHARES_ON_ACCOUNT = select(Share.account_id, Share.resource_id, Share.user_id, Share.access).where(
+    or_(
+        Share.user_id == bindparam("uid"),
+        Share.user_group_id.in_(
+            select(UserGroupMember.group_id).where(UserGroupMember.user_id == bindparam("uid"))
+        ),
+    ),
+    or_(
+        Share.account_id == bindparam("aid"),
+        Share.resource_id == bindparam("rid"),
+        Share.resource_group_id.in_(
+            select(ResourceGroupMember.group_id).where(
+                ResourceGroupMember.resource_id == bindparam("rid")
+            )
+        ),
+    ),
+)
+
+
+def account_access_by_id(
+    conn: Connection, actor: SessionUser, owner_id: int, resource_id: int, account_id: int
+) -> Access:
+    """:func:`account_access` for an account known by its ids, on a Core connection."""
+    if _is_owner(actor, owner_id):
+        return Access.OWNER
+    rows = conn.execute(
+        _SHARES_ON_ACCOUNT, {"uid": actor.id, "aid": account_id, "rid": resource_id}
+    ).all()
+    return resolve(
+        Grant(_tier_of(r.account_id, r.resource_id, r.user_id), _level(r.access)) for r in rows
+    )
 
 
 def resource_levels(

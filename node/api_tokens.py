@@ -179,8 +179,8 @@ class ApiTokenService:
         if len(token) < PREFIX_LEN + 8 or len(token) > MAX_TOKEN_LEN:
             return None
         digest = _digest(token)
-        with self._store.sessions() as session:
-            rows = session.execute(_BY_PREFIX, {"prefix": token[:PREFIX_LEN]}).all()
+        with self._store.reading() as conn:
+            rows = conn.execute(_BY_PREFIX, {"prefix": token[:PREFIX_LEN]}).all()
         match = None
         for row in rows:
             # Compare every candidate, so timing says nothing about which one matched.

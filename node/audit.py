@@ -10,18 +10,20 @@ chain, and lets :func:`verify_chain` notice a deleted tail.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from node.errors import AuditWriteError
+from node.store.db import before_commit, transaction_state
 from node.store.dialect import is_postgres
 from node.store.models import AuditHead, AuditRow, User, utcnow
 
@@ -42,6 +44,8 @@ _UPDATE_HEAD = (
         head_hmac=bindparam("new_head_hmac"),
     )
 )
+_BATCH_ROWS = "audit.rows"  # this transaction's rows not yet written (group commit)
+FAILED = "the audit trail could not be written, so the operation was not carried out"
 MAX_FIELD = {"target": 512, "reason": 1024, "detail": 1024, "username": 128, "source_ip": 64}
 
 
@@ -62,20 +66,25 @@ class AuditEvent:
 
 
 def _canonical(row: AuditRow) -> bytes:
+    return _encode({c: getattr(row, c) for c in _ROW_COLUMNS})
+
+
+def _encode(values: Mapping[str, Any]) -> bytes:
+    """The bytes an audit row's HMAC covers: its columns (``hmac`` aside), canonical JSON."""
     fields = {
-        "id": row.id,
-        "ts": row.ts.isoformat(timespec="microseconds"),
-        "category": row.category,
-        "username": row.username,
-        "source_ip": row.source_ip,
-        "operation": row.operation,
-        "target": row.target,
-        "resource_id": row.resource_id,
-        "account_id": row.account_id,
-        "reason": row.reason,
-        "result": row.result,
-        "detail": row.detail,
-        "prev": row.prev_hmac,
+        "id": values["id"],
+        "ts": values["ts"].isoformat(timespec="microseconds"),
+        "category": values["category"],
+        "username": values["username"],
+        "source_ip": values["source_ip"],
+        "operation": values["operation"],
+        "target": values["target"],
+        "resource_id": values["resource_id"],
+        "account_id": values["account_id"],
+        "reason": values["reason"],
+        "result": values["result"],
+        "detail": values["detail"],
+        "prev": values["prev_hmac"],
     }
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
@@ -99,50 +108,95 @@ class AuditLog:
     def __init__(self, key: bytes) -> None:
         self._key = key
 
-    def append(self, session: Session, event: AuditEvent, now: dt.datetime | None = None) -> int:
-        """Add ``event`` in ``session``'s transaction; returns the new row's id. Raises
-        :class:`AuditWriteError` if the row cannot be written, so the caller's transaction
-        rolls back and the audited operation does not happen."""
+    def append(
+        self, session: Session | Connection, event: AuditEvent, now: dt.datetime | None = None
+    ) -> int:
+        """Add ``event`` in ``session``'s transaction (an ORM session, or a Core connection
+        in a transaction); returns the new row's id. Raises :class:`AuditWriteError` if the
+        row cannot be written, so the caller's transaction rolls back and the audited
+        operation does not happen.
+
+        In a group commit (:meth:`node.store.db.Store.group_commit`) the rows of the whole
+        batch are chained in memory and written together just before the commit: one read
+        and one update of the head, one multi-row insert."""
+        conn = session if isinstance(session, Connection) else None
+        tx_state = transaction_state(conn) if conn is not None else None
         try:
-            # Core statements on the tables, built once (see above): cheaper than the ORM's
-            # unit of work, and appending runs for every password fetch.
-            stmt = _READ_HEAD.with_for_update() if is_postgres(session) else _READ_HEAD
-            head = session.execute(stmt).first()  # on SQLite, BEGIN IMMEDIATE holds the lock
-            if head is None:
-                session.execute(_NEW_HEAD)
-                last_id, last_hmac = 0, GENESIS
-            else:
-                last_id, last_hmac = int(head.last_id), str(head.last_hmac)
-            row = AuditRow(
-                id=last_id + 1,
-                ts=(now or utcnow()).replace(tzinfo=None),
-                category=event.category,
-                username=_clip("username", event.username),
-                source_ip=_clip("source_ip", event.source_ip),
-                operation=event.operation,
-                target=_clip("target", event.target),
-                resource_id=event.resource_id,
-                account_id=event.account_id,
-                reason=_clip("reason", event.reason),
-                result=event.result,
-                detail=_clip("detail", event.detail),
-                prev_hmac=last_hmac or GENESIS,
-            )
-            row.hmac = row_hmac(self._key, row)
-            session.execute(_INSERT_ROW, {c: getattr(row, c) for c in _ROW_COLUMNS})
-            session.execute(
-                _UPDATE_HEAD,
-                {
-                    "new_last_id": row.id,
-                    "new_last_hmac": row.hmac,
-                    "new_head_hmac": head_hmac(self._key, row.id, row.hmac),
-                },
-            )
+            if conn is not None and tx_state is not None:
+                return self._append_batched(conn, tx_state, event, now)
+            last_id, last_hmac = self._read_head(session)
+            values = self._row(last_id, last_hmac, event, now)
+            session.execute(_INSERT_ROW, values)
+            session.execute(_UPDATE_HEAD, self._head_params(values))
         except SQLAlchemyError as exc:
-            raise AuditWriteError(
-                "the audit trail could not be written, so the operation was not carried out"
-            ) from exc
-        return row.id
+            raise AuditWriteError(FAILED) from exc
+        return int(values["id"])
+
+    def _read_head(self, session: Session | Connection) -> tuple[int, str]:
+        """The chain's last id and HMAC, the head row locked until the transaction ends
+        (on SQLite, BEGIN IMMEDIATE already holds the database lock)."""
+        if isinstance(session, Connection):
+            postgres = session.dialect.name == "postgresql"
+        else:
+            postgres = is_postgres(session)
+        head = session.execute(_READ_HEAD.with_for_update() if postgres else _READ_HEAD).first()
+        if head is None:
+            session.execute(_NEW_HEAD)
+            return 0, GENESIS
+        return int(head.last_id), str(head.last_hmac)
+
+    def _row(
+        self, last_id: int, last_hmac: str, event: AuditEvent, now: dt.datetime | None
+    ) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "id": last_id + 1,
+            "ts": (now or utcnow()).replace(tzinfo=None),
+            "category": event.category,
+            "username": _clip("username", event.username),
+            "source_ip": _clip("source_ip", event.source_ip),
+            "operation": event.operation,
+            "target": _clip("target", event.target),
+            "resource_id": event.resource_id,
+            "account_id": event.account_id,
+            "reason": _clip("reason", event.reason),
+            "result": event.result,
+            "detail": _clip("detail", event.detail),
+            "prev_hmac": last_hmac or GENESIS,
+        }
+        values["hmac"] = hmac.new(self._key, _encode(values), hashlib.sha256).hexdigest()
+        return values
+
+    def _head_params(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "new_last_id": values["id"],
+            "new_last_hmac": values["hmac"],
+            "new_head_hmac": head_hmac(self._key, values["id"], values["hmac"]),
+        }
+
+    def _append_batched(
+        self,
+        conn: Connection,
+        tx_state: dict[str, Any],
+        event: AuditEvent,
+        now: dt.datetime | None,
+    ) -> int:
+        rows: list[dict[str, Any]] | None = tx_state.get(_BATCH_ROWS)
+        if rows is None:
+            last_id, last_hmac = self._read_head(conn)
+            rows = tx_state[_BATCH_ROWS] = []
+            before_commit(conn, functools.partial(self._write_batch, rows))
+        else:
+            last_id, last_hmac = int(rows[-1]["id"]), str(rows[-1]["hmac"])
+        values = self._row(last_id, last_hmac, event, now)
+        rows.append(values)
+        return int(values["id"])
+
+    def _write_batch(self, rows: list[dict[str, Any]], conn: Connection) -> None:
+        try:
+            conn.execute(_INSERT_ROW, rows)
+            conn.execute(_UPDATE_HEAD, self._head_params(rows[-1]))
+        except SQLAlchemyError as exc:
+            raise AuditWriteError(FAILED) from exc
 
 
 @dataclass(frozen=True)

@@ -39,12 +39,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, or_, select
+from sqlalchemy import ColumnElement, Connection, bindparam, delete, func, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, contains_eager
 
 from node.access import (
     Access,
     account_access,
+    account_access_by_id,
     account_levels,
     resource_access,
     resource_levels,
@@ -53,7 +55,13 @@ from node.access import (
 )
 from node.audit import AuditEvent, AuditLog
 from node.auth import SessionUser
-from node.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
+from node.errors import (
+    AuditWriteError,
+    ConflictError,
+    NotFoundError,
+    PermissionDeniedError,
+    ValidationError,
+)
 from node.inputs import (
     MAX_ID,
     clean_attributes,
@@ -102,6 +110,26 @@ BUILTIN_RESOURCE_TYPES = (
 SETTING_REASON = "password_reason"  # "optional" | "required"
 SETTING_DEFAULT_POLICY = "default_password_policy"  # a policy name
 REASON_MODES = ("optional", "required")
+# The password-fetch hot path (VaultService._reveal) runs these on a Core connection: built
+# once, they skip the ORM's per-call statement building and object loading.
+_REVEAL_ACCOUNT = (
+    select(
+        Account.id,
+        Account.resource_id,
+        Account.username,
+        Account.password_ct,
+        Account.reason_required,
+        Account.ticket_required,
+        Resource.name.label("resource_name"),
+        Resource.owner_id,
+    )
+    .join(Resource, Resource.id == Account.resource_id)
+    .where(Account.id == bindparam("aid"), Resource.deleted_at.is_(None))
+)
+_REASON_SETTING = select(AppSetting.value).where(AppSetting.key == SETTING_REASON)
+_TOUCH_ACCOUNT = (
+    update(Account).where(Account.id == bindparam("aid")).values(last_accessed_at=bindparam("at"))
+)
 MAX_TEXT = 4096
 MAX_LIST = 1000
 
@@ -928,12 +956,23 @@ class VaultService:
         ticket_id = one_line("ticket id", ticket, 128)
         refusal: ValidationError | None = None
         plaintext = ""
-        with self._store.transaction() as s:
-            a = self._account(s, actor, account_id)
-            if resource_id is not None and a.resource_id != resource_id:
+        # Read and decrypt in a read-only snapshot, then record the fetch through the
+        # store's group commit: fetches that arrive together share one commit (one fsync),
+        # which is what a fetch costs most. The password is returned only after the
+        # commit holding its audit row; if that row cannot be written, the fetch fails.
+        if not in_range(account_id):
+            raise NotFoundError(f"no account with id {account_id}")
+        with self._store.reading() as conn:
+            a = conn.execute(_REVEAL_ACCOUNT, {"aid": account_id}).first()
+            # Not there, in the trash, on another resource or not visible: the same answer.
+            if a is None or (resource_id is not None and a.resource_id != resource_id):
                 raise NotFoundError(f"no account with id {account_id}")
-            self._need(account_access(s, actor, a), Access.VIEW, "seeing this password")
-            mode = get_setting(s, SETTING_REASON, "optional")
+            level = account_access_by_id(conn, actor, a.owner_id, a.resource_id, a.id)
+            if level == Access.NONE:
+                raise NotFoundError(f"no account with id {account_id}")
+            self._need(level, Access.VIEW, "seeing this password")
+            setting = conn.execute(_REASON_SETTING).scalar()
+            mode = "optional" if setting is None else setting
             if (mode == "required" or a.reason_required) and not why:
                 refusal = ValidationError("a reason is required to see this password")
             elif a.ticket_required and not ticket_id:
@@ -944,22 +983,36 @@ class VaultService:
                 plaintext = self._keyring.decrypt_text(
                     a.password_ct, "accounts", "password_ct", a.id
                 )
-                a.last_accessed_at = utcnow()
-            details = [f"ticket {ticket_id}"] if ticket_id else []
-            if refusal is not None:
-                details.append(f"refused: {refusal}")
-            self._log(
-                s,
-                actor,
-                ip,
-                op,
-                f"{a.resource.name}/{a.username}",
-                resource_id=a.resource_id,
-                account_id=a.id,
-                reason=why,
-                detail="; ".join(details),
-                result="failure" if refusal is not None else "success",
-            )
+            target = f"{a.resource_name}/{a.username}"
+            resource = a.resource_id
+        details = [f"ticket {ticket_id}"] if ticket_id else []
+        if refusal is not None:
+            details.append(f"refused: {refusal}")
+        event = AuditEvent(
+            operation=op,
+            username=actor.username,
+            source_ip=ip,
+            target=target,
+            category="resource",
+            resource_id=resource,
+            account_id=account_id,
+            reason=why,
+            detail="; ".join(details),
+            result="failure" if refusal is not None else "success",
+        )
+        now = utcnow()
+
+        def record(conn: Connection) -> None:
+            self._audit.append(conn, event, now)
+            if refusal is None:
+                conn.execute(_TOUCH_ACCOUNT, {"aid": account_id, "at": now})
+
+        try:
+            self._store.group_commit(record)
+        except SQLAlchemyError as exc:  # the commit itself failed (a full disk, a lost server)
+            raise AuditWriteError(
+                "the audit trail could not be written, so the operation was not carried out"
+            ) from exc
         if refusal is not None:
             raise refusal  # after the commit, so the refused attempt stays in the audit
         # Reached only after the transaction, audit row included, has committed.

@@ -46,6 +46,13 @@ class NotFoundPage(BaseHandler):
 def route_table() -> list[tuple[str, type[tornado.web.RequestHandler]]]:
     """Every route of the application, in one list (the authorization matrix test walks it)."""
     return [
+        # REST API first: tornado tries the patterns in order, and API clients make most of
+        # the requests. Its routes, then its catch-all (JSON 404) last among /restapi paths;
+        # no console page lives under /restapi.
+        *api_resources.ROUTES,
+        *api_sharing.ROUTES,
+        *api_openapi.ROUTES,
+        *api_base.ROUTES,
         *session_pages.ROUTES,
         *vault_pages.ROUTES,
         *share_pages.ROUTES,
@@ -60,11 +67,6 @@ def route_table() -> list[tuple[str, type[tornado.web.RequestHandler]]]:
         *branding_pages.ROUTES,
         *backup_pages.ROUTES,
         *cluster_pages.ROUTES,
-        # REST API: its routes, then its catch-all (JSON 404) last among /restapi paths
-        *api_resources.ROUTES,
-        *api_sharing.ROUTES,
-        *api_openapi.ROUTES,
-        *api_base.ROUTES,
     ]
 
 

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event, inspect
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -51,7 +52,14 @@ def make_engine(url: str) -> Engine:
         if parsed.database:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         # No pool_pre_ping: a SQLite file has no connection to lose, only a SELECT to waste.
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        # A pool as large as the node's worker threads: a connection returned beyond
+        # pool_size is closed, and opening a new one (with its PRAGMAs) costs more than
+        # the query it was for. (An in-memory database keeps SQLAlchemy's own pool.)
+        on_disk = bool(parsed.database) and parsed.database != ":memory:"
+        pool: dict[str, Any] = {"pool_size": 20, "max_overflow": 10} if on_disk else {}
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 10}, **pool
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         # Let SQLAlchemy, not pysqlite, decide when a transaction begins, so that a
         # write transaction takes its lock at BEGIN (IMMEDIATE) and never upgrades late.
@@ -60,6 +68,37 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+T = TypeVar("T")
+_TX_STATE = "sr.tx_state"  # Connection.info key: state of the group commit running on it
+_BEFORE_COMMIT = "before_commit"
+
+
+def transaction_state(conn: Connection) -> dict[str, Any] | None:
+    """Per-transaction state of a group commit running on ``conn`` (None outside one), where
+    code that appends many small rows may gather them and write them once at the end."""
+    state: dict[str, Any] | None = conn.info.get(_TX_STATE)
+    return state
+
+
+def before_commit(conn: Connection, hook: Callable[[Connection], None]) -> None:
+    """Run ``hook(conn)`` after the last work of the group commit on ``conn``, before its
+    COMMIT (in the transaction: if it raises, the batch rolls back)."""
+    state = transaction_state(conn)
+    if state is None:
+        raise StoreError("before_commit outside a group commit")
+    state[_BEFORE_COMMIT].append(hook)
+
+
+@dataclass
+class _Queued(Generic[T]):
+    """One caller's work waiting for a group commit, and what became of it."""
+
+    work: Callable[[Connection], T]
+    done: bool = False
+    result: T | None = None
+    error: BaseException | None = None
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -97,7 +136,11 @@ class Store:
             engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
         )
         self._writer = sessionmaker(engine, expire_on_commit=False)
+        self._read_engine = engine.execution_options(**{READ_ONLY: True})
         self._write_lock = threading.RLock() if engine.dialect.name == "sqlite" else None
+        self._queue: list[_Queued[Any]] = []
+        self._queue_lock = threading.Lock()
+        self._batch_lock = threading.Lock()
 
     @property
     def dialect(self) -> str:
@@ -122,6 +165,79 @@ class Store:
         finally:
             if locked:
                 self._write_lock.release()
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A Core connection in a read-only transaction (DEFERRED on SQLite), for hot
+        paths where an ORM session costs more than the queries it runs."""
+        with self._read_engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """A Core connection in a write transaction, queued like :meth:`transaction`."""
+        locked = (
+            self._write_lock.acquire(timeout=SQLITE_BUSY_SECONDS) if self._write_lock else False
+        )
+        try:
+            with self.engine.connect() as conn, conn.begin():
+                yield conn
+        finally:
+            if locked and self._write_lock is not None:
+                self._write_lock.release()
+
+    def group_commit(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work(connection)`` in a write transaction shared with the works other threads
+        queue meanwhile, and return its result once that transaction has committed.
+
+        A commit is the costly part of a small write (an fsync on SQLite; on PostgreSQL a
+        WAL flush and the synchronous standby's acknowledgement), so callers that arrive
+        while a batch is committing go together in the next one: one commit for all of them.
+        If a work raises, or the commit fails, the batch rolls back and each of its works
+        runs again in a transaction of its own, so a failing work fails only itself (its
+        caller gets the exception) and the others commit. A work must therefore only touch
+        the database (it may run twice), be short, and not call ``group_commit`` or
+        ``transaction`` itself.
+        """
+        item: _Queued[T] = _Queued(work)
+        with self._queue_lock:
+            self._queue.append(item)
+        with self._batch_lock:
+            # Whoever holds the batch lock commits everything queued so far: usually this
+            # caller's work and those of the callers that queued while the last batch ran.
+            if not item.done:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._commit_batch(batch)
+        if item.error is not None:
+            raise item.error
+        return item.result  # type: ignore[return-value]  # set whenever error is None
+
+    def _commit_batch(self, batch: list[_Queued[Any]]) -> None:
+        try:
+            with self._writing() as conn:
+                hooks: list[Callable[[Connection], None]] = []
+                conn.info[_TX_STATE] = {_BEFORE_COMMIT: hooks}
+                try:
+                    for item in batch:
+                        item.result = item.work(conn)
+                    for hook in hooks:
+                        hook(conn)
+                finally:
+                    # info lives with the pooled DB-API connection: never leave it behind
+                    conn.info.pop(_TX_STATE, None)
+        except Exception as exc:  # noqa: BLE001  # handed to the callers
+            if len(batch) == 1:
+                batch[0].result, batch[0].error = None, exc
+            else:
+                # Something in the batch failed and the whole transaction rolled back:
+                # run each work again in a transaction of its own, so that only the
+                # failing ones fail. (Rare, so the common case needs no savepoints.)
+                for item in batch:
+                    self._commit_batch([item])
+        finally:
+            for item in batch:
+                item.done = True
 
     def has_data(self) -> bool:
         return "keyring_meta" in inspect(self.engine).get_table_names()

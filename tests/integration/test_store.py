@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import Connection, event, func, insert, select, text, update
 
 from node.audit import AuditEvent, verify_chain
 from node.errors import DecryptionError
 from node.keyring import KeyRing
 from node.services import Services
 from node.store.db import Store, current_revision, head_revision
-from node.store.models import AuditRow, User
+from node.store.models import AppSetting, AuditRow, User
+from node.vault import NewAccount, NewResource
+from tests.integration.vault_helpers import initial_admin
 
 
 def test_migrations_reach_head(store: Store) -> None:
@@ -77,3 +82,138 @@ def test_audit_chain_detects_edit_delete_reorder(services: Services, store: Stor
     with store.sessions() as s:
         report = verify_chain(s, key)
     assert not report.ok and report.first_broken_id == 3
+
+
+# --- group commit ----------------------------------------------------------------------------
+
+
+def _setting_keys(store: Store) -> set[str]:
+    with store.reading() as conn:
+        return {str(k) for k in conn.execute(select(AppSetting.key)).scalars()}
+
+
+class _Held:
+    """A group commit whose one work waits until released, so that the works submitted
+    meanwhile queue up for the next batch."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.release = threading.Event()
+        self.thread = threading.Thread(target=store.group_commit, args=(self._slow,))
+        self.thread.start()
+        self.deadline = time.monotonic() + 10
+        while not (store._batch_lock.locked() and not store._queue):
+            assert time.monotonic() < self.deadline, "the first batch did not start"
+            time.sleep(0.01)
+
+    def _slow(self, conn: Connection) -> None:
+        conn.execute(insert(AppSetting).values(key="held", value=1))
+        assert self.release.wait(10)
+
+    def wait_queued(self, n: int) -> None:
+        while len(self.store._queue) < n:
+            assert time.monotonic() < self.deadline, "the works did not queue"
+            time.sleep(0.01)
+
+
+def _count_commits(store: Store) -> list[int]:
+    commits: list[int] = []
+    event.listen(store.engine, "commit", lambda _conn: commits.append(1))
+    return commits
+
+
+def test_group_commit_of_the_waiting_works_is_one_commit(store: Store) -> None:
+    commits = _count_commits(store)
+    held = _Held(store)
+    threads = [
+        threading.Thread(
+            target=store.group_commit,
+            args=(lambda c, i=i: c.execute(insert(AppSetting).values(key=f"w{i}", value=i)),),
+        )
+        for i in range(10)
+    ]
+    for t in threads:
+        t.start()
+    held.wait_queued(10)
+    commits.clear()
+    held.release.set()
+    for t in [held.thread, *threads]:
+        t.join(20)
+    assert len(commits) == 2  # the held batch, then the ten together
+    assert {"held", *(f"w{i}" for i in range(10))} <= _setting_keys(store)
+
+
+def test_group_commit_isolates_a_failing_work(store: Store) -> None:
+    """A work that raises fails only its own caller, and nothing it wrote is kept; the
+    others in its batch commit."""
+    commits = _count_commits(store)
+    outcomes: dict[str, object] = {}
+
+    def call(key: str, fail: bool) -> None:
+        def work(conn: Connection) -> str:
+            conn.execute(insert(AppSetting).values(key=key, value="v"))
+            if fail:
+                raise ValueError(f"{key} refused")
+            return key
+
+        try:
+            outcomes[key] = store.group_commit(work)
+        except ValueError as exc:
+            outcomes[key] = exc
+
+    held = _Held(store)
+    threads = [threading.Thread(target=call, args=(f"gc-{i}", i == 3)) for i in range(12)]
+    for t in threads:
+        t.start()
+    held.wait_queued(12)
+    commits.clear()
+    held.release.set()
+    for t in [held.thread, *threads]:
+        t.join(20)
+    # the held batch; then the twelve roll back on gc-3's error and run again one by one:
+    # eleven commits (gc-3's own transaction rolls back)
+    assert len(commits) == 1 + 11
+    assert isinstance(outcomes["gc-3"], ValueError)
+    assert all(outcomes[f"gc-{i}"] == f"gc-{i}" for i in range(12) if i != 3)
+    keys = _setting_keys(store)
+    assert "gc-3" not in keys
+    assert {f"gc-{i}" for i in range(12) if i != 3} <= keys
+
+
+def test_concurrent_password_fetches_keep_one_intact_chain(
+    services: Services, store: Store
+) -> None:
+    """Many threads fetch at once: each fetch has its audit row, the rows of a batch are
+    chained in memory and written together, and the chain verifies."""
+    admin = initial_admin(services)
+    made = services.vault.create_resource(
+        admin, "10.0.0.9", NewResource(name="chain-srv"), NewAccount("root", "pw-Chain-1")
+    )
+    assert made.account_id is not None
+    aid = made.account_id
+    with store.reading() as conn:
+        before = conn.execute(select(func.count()).select_from(AuditRow)).scalar_one()
+    errors: list[BaseException] = []
+
+    def fetch(n: int) -> None:
+        try:
+            for _ in range(n):
+                assert services.vault.view_password(admin, "10.0.0.9", aid) == "pw-Chain-1"
+        except BaseException as exc:  # noqa: BLE001  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=fetch, args=(6,)) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    with store.sessions() as s:
+        report = verify_chain(s, services.keyring.audit_hmac_key)
+        views = s.scalar(
+            select(func.count()).select_from(AuditRow).where(AuditRow.operation == "view password")
+        )
+        total = s.scalar(select(func.count()).select_from(AuditRow))
+    assert report.ok, report.sentence()
+    assert views == 16 * 6
+    assert total == before + 16 * 6

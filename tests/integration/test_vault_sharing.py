@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy import delete, select
 
-from node.access import Access
+from node.access import Access, account_access_by_id
 from node.auth import SessionUser
 from node.errors import NotFoundError, PermissionDeniedError, ValidationError
 from node.roles import Role
@@ -141,6 +141,29 @@ def test_sharing_precedence(services: Services, world: World) -> None:
                     services.vault.get_account(world.bob, aid)
             else:
                 assert services.vault.get_account(world.bob, aid).access == level, name
+
+
+def test_password_fetch_applies_the_same_precedence(services: Services, world: World) -> None:
+    """The password fetch resolves access on its own fast path (Core statements, not the
+    ORM): it must agree with the precedence rule in every case, and show a password exactly
+    when the account is visible."""
+    passwords = {world.a1: "pw-one-1", world.a2: "pw-two-2"}
+    for name, shares, expected in CASES:
+        _apply(services, world, shares)
+        for aid, level in zip((world.a1, world.a2), expected, strict=True):
+            with services.store.reading() as conn:
+                got = account_access_by_id(conn, world.bob, world.owner.id, world.rid, aid)
+            assert got == level, name
+            if level == Access.NONE:
+                with pytest.raises(NotFoundError):
+                    services.vault.view_password(world.bob, IP, aid)
+            else:
+                assert services.vault.view_password(world.bob, IP, aid) == passwords[aid], name
+    # the owner, and a Super Administrator, need no share
+    with services.store.reading() as conn:
+        assert account_access_by_id(conn, world.owner, world.owner.id, world.rid, world.a1) == (
+            Access.OWNER
+        )
 
 
 def test_access_level_decides_what_bob_can_do(services: Services, world: World) -> None:
