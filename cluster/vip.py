@@ -94,6 +94,9 @@ class IpVip(Vip):
 
     def add(self) -> None:
         if not self.held():
+            # A hand-off cut short (the process died mid-drain) must not leave this host
+            # dropping new connections to the address it takes now.
+            self._nft(f"table inet {NFT_TABLE} {{}}\ndelete table inet {NFT_TABLE}\n")
             proc = self._ip("addr", "add", str(self.iface), "dev", self.interface)
             if proc.returncode != 0 and "File exists" not in proc.stderr:
                 raise VipError(f"cannot add VIP {self.iface}: {proc.stderr.strip()}")

@@ -146,6 +146,45 @@ def now() -> float:
     return time.monotonic()
 
 
+SESSION_CLIENT = str(Path(__file__).with_name("session_client.py"))
+
+
+def session(c: Cluster, *args: str) -> str:
+    url = f"https://{c.lab.vip}:7272"
+    return c.lab.run_in("client", PYTHON, SESSION_CLIENT, args[0], url, *args[1:]).stdout.strip()
+
+
+def admin_session(c: Cluster) -> Path:
+    """The cookie file of the administrator's browser session (logged in once, through the
+    VIP, with the one-time password)."""
+    cookies = c.lab.base / "admin.cookies"
+    if not cookies.exists():
+        otp = (c.lab.data_dir("n1") / "initial-admin-password.txt").read_text().strip()
+        assert session(c, "login", otp, "Failover-Admin-Pw-1", str(cookies)) == "200"
+    return cookies
+
+
+@contextmanager
+def browsing(c: Cluster, name: str) -> Iterator[Writes]:
+    """The administrator adds resources through the console's form until the block ends."""
+    c.counter += 1
+    prefix = f"{name}-{c.counter}"
+    out = c.lab.base / f"{prefix}.jsonl"
+    stop = c.lab.base / f"{prefix}.stop"
+    proc = c.lab.spawn(
+        "client", f"browser-{prefix}", PYTHON, SESSION_CLIENT, "write", f"https://{c.lab.vip}:7272",
+        str(admin_session(c)), str(out), str(stop), prefix,
+    )  # fmt: skip
+    writes = Writes([], prefix)
+    try:
+        yield writes
+    finally:
+        stop.write_text("stop")
+        proc.wait(timeout=60)
+        if out.exists():
+            writes.records.extend(json.loads(line) for line in out.read_text().splitlines())
+
+
 def writes_acked_by(w_out: Path, node: str, since: float) -> bool:
     if not w_out.exists():
         return False
@@ -264,7 +303,7 @@ def test_6_planned_switchover_and_back_fails_no_write_and_loses_nothing(cluster:
     c = cluster
     first = c.primary()
     second = c.other(first)
-    with writing(c, "s6") as w:
+    with writing(c, "s6") as w, browsing(c, "s6web") as web:
         acked_by_soon(c, w, first, now())
         # A second client writes straight to the old primary's own address.
         with writing(c, "s6direct", host=first) as direct:
@@ -282,6 +321,10 @@ def test_6_planned_switchover_and_back_fails_no_write_and_loses_nothing(cluster:
     assert not failed, f"{len(failed)} of {len(w.records)} writes failed, e.g. {failed[:3]}"
     assert any(r["via"] == first and r["node"] == second for r in w.acked), "none was relayed"
     check_outcome(c, w)
+    # A browser session (cookie and XSRF form posts) fared the same.
+    failed = [r for r in web.records if not r["acked"]]
+    assert web.acked and not failed, f"{len(failed)} form posts failed, e.g. {failed[:3]}"
+    check_outcome(c, web)
     # Straight to the old primary: served by it, then held and relayed to the new primary,
     # then (once it is a standby) refused with a clear 503; never a timeout or an error.
     relayed = [r for r in direct.acked if r["node"] == second]
@@ -305,19 +348,11 @@ def test_6b_a_forwarding_header_from_a_non_member_is_not_believed(cluster: Clust
     check_outcome(c, w)
 
 
-def session(c: Cluster, *args: str) -> str:
-    script = str(Path(__file__).with_name("session_client.py"))
-    url = f"https://{c.lab.vip}:7272"
-    return c.lab.run_in("client", PYTHON, script, args[0], url, *args[1:]).stdout.strip()
-
-
 def test_2_the_primary_host_crashes_the_standby_takes_over(cluster: Cluster) -> None:
     c = cluster
     old, new = c.primary(), c.other(c.primary())
     # A user logged in before the crash ...
-    otp = (c.lab.data_dir("n1") / "initial-admin-password.txt").read_text().strip()
-    cookies = c.lab.base / "admin.cookies"
-    assert session(c, "login", otp, "Failover-Admin-Pw-1", str(cookies)) == "200"
+    cookies = admin_session(c)
     with writing(c, "s2") as w:
         acked_by_soon(c, w, old, now())
         c.lab.kill_host(old)
