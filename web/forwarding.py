@@ -148,8 +148,8 @@ class Forwarder:
                 log.warning(
                     "%s %s %s", handler.request.method, handler.request.path, decision.sentence
                 )
-            handler.refuse_unless_writable()
-            return True  # it became writable in between
+            handler.refuse_unless_writable()  # raises the 503 ...
+            # ... unless the node became writable in between: decide again.
 
     def finished(self) -> None:
         self.in_flight -= 1
