@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,6 +128,18 @@ _REVEAL_ACCOUNT = (
     .where(Account.id == bindparam("aid"), Resource.deleted_at.is_(None))
 )
 _REASON_SETTING = select(AppSetting.value).where(AppSetting.key == SETTING_REASON)
+
+
+@dataclass(frozen=True)
+class RevealPlan:
+    """A password reveal checked and decrypted, not yet audited (VaultService.plan_reveal)."""
+
+    event: AuditEvent
+    at: dt.datetime
+    refusal: ValidationError | None
+    plaintext: str = field(repr=False)
+
+
 _TOUCH_ACCOUNT = (
     update(Account).where(Account.id == bindparam("aid")).values(last_accessed_at=bindparam("at"))
 )
@@ -933,33 +946,40 @@ class VaultService:
         """The plaintext password, audited as "view password". With ``resource_id``, an
         account on another resource gets the same NotFoundError as a missing one (the REST
         API's paths name both)."""
-        return self._reveal("view password", actor, ip, account_id, reason, ticket, resource_id)
+        plan = self.plan_reveal(
+            "view password", actor, ip, account_id, reason, ticket, resource_id=resource_id
+        )
+        return self.submit_reveal(plan).result()
 
     def copy_password(
         self, actor: SessionUser, ip: str, account_id: int, reason: str = "", ticket: str = ""
     ) -> str:
         """The plaintext password for the clipboard, audited as "copy password"."""
-        return self._reveal("copy password", actor, ip, account_id, reason, ticket)
+        plan = self.plan_reveal("copy password", actor, ip, account_id, reason, ticket)
+        return self.submit_reveal(plan).result()
 
-    def _reveal(
+    def plan_reveal(
         self,
         op: str,
         actor: SessionUser,
         ip: str,
         account_id: int,
-        reason: str,
-        ticket: str,
+        reason: str = "",
+        ticket: str = "",
+        *,
         resource_id: int | None = None,
-    ) -> str:
+    ) -> RevealPlan:
+        """The first half of showing a password (``op``: "view password" or "copy
+        password"): check access and the reason and ticket rules, and decrypt, in one
+        read-only snapshot. Nothing is shown yet: :meth:`submit_reveal` records the audit
+        row and only then gives the password (or the refusal)."""
+        if op not in ("view password", "copy password"):
+            raise ValueError(f"not a password reveal: {op}")
         require(actor.role, Action.VIEW_PASSWORD)
         why = one_line("reason", reason, 1024)
         ticket_id = one_line("ticket id", ticket, 128)
         refusal: ValidationError | None = None
         plaintext = ""
-        # Read and decrypt in a read-only snapshot, then record the fetch through the
-        # store's group commit: fetches that arrive together share one commit (one fsync),
-        # which is what a fetch costs most. The password is returned only after the
-        # commit holding its audit row; if that row cannot be written, the fetch fails.
         if not in_range(account_id):
             raise NotFoundError(f"no account with id {account_id}")
         with self._store.reading() as conn:
@@ -1000,23 +1020,40 @@ class VaultService:
             detail="; ".join(details),
             result="failure" if refusal is not None else "success",
         )
-        now = utcnow()
+        return RevealPlan(event, utcnow(), refusal, plaintext)
+
+    def submit_reveal(self, plan: RevealPlan) -> Future[str]:
+        """Record ``plan``'s audit row (and the account's last access) through the store's
+        group commit: reveals that arrive together share one commit, which is most of what
+        a reveal costs. The future holds the password only once the commit holding its
+        audit row is done; if that row cannot be written, it holds AuditWriteError (fail
+        closed). A refused reveal is recorded too, then its refusal raised."""
+        audit = self._audit
 
         def record(conn: Connection) -> None:
-            self._audit.append(conn, event, now)
-            if refusal is None:
-                conn.execute(_TOUCH_ACCOUNT, {"aid": account_id, "at": now})
+            audit.append(conn, plan.event, plan.at)
+            if plan.refusal is None:
+                conn.execute(_TOUCH_ACCOUNT, {"aid": plan.event.account_id, "at": plan.at})
 
-        try:
-            self._store.group_commit(record)
-        except SQLAlchemyError as exc:  # the commit itself failed (a full disk, a lost server)
-            raise AuditWriteError(
-                "the audit trail could not be written, so the operation was not carried out"
-            ) from exc
-        if refusal is not None:
-            raise refusal  # after the commit, so the refused attempt stays in the audit
-        # Reached only after the transaction, audit row included, has committed.
-        return plaintext
+        shown: Future[str] = Future()
+
+        def committed(done: Future[None]) -> None:
+            error = done.exception()
+            if isinstance(error, SQLAlchemyError):  # the commit failed: a full disk, a lost server
+                failure = AuditWriteError(
+                    "the audit trail could not be written, so the operation was not carried out"
+                )
+                failure.__cause__ = error
+                shown.set_exception(failure)
+            elif error is not None:
+                shown.set_exception(error)
+            elif plan.refusal is not None:
+                shown.set_exception(plan.refusal)  # recorded, so the refused attempt is audited
+            else:
+                shown.set_result(plan.plaintext)  # only now: its audit row is committed
+
+        self._store.submit(record).add_done_callback(committed)
+        return shown
 
     def change_password(
         self, actor: SessionUser, ip: str, account_id: int, new_password: str, reason: str = ""

@@ -143,6 +143,16 @@ class BaseHandler(tornado.web.RequestHandler):
         call = functools.partial(fn, *args, **kwargs)
         return await IOLoop.current().run_in_executor(self.ctx.executor, call)
 
+    async def run_read(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn``, a few point reads by key and no write, for a hot path. On SQLite it
+        runs right here on the event loop: a WAL reader reads a local file in microseconds
+        and never waits for the writer, and handing it to a worker thread costs more than
+        the read (measured: bench/retrieval.py, docs/benchmarks.md). On PostgreSQL, a
+        network round trip, it goes off the loop like any other blocking work."""
+        if self.services.store.dialect == "sqlite":
+            return fn(*args, **kwargs)
+        return await self.run(fn, *args, **kwargs)
+
     # sessions ---------------------------------------------------------------------------
 
     # Handlers that still answer on a standby or a fenced primary (health, cluster status).

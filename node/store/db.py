@@ -6,10 +6,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -41,9 +41,14 @@ SQLITE_BUSY_SECONDS = 10  # as busy_timeout: how long a writer waits for SQLite'
 READ_ONLY = "sr_read_only"  # execution option of the engine behind Store.sessions
 
 
+POINT_READS = "sr_point_reads"  # execution option of the engine behind Store.reading
+
+
 def _sqlite_begin(conn: Any) -> None:
-    read_only = conn.get_execution_options().get(READ_ONLY, False)
-    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+    options = conn.get_execution_options()
+    if options.get(POINT_READS, False):
+        return  # no transaction: each statement reads its own snapshot (Store.reading)
+    conn.exec_driver_sql("BEGIN" if options.get(READ_ONLY, False) else "BEGIN IMMEDIATE")
 
 
 def make_engine(url: str) -> Engine:
@@ -91,16 +96,6 @@ def before_commit(conn: Connection, hook: Callable[[Connection], None]) -> None:
     state[_BEFORE_COMMIT].append(hook)
 
 
-@dataclass
-class _Queued(Generic[T]):
-    """One caller's work waiting for a group commit, and what became of it."""
-
-    work: Callable[[Connection], T]
-    done: bool = False
-    result: T | None = None
-    error: BaseException | None = None
-
-
 def alembic_config(engine: Engine) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
@@ -136,11 +131,13 @@ class Store:
             engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
         )
         self._writer = sessionmaker(engine, expire_on_commit=False)
-        self._read_engine = engine.execution_options(**{READ_ONLY: True})
+        self._point_engine = engine.execution_options(**{READ_ONLY: True, POINT_READS: True})
         self._write_lock = threading.RLock() if engine.dialect.name == "sqlite" else None
-        self._queue: list[_Queued[Any]] = []
-        self._queue_lock = threading.Lock()
-        self._batch_lock = threading.Lock()
+        # group commit: works waiting for the committer thread (started on first use)
+        self._queue: list[tuple[Callable[[Connection], Any], Future[Any]]] = []
+        self._queue_cv = threading.Condition()
+        self._committer: threading.Thread | None = None
+        self._closed = False
 
     @property
     def dialect(self) -> str:
@@ -168,9 +165,12 @@ class Store:
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
-        """A Core connection in a read-only transaction (DEFERRED on SQLite), for hot
-        paths where an ORM session costs more than the queries it runs."""
-        with self._read_engine.connect() as conn, conn.begin():
+        """A Core connection for a few point reads on a hot path, where an ORM session
+        costs more than the queries it runs. Nothing may be written through it. On SQLite
+        it opens no transaction (no BEGIN, no COMMIT): each statement reads its own
+        committed snapshot, so use it only where the reads need not agree with each
+        other as of one instant (a key lookup, then rows that hang off it)."""
+        with self._point_engine.connect() as conn:
             yield conn
 
     @contextmanager
@@ -187,57 +187,79 @@ class Store:
                 self._write_lock.release()
 
     def group_commit(self, work: Callable[[Connection], T]) -> T:
-        """Run ``work(connection)`` in a write transaction shared with the works other threads
-        queue meanwhile, and return its result once that transaction has committed.
+        """Run ``work(connection)`` in a write transaction shared with the works other
+        threads submit meanwhile, and return its result once that transaction has
+        committed. See :meth:`submit`."""
+        return self.submit(work).result()
+
+    def submit(self, work: Callable[[Connection], T]) -> Future[T]:
+        """Queue ``work(connection)`` for the store's committer thread; the future holds
+        its result (or exception) once the transaction holding it has committed (or not).
 
         A commit is the costly part of a small write (an fsync on SQLite; on PostgreSQL a
-        WAL flush and the synchronous standby's acknowledgement), so callers that arrive
-        while a batch is committing go together in the next one: one commit for all of them.
-        If a work raises, or the commit fails, the batch rolls back and each of its works
-        runs again in a transaction of its own, so a failing work fails only itself (its
-        caller gets the exception) and the others commit. A work must therefore only touch
-        the database (it may run twice), be short, and not call ``group_commit`` or
-        ``transaction`` itself.
+        WAL flush and the synchronous standby's acknowledgement), so the works queued while
+        a batch commits go together in the next one: one transaction, one commit. If a work
+        raises, or the commit fails, the batch rolls back and each of its works runs again
+        in a transaction of its own, so a failing work fails only itself and the others
+        commit. A work must therefore only touch the database (it may run twice), be
+        short, and never wait for another work. Async callers await the future without
+        holding a thread (``asyncio.wrap_future``).
         """
-        item: _Queued[T] = _Queued(work)
-        with self._queue_lock:
-            self._queue.append(item)
-        with self._batch_lock:
-            # Whoever holds the batch lock commits everything queued so far: usually this
-            # caller's work and those of the callers that queued while the last batch ran.
-            if not item.done:
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
-                self._commit_batch(batch)
-        if item.error is not None:
-            raise item.error
-        return item.result  # type: ignore[return-value]  # set whenever error is None
+        future: Future[T] = Future()
+        with self._queue_cv:
+            if self._closed:
+                raise StoreError("the database is closed")
+            self._queue.append((work, future))
+            if self._committer is None:
+                self._committer = threading.Thread(
+                    target=self._commit_loop, name="sr-group-commit", daemon=True
+                )
+                self._committer.start()
+            self._queue_cv.notify()
+        return future
 
-    def _commit_batch(self, batch: list[_Queued[Any]]) -> None:
+    def _commit_loop(self) -> None:
+        while True:
+            with self._queue_cv:
+                while not self._queue and not self._closed:
+                    self._queue_cv.wait()
+                if not self._queue:
+                    return  # closed, and nothing left to commit
+                batch, self._queue = self._queue, []
+            try:
+                outcomes = self._commit_batch([work for work, _ in batch])
+            except BaseException as exc:  # noqa: BLE001  # no caller may wait forever
+                outcomes = [(None, exc)] * len(batch)
+            for (_, future), (result, error) in zip(batch, outcomes, strict=True):
+                if error is None:
+                    future.set_result(result)
+                else:
+                    future.set_exception(error)
+
+    def _commit_batch(
+        self, works: list[Callable[[Connection], Any]]
+    ) -> list[tuple[Any, BaseException | None]]:
+        results: list[Any] = []
         try:
             with self._writing() as conn:
                 hooks: list[Callable[[Connection], None]] = []
                 conn.info[_TX_STATE] = {_BEFORE_COMMIT: hooks}
                 try:
-                    for item in batch:
-                        item.result = item.work(conn)
+                    for work in works:
+                        results.append(work(conn))
                     for hook in hooks:
                         hook(conn)
                 finally:
                     # info lives with the pooled DB-API connection: never leave it behind
                     conn.info.pop(_TX_STATE, None)
         except Exception as exc:  # noqa: BLE001  # handed to the callers
-            if len(batch) == 1:
-                batch[0].result, batch[0].error = None, exc
-            else:
-                # Something in the batch failed and the whole transaction rolled back:
-                # run each work again in a transaction of its own, so that only the
-                # failing ones fail. (Rare, so the common case needs no savepoints.)
-                for item in batch:
-                    self._commit_batch([item])
-        finally:
-            for item in batch:
-                item.done = True
+            if len(works) == 1:
+                return [(None, exc)]
+            # Something in the batch failed and the whole transaction rolled back: run
+            # each work again in a transaction of its own, so that only the failing ones
+            # fail. (Rare, so the common case needs no savepoints.)
+            return [outcome for work in works for outcome in self._commit_batch([work])]
+        return [(result, None) for result in results]
 
     def has_data(self) -> bool:
         return "keyring_meta" in inspect(self.engine).get_table_names()
@@ -246,6 +268,11 @@ class Store:
         command.upgrade(alembic_config(self.engine), revision)
 
     def dispose(self) -> None:
+        with self._queue_cv:
+            self._closed = True
+            self._queue_cv.notify()
+        if self._committer is not None:
+            self._committer.join(timeout=SQLITE_BUSY_SECONDS + 5)
         self.engine.dispose()
 
 

@@ -4,15 +4,17 @@ Tornado app over HTTPS on a real vault. Passwords fetched through the API are au
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
+from node.audit import verify_chain
 from node.policies import check_password
 from node.store.models import Account
 from node.vault import AccountChanges
-from tests.integration.api_helpers import World, api_world, audit_rows, op
+from tests.integration.api_helpers import Api, World, api_world, audit_rows, op
 
 ACCOUNT_LIST_KEYS = {
     "ACCOUNT ID",
@@ -498,14 +500,15 @@ def test_roles_are_enforced_with_the_operation_name_kept(world: World) -> None:
     assert world.api("app-admin").get("/resources/resourcename/not-allowed").status == 404
 
 
+def _one_account(api: Api, resource: str, password: str) -> tuple[str, str]:
+    """A new resource with one account "a" holding ``password``: its ids."""
+    op(api.post("/resources", {"RESOURCENAME": resource, "ACCOUNTNAME": "a", "PASSWORD": password}))
+    return api.ids(resource, "a")
+
+
 def test_every_fetch_writes_one_audit_row_and_stores_nothing_secret(world: World) -> None:
     api = world.api("app-padmin")
-    op(
-        api.post(
-            "/resources", {"RESOURCENAME": "aud-1", "ACCOUNTNAME": "a", "PASSWORD": "Aud-secret-1"}
-        )
-    )
-    rid, aid = api.ids("aud-1", "a")
+    rid, aid = _one_account(api, "aud-1", "Aud-secret-1")
     before = len(audit_rows(world.services, "view password"))
     for _ in range(3):
         op(api.get(f"/resources/{rid}/accounts/{aid}/password"))
@@ -513,6 +516,55 @@ def test_every_fetch_writes_one_audit_row_and_stores_nothing_secret(world: World
     with world.services.store.sessions() as s:
         stored = s.scalars(select(Account.password_ct).where(Account.id == int(aid))).one()
     assert stored is not None and b"Aud-secret-1" not in stored
+
+
+def test_get_password_fails_closed_when_the_audit_cannot_be_written(world: World) -> None:
+    api = world.api("app-padmin")
+    rid, aid = _one_account(api, "fc-1", "Fc-secret-1")
+    before = len(audit_rows(world.services, "view password"))
+    with world.services.store.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE audit_head RENAME TO audit_head_away"))
+    try:
+        resp = api.get(f"/resources/{rid}/accounts/{aid}/password")
+        failed = op(resp, expect=500)
+        assert "audit trail could not be written" in failed["result"]["message"]
+        assert b"Fc-secret-1" not in resp.body
+    finally:
+        with world.services.store.engine.begin() as conn:
+            conn.execute(text("ALTER TABLE audit_head_away RENAME TO audit_head"))
+    assert len(audit_rows(world.services, "view password")) == before
+    assert op(api.get(f"/resources/{rid}/accounts/{aid}/password"))["Details"] == {
+        "PASSWORD": "Fc-secret-1"
+    }
+
+
+def test_concurrent_fetches_each_get_their_password_and_audit_row(world: World) -> None:
+    """Fetches that arrive together share a commit of their audit rows; each still gets
+    its own account's password, and the audit chain verifies."""
+    api = world.api("app-padmin")
+    ids = [_one_account(api, f"cc-{n}", f"Cc-secret-{n}") for n in range(4)]
+    before = len(audit_rows(world.services, "view password"))
+    wrong: list[str] = []
+
+    def client(k: int) -> None:
+        mine = world.api("app-padmin")
+        for i in range(8):
+            n = (k + i) % 4
+            rid, aid = ids[n]
+            got = op(mine.get(f"/resources/{rid}/accounts/{aid}/password"))["Details"]
+            if got != {"PASSWORD": f"Cc-secret-{n}"}:
+                wrong.append(f"{n}: {got}")
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not wrong
+    assert len(audit_rows(world.services, "view password")) == before + 12 * 8
+    with world.services.store.sessions() as s:
+        report = verify_chain(s, world.services.keyring.audit_hmac_key)
+    assert report.ok, report.sentence()
 
 
 def test_create_into_a_resource_group_and_for_another_owner(world: World) -> None:

@@ -98,22 +98,25 @@ class _Held:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.started = threading.Event()
         self.release = threading.Event()
-        self.thread = threading.Thread(target=store.group_commit, args=(self._slow,))
-        self.thread.start()
+        self.future = store.submit(self._slow)
+        assert self.started.wait(10), "the first batch did not start"
         self.deadline = time.monotonic() + 10
-        while not (store._batch_lock.locked() and not store._queue):
-            assert time.monotonic() < self.deadline, "the first batch did not start"
-            time.sleep(0.01)
 
     def _slow(self, conn: Connection) -> None:
         conn.execute(insert(AppSetting).values(key="held", value=1))
+        self.started.set()
         assert self.release.wait(10)
 
     def wait_queued(self, n: int) -> None:
         while len(self.store._queue) < n:
             assert time.monotonic() < self.deadline, "the works did not queue"
             time.sleep(0.01)
+
+    def finish(self) -> None:
+        self.release.set()
+        self.future.result(20)
 
 
 def _count_commits(store: Store) -> list[int]:
@@ -136,8 +139,8 @@ def test_group_commit_of_the_waiting_works_is_one_commit(store: Store) -> None:
         t.start()
     held.wait_queued(10)
     commits.clear()
-    held.release.set()
-    for t in [held.thread, *threads]:
+    held.finish()
+    for t in threads:
         t.join(20)
     assert len(commits) == 2  # the held batch, then the ten together
     assert {"held", *(f"w{i}" for i in range(10))} <= _setting_keys(store)
@@ -167,8 +170,8 @@ def test_group_commit_isolates_a_failing_work(store: Store) -> None:
         t.start()
     held.wait_queued(12)
     commits.clear()
-    held.release.set()
-    for t in [held.thread, *threads]:
+    held.finish()
+    for t in threads:
         t.join(20)
     # the held batch; then the twelve roll back on gc-3's error and run again one by one:
     # eleven commits (gc-3's own transaction rolls back)

@@ -141,25 +141,20 @@ class ApiHandler(BaseHandler):
         token = self.presented_token()
         if token is None:
             raise _AuthFailure(NO_TOKEN)
-        user = await self.run(self._authenticate_and_licence, token)
+        # The token is checked on every request (one point read); the REST API's licence
+        # check, once passed, is trusted for LICENCE_RECHECK seconds (it may write, so it
+        # always runs off the event loop).
+        user = await self.run_read(self.services.api_tokens.authenticate, token)
         if user is None:
             log.warning(
                 "API request with an unknown or revoked token",
                 extra={"token_prefix": token[:8], "ip": self.source_ip},
             )
             raise _AuthFailure(BAD_TOKEN)
-        return user
-
-    def _authenticate_and_licence(self, token: str) -> SessionUser | None:
-        """The token's user, and the licence check of the REST API, in one trip off the
-        event loop (a password fetch makes few trips). A passed licence check is trusted
-        for LICENCE_RECHECK seconds; tokens are checked on every request."""
-        user = self.services.api_tokens.authenticate(token)
-        if user is not None:
-            checked = _licence_checks.get(id(self.services), 0.0)
-            if time.monotonic() - checked > LICENCE_RECHECK:
-                self.services.licence.require(Feature.REST_API)
-                _licence_checks[id(self.services)] = time.monotonic()
+        checked = _licence_checks.get(id(self.services), 0.0)
+        if time.monotonic() - checked > LICENCE_RECHECK:
+            await self.run(self.services.licence.require, Feature.REST_API)
+            _licence_checks[id(self.services)] = time.monotonic()
         return user
 
     def read_input(self, spec: Spec) -> dict[str, Any]:

@@ -7,6 +7,7 @@ that does not exist and one that is not shared with the caller get the same 404.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -548,12 +549,6 @@ class AccountHandler(ApiHandler):
         self.answer("Account details fetched successfully", body)
 
 
-def reveal(
-    services: Services, actor: SessionUser, ip: str, rid: int, aid: int, reason: str, ticket: str
-) -> str:
-    return services.vault.view_password(actor, ip, aid, reason, ticket, resource_id=rid)
-
-
 def change(
     services: Services, actor: SessionUser, ip: str, rid: int, aid: int, d: dict[str, Any]
 ) -> None:
@@ -581,16 +576,20 @@ class PasswordHandler(ApiHandler):
     )
     async def get(self, rid: str, aid: str, d: dict[str, Any]) -> None:
         """Retrieve an account's password (audited; REASON/TICKETID when required)"""
-        password = await self.run(
-            reveal,
-            self.services,
+        rid_n, aid_n = self.path_id(rid, "resource"), self.path_id(aid, "account")
+        plan = await self.run_read(
+            self.services.vault.plan_reveal,
+            "view password",
             self.api_user,
             self.source_ip,
-            self.path_id(rid, "resource"),
-            self.path_id(aid, "account"),
+            aid_n,
             d.get("REASON", ""),
             d.get("TICKETID", ""),
+            resource_id=rid_n,
         )
+        # The audit row goes through the store's group commit; this request waits for it
+        # without holding a thread, and gets the password only once it is committed.
+        password = await asyncio.wrap_future(self.services.vault.submit_reveal(plan))
         self.answer("Password fetched successfully", {"PASSWORD": password})
 
     @operation("CHANGE PASSWORD", Action.CHANGE_SHARED_PASSWORD, CHANGE_PASSWORD_SPEC)
