@@ -10,7 +10,6 @@ chain, and lets :func:`verify_chain` notice a deleted tail.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import hashlib
 import hmac
 import json
@@ -23,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from node.errors import AuditWriteError
-from node.store.db import before_commit, transaction_state
+from node.store.db import deferred_rows, transaction_state
 from node.store.dialect import is_postgres
 from node.store.models import AuditHead, AuditRow, User, utcnow
 
@@ -119,11 +118,9 @@ class AuditLog:
         In a group commit (:meth:`node.store.db.Store.group_commit`) the rows of the whole
         batch are chained in memory and written together just before the commit: one read
         and one update of the head, one multi-row insert."""
-        conn = session if isinstance(session, Connection) else None
-        tx_state = transaction_state(conn) if conn is not None else None
         try:
-            if conn is not None and tx_state is not None:
-                return self._append_batched(conn, tx_state, event, now)
+            if isinstance(session, Connection) and transaction_state(session) is not None:
+                return self._append_batched(session, event, now)
             last_id, last_hmac = self._read_head(session)
             values = self._row(last_id, last_hmac, event, now)
             session.execute(_INSERT_ROW, values)
@@ -173,25 +170,17 @@ class AuditLog:
             "new_head_hmac": head_hmac(self._key, values["id"], values["hmac"]),
         }
 
-    def _append_batched(
-        self,
-        conn: Connection,
-        tx_state: dict[str, Any],
-        event: AuditEvent,
-        now: dt.datetime | None,
-    ) -> int:
-        rows: list[dict[str, Any]] | None = tx_state.get(_BATCH_ROWS)
-        if rows is None:
-            last_id, last_hmac = self._read_head(conn)
-            rows = tx_state[_BATCH_ROWS] = []
-            before_commit(conn, functools.partial(self._write_batch, rows))
-        else:
+    def _append_batched(self, conn: Connection, event: AuditEvent, now: dt.datetime | None) -> int:
+        rows = deferred_rows(conn, _BATCH_ROWS, self._write_batch)
+        if rows:
             last_id, last_hmac = int(rows[-1]["id"]), str(rows[-1]["hmac"])
+        else:
+            last_id, last_hmac = self._read_head(conn)
         values = self._row(last_id, last_hmac, event, now)
         rows.append(values)
         return int(values["id"])
 
-    def _write_batch(self, rows: list[dict[str, Any]], conn: Connection) -> None:
+    def _write_batch(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         try:
             conn.execute(_INSERT_ROW, rows)
             conn.execute(_UPDATE_HEAD, self._head_params(rows[-1]))

@@ -85,7 +85,7 @@ from node.policies import (
     spec_of,
 )
 from node.roles import Role
-from node.store.db import Store
+from node.store.db import Store, deferred_rows
 from node.store.models import (
     Account,
     AppSetting,
@@ -145,6 +145,11 @@ _TOUCH_ACCOUNT = (
 )
 MAX_TEXT = 4096
 MAX_LIST = 1000
+
+
+def _touch_accounts(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Record the last access of the accounts a group commit revealed (one executemany)."""
+    conn.execute(_TOUCH_ACCOUNT, rows)
 
 
 # --- what callers pass and get -------------------------------------------------------------
@@ -1033,7 +1038,8 @@ class VaultService:
         def record(conn: Connection) -> None:
             audit.append(conn, plan.event, plan.at)
             if plan.refusal is None:
-                conn.execute(_TOUCH_ACCOUNT, {"aid": plan.event.account_id, "at": plan.at})
+                touched = deferred_rows(conn, "vault.last_accessed", _touch_accounts)
+                touched.append({"aid": plan.event.account_id, "at": plan.at})
 
         shown: Future[str] = Future()
 

@@ -87,6 +87,23 @@ def transaction_state(conn: Connection) -> dict[str, Any] | None:
     return state
 
 
+def deferred_rows(
+    conn: Connection, key: str, write: Callable[[Connection, list[dict[str, Any]]], None]
+) -> list[dict[str, Any]]:
+    """The list of parameter rows gathered under ``key`` in the group commit running on
+    ``conn``: append to it, and ``write(conn, rows)`` runs once, before the COMMIT, with
+    all of them (one executemany instead of a statement per work)."""
+    state = transaction_state(conn)
+    if state is None:
+        raise StoreError("deferred_rows outside a group commit")
+    rows: list[dict[str, Any]] | None = state.get(key)
+    if rows is None:
+        gathered: list[dict[str, Any]] = []
+        state[key] = rows = gathered
+        before_commit(conn, lambda c: write(c, gathered))
+    return rows
+
+
 def before_commit(conn: Connection, hook: Callable[[Connection], None]) -> None:
     """Run ``hook(conn)`` after the last work of the group commit on ``conn``, before its
     COMMIT (in the transaction: if it raises, the batch rolls back)."""
