@@ -43,7 +43,7 @@ _UPDATE_HEAD = (
         head_hmac=bindparam("new_head_hmac"),
     )
 )
-_BATCH_ROWS = "audit.rows"  # this transaction's rows not yet written (group commit)
+_BATCH_ROWS = "audit.events"  # this group commit's events, not yet written
 FAILED = "the audit trail could not be written, so the operation was not carried out"
 MAX_FIELD = {"target": 512, "reason": 1024, "detail": 1024, "username": 128, "source_ip": 64}
 
@@ -109,25 +109,28 @@ class AuditLog:
 
     def append(
         self, session: Session | Connection, event: AuditEvent, now: dt.datetime | None = None
-    ) -> int:
+    ) -> None:
         """Add ``event`` in ``session``'s transaction (an ORM session, or a Core connection
-        in a transaction); returns the new row's id. Raises :class:`AuditWriteError` if the
-        row cannot be written, so the caller's transaction rolls back and the audited
-        operation does not happen.
+        in a transaction). Raises :class:`AuditWriteError` if the row cannot be written, so
+        the caller's transaction rolls back and the audited operation does not happen.
 
-        In a group commit (:meth:`node.store.db.Store.group_commit`) the rows of the whole
-        batch are chained in memory and written together just before the commit: one read
-        and one update of the head, one multi-row insert."""
+        In a group commit (:meth:`node.store.db.Store.submit`) the events of the whole
+        batch are gathered and chained just before the commit: one read and one update of
+        the head, one multi-row insert. The head is then locked at the very end of the
+        transaction: held for the shortest time, and after the rows the batch changes
+        (as an ORM transaction's autoflush does before its append), so a batch and an
+        ordinary audited write do not lock the same rows in opposite orders."""
         try:
             if isinstance(session, Connection) and transaction_state(session) is not None:
-                return self._append_batched(session, event, now)
+                pending = deferred_rows(session, _BATCH_ROWS, self._write_batch)
+                pending.append({"event": event, "at": now or utcnow()})
+                return
             last_id, last_hmac = self._read_head(session)
             values = self._row(last_id, last_hmac, event, now)
             session.execute(_INSERT_ROW, values)
             session.execute(_UPDATE_HEAD, self._head_params(values))
         except SQLAlchemyError as exc:
             raise AuditWriteError(FAILED) from exc
-        return int(values["id"])
 
     def _read_head(self, session: Session | Connection) -> tuple[int, str]:
         """The chain's last id and HMAC, the head row locked until the transaction ends
@@ -170,18 +173,14 @@ class AuditLog:
             "new_head_hmac": head_hmac(self._key, values["id"], values["hmac"]),
         }
 
-    def _append_batched(self, conn: Connection, event: AuditEvent, now: dt.datetime | None) -> int:
-        rows = deferred_rows(conn, _BATCH_ROWS, self._write_batch)
-        if rows:
-            last_id, last_hmac = int(rows[-1]["id"]), str(rows[-1]["hmac"])
-        else:
-            last_id, last_hmac = self._read_head(conn)
-        values = self._row(last_id, last_hmac, event, now)
-        rows.append(values)
-        return int(values["id"])
-
-    def _write_batch(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+    def _write_batch(self, conn: Connection, pending: list[dict[str, Any]]) -> None:
         try:
+            last_id, last_hmac = self._read_head(conn)
+            rows = []
+            for item in pending:
+                values = self._row(last_id, last_hmac, item["event"], item["at"])
+                rows.append(values)
+                last_id, last_hmac = int(values["id"]), str(values["hmac"])
             conn.execute(_INSERT_ROW, rows)
             conn.execute(_UPDATE_HEAD, self._head_params(rows[-1]))
         except SQLAlchemyError as exc:

@@ -1036,10 +1036,12 @@ class VaultService:
         audit = self._audit
 
         def record(conn: Connection) -> None:
-            audit.append(conn, plan.event, plan.at)
+            # The accounts' last access first, the audit rows last: both are written just
+            # before the commit, in this order, so the audit head is the last lock taken.
             if plan.refusal is None:
                 touched = deferred_rows(conn, "vault.last_accessed", _touch_accounts)
                 touched.append({"aid": plan.event.account_id, "at": plan.at})
+            audit.append(conn, plan.event, plan.at)
 
         shown: Future[str] = Future()
 
