@@ -1046,6 +1046,8 @@ class VaultService:
         shown: Future[str] = Future()
 
         def committed(done: Future[None]) -> None:
+            if shown.cancelled():
+                return  # the caller stopped waiting: the password is never shown
             error = done.exception()
             if isinstance(error, SQLAlchemyError):  # the commit failed: a full disk, a lost server
                 failure = AuditWriteError(

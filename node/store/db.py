@@ -248,6 +248,8 @@ class Store:
             except BaseException as exc:  # noqa: BLE001  # no caller may wait forever
                 outcomes = [(None, exc)] * len(batch)
             for (_, future), (result, error) in zip(batch, outcomes, strict=True):
+                if future.cancelled():
+                    continue  # the caller stopped waiting; its work is committed or not
                 if error is None:
                     future.set_result(result)
                 else:

@@ -220,3 +220,14 @@ def test_concurrent_password_fetches_keep_one_intact_chain(
     assert report.ok, report.sentence()
     assert views == 16 * 6
     assert total == before + 16 * 6
+
+
+def test_a_caller_that_stops_waiting_does_not_stop_the_committer(store: Store) -> None:
+    held = _Held(store)
+    dropped = store.submit(lambda c: c.execute(insert(AppSetting).values(key="dropped", value=1)))
+    held.wait_queued(1)
+    assert dropped.cancel()
+    held.finish()
+    after = store.submit(lambda c: c.execute(insert(AppSetting).values(key="after", value=2)))
+    after.result(timeout=20)  # a dead committer would leave it pending
+    assert {"held", "after"} <= _setting_keys(store)
