@@ -184,7 +184,8 @@ class Forwarder:
             allow_nonstandard_methods=True,
             ssl_options=self._ssl(),
             connect_timeout=2.0,
-            request_timeout=self.hold_timeout + 10.0,
+            # The primary may hold it too, then serve a slow request (a report, a restore).
+            request_timeout=self.hold_timeout + 120.0,
         )
         answer = await AsyncHTTPClient().fetch(outgoing, raise_error=False)
         if answer.code == 599:  # no answer at all (refused, reset, timed out)
