@@ -44,6 +44,15 @@ from node.keyring import KEY_LEN, read_key_file, write_key_file
 from node.tls import TlsFiles, write_private
 
 TOKEN_TTL_S = 3600
+JOIN_TOKEN_PREFIX = "srj_"
+
+
+def new_join_token() -> str:
+    """192 random bits behind a fixed prefix: a bare URL-safe token starts with "-" one
+    time in 64, and the command line (``--token T``) would then read it as an option."""
+    return JOIN_TOKEN_PREFIX + secrets.token_urlsafe(24)
+
+
 log = logging.getLogger("strongroom.join")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 
@@ -178,7 +187,7 @@ class JoinService:
     def new_token(self, now: float | None = None) -> tuple[str, str]:
         """A single-use token valid for an hour, and the CA hash to pin."""
         now = utc_now() if now is None else now
-        token = secrets.token_urlsafe(24)
+        token = new_join_token()
         self.state.call("add_join_token", token_hash(token), now + TOKEN_TTL_S, now)
         return token, ca_hash(self.ca_pem())
 

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from appliance.cli import build_parser
 from cluster.config import NodeConfig
-from cluster.join import JoinService, fetch_pinned_ca
+from cluster.join import JoinService, fetch_pinned_ca, new_join_token
 from cluster.pki import ca_hash, issue, make_ca
 from cluster.runtime import raft_join_proof, seal
 from cluster.state import DATA, ClusterState, Member
@@ -63,6 +64,27 @@ def test_a_witness_gets_what_raft_needs_and_never_the_master_key(service: JoinSe
     assert set(reply) == {"cluster_id", "cluster_secret", "ca_cert", "members"}
     assert base64.b64decode(reply["cluster_secret"]) == SECRET
     assert [m["name"] for m in reply["members"]] == ["n1", "w"]
+
+
+def test_every_token_can_be_given_on_the_command_line() -> None:
+    """``strongroom join URL --token T``: a token that began with "-" would be read as an
+    option (one bare URL-safe token in 64 does)."""
+    parser = build_parser()
+    for _ in range(2000):
+        token = new_join_token()
+        args = parser.parse_args(
+            [
+                "join",
+                "https://10.0.0.11:7272",
+                "--token",
+                token,
+                "--ca-hash",
+                "sha256:00",
+                "--advertise",
+                "10.0.0.12",
+            ]
+        )
+        assert args.token == token
 
 
 def test_a_token_works_once(service: JoinService) -> None:
