@@ -9,6 +9,8 @@ it decided, which the web layer acts on and logs when it refuses.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import urllib.parse
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ SERVE = "serve"
 HOLD = "hold"
 FORWARD = "forward"
 REFUSE = "refuse"
+PROOF_MAX_AGE = 60.0  # seconds a forwarding proof is good for (members' clocks: NTP)
 
 
 @dataclass(frozen=True)
@@ -84,16 +87,49 @@ def member_hosts(members: tuple[Member, ...]) -> frozenset[str]:
     return frozenset(hosts)
 
 
+def forwarding_proof(
+    secret: bytes, member: str, client: str, method: str, uri: str, at: float
+) -> str:
+    """What a forwarding member sends beside X-Forwarded-For: the time and an HMAC, keyed
+    with the cluster secret, over who forwards, for which client, which request, when."""
+    stamp = f"{at:.3f}"
+    message = f"forwarded|{member}|{client}|{method}|{uri}|{stamp}".encode()
+    return f"{stamp}:{hmac.new(secret, message, hashlib.sha256).hexdigest()}"
+
+
 def forwarded_client(
-    remote_ip: str, forwarded_by: str | None, forwarded_for: str | None, hosts: frozenset[str]
+    remote_ip: str,
+    forwarded_by: str | None,
+    forwarded_for: str | None,
+    hosts: frozenset[str],
+    *,
+    proof: str | None,
+    secret: bytes,
+    method: str,
+    uri: str,
+    now: float,
 ) -> str | None:
     """The client address a member's forwarded request names (its X-Forwarded-For), or
-    None: the header counts only on a request that comes from a data member's address
-    and says which member forwarded it; anyone else's X-Forwarded-For is ignored."""
-    if not forwarded_by or forwarded_for is None or remote_ip not in hosts:
+    None. The header counts only on a request that comes from a data member's address,
+    says which member forwarded it, and carries that member's proof (an HMAC with the
+    cluster secret over the member, client, method, URI and a time at most
+    PROOF_MAX_AGE seconds away): anyone else's X-Forwarded-For is ignored, a local user
+    on a member host included."""
+    if not forwarded_by or forwarded_for is None or not proof or remote_ip not in hosts:
+        return None
+    stamp = proof.split(":", 1)[0]
+    try:
+        at = float(stamp)
+    except ValueError:
+        return None
+    if not abs(now - at) <= PROOF_MAX_AGE:
+        return None
+    client = forwarded_for.strip()
+    expected = forwarding_proof(secret, forwarded_by, client, method, uri, at)
+    if not hmac.compare_digest(expected.encode(), proof.encode()):
         return None
     try:
-        return str(ipaddress.ip_address(forwarded_for.strip()))
+        return str(ipaddress.ip_address(client))
     except ValueError:
         return None
 
@@ -109,4 +145,6 @@ __all__ = [
     "member_addresses",
     "member_hosts",
     "forwarded_client",
+    "forwarding_proof",
+    "PROOF_MAX_AGE",
 ]

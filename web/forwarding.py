@@ -5,8 +5,9 @@ A forwarded request goes to the new primary over HTTPS pinned to the cluster CA,
 method, path, query, body and every header the client sent (its cookie or AUTHTOKEN
 included: the primary authenticates and authorises it itself, exactly as if it came
 directly), plus ``X-Forwarded-For`` (the client's address as this node sees it) and
-``X-Strongroom-Forwarded-By`` (this node's name). The primary believes X-Forwarded-For
-only from a data member's address. The answer is relayed as it is, with
+``X-Strongroom-Forwarded-By`` (this node's name) and ``X-Strongroom-Forwarding-Proof`` (an
+HMAC with the cluster secret, cluster/forwarding.py). The primary believes X-Forwarded-For
+only from a data member's address with a valid proof. The answer is relayed as it is, with
 ``X-Strongroom-Forwarded-By`` added. Bodies, query strings and tokens are never logged.
 
 The forwarder also counts the requests this node is serving: the HA loop lets them finish
@@ -32,6 +33,7 @@ from cluster.forwarding import (
     SERVE,
     Traffic,
     forwarded_client,
+    forwarding_proof,
     member_addresses,
     member_hosts,
     route_request,
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("strongroom.web")
 
 FORWARDED_BY = "X-Strongroom-Forwarded-By"
+FORWARDING_PROOF = "X-Strongroom-Forwarding-Proof"
 HOLD_POLL = 0.02  # seconds between looks at the node's role while a request is held
 # Never passed on: they describe one connection, or are set by the forwarder itself.
 NOT_FORWARDED = frozenset(
@@ -59,6 +62,7 @@ NOT_FORWARDED = frozenset(
         "content-length",
         "x-forwarded-for",
         FORWARDED_BY.lower(),
+        FORWARDING_PROOF.lower(),
     }
 )
 NOT_RELAYED = frozenset(
@@ -106,6 +110,11 @@ class Forwarder:
             request.headers.get(FORWARDED_BY),
             request.headers.get("X-Forwarded-For"),
             self._hosts,
+            proof=request.headers.get(FORWARDING_PROOF),
+            secret=self.runtime.secret,
+            method=request.method or "",
+            uri=request.uri or "",
+            now=time.time(),
         )
 
     # holding ----------------------------------------------------------------------------
@@ -170,9 +179,17 @@ class Forwarder:
         for name, value in request.headers.get_all():
             if name.lower() not in NOT_FORWARDED:
                 headers.add(name, value)
+        method = request.method or "GET"
         headers["X-Forwarded-For"] = handler.source_ip
         headers[FORWARDED_BY] = self.node_name
-        method = request.method or "GET"
+        headers[FORWARDING_PROOF] = forwarding_proof(
+            self.runtime.secret,
+            self.node_name,
+            handler.source_ip,
+            method,
+            request.uri or "",
+            time.time(),
+        )
         body = request.body if request.body or method in ("POST", "PUT", "PATCH") else None
         outgoing = HTTPRequest(
             f"{target}{request.uri}",

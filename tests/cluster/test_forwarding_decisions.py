@@ -8,10 +8,12 @@ from dataclasses import replace
 from cluster.forwarding import (
     FORWARD,
     HOLD,
+    PROOF_MAX_AGE,
     REFUSE,
     SERVE,
     Traffic,
     forwarded_client,
+    forwarding_proof,
     member_addresses,
     member_hosts,
     route_request,
@@ -27,6 +29,9 @@ MEMBERS = (
 )
 OLD = Traffic(HANDING_OVER, False, N1, N1, member_addresses(MEMBERS))
 HOLD_S = 5.0
+SECRET = b"s" * 32
+URI = "/restapi/json/v1/resources"
+NOW = 1_800_000_000.0
 
 
 def test_a_writable_node_serves() -> None:
@@ -76,14 +81,60 @@ def test_standbys_and_fenced_primaries_refuse_at_once_as_before() -> None:
         assert (route.kind, route.sentence) == (REFUSE, f"refused: this node is {role}")
 
 
+def _client(
+    remote: str,
+    member: str | None,
+    client: str | None,
+    *,
+    proof: str | None = None,
+    secret: bytes = SECRET,
+    uri: str = URI,
+    now: float = NOW,
+) -> str | None:
+    if proof is None and member is not None and client is not None:
+        proof = forwarding_proof(SECRET, member, client.strip(), "POST", URI, NOW - 1.0)
+    return forwarded_client(
+        remote,
+        member,
+        client,
+        member_hosts(MEMBERS),
+        proof=proof,
+        secret=secret,
+        method="POST",
+        uri=uri,
+        now=now,
+    )
+
+
 def test_only_a_data_member_is_believed_about_the_client_address() -> None:
-    hosts = member_hosts(MEMBERS)
-    assert hosts == frozenset({"10.0.0.1", "10.0.0.2"})
-    assert forwarded_client("10.0.0.1", "n1", "192.0.2.8", hosts) == "192.0.2.8"
+    assert member_hosts(MEMBERS) == frozenset({"10.0.0.1", "10.0.0.2"})
+    assert _client("10.0.0.1", "n1", "192.0.2.8") == "192.0.2.8"
     # A client (or the witness's address) claiming to be a forwarding member is not.
-    assert forwarded_client("192.0.2.50", "n1", "203.0.113.7", hosts) is None
-    assert forwarded_client("10.0.0.3", "n1", "203.0.113.7", hosts) is None
+    assert _client("192.0.2.50", "n1", "203.0.113.7") is None
+    assert _client("10.0.0.3", "n1", "203.0.113.7") is None
     # A member's request that does not say it forwards, or names garbage, neither.
-    assert forwarded_client("10.0.0.1", None, "192.0.2.8", hosts) is None
-    assert forwarded_client("10.0.0.1", "n1", "192.0.2.8, 10.0.0.9", hosts) is None
-    assert forwarded_client("10.0.0.1", "n1", "<script>", hosts) is None
+    assert _client("10.0.0.1", None, "192.0.2.8") is None
+    assert _client("10.0.0.1", "n1", "192.0.2.8, 10.0.0.9") is None
+    assert _client("10.0.0.1", "n1", "<script>") is None
+
+
+def test_a_forwarded_client_address_needs_the_members_proof() -> None:
+    """From a member's address, the header still needs an HMAC made with the cluster
+    secret over this very request, recent: a local user on a member host cannot choose
+    the address the audit records."""
+    good = forwarding_proof(SECRET, "n1", "192.0.2.8", "POST", URI, NOW)
+    assert _client("10.0.0.1", "n1", "192.0.2.8", proof=good) == "192.0.2.8"
+    assert _client("10.0.0.1", "n1", "192.0.2.8", proof="") is None
+    assert _client("10.0.0.1", "n1", "192.0.2.8", proof="not-a-proof") is None
+    other_key = forwarding_proof(b"k" * 32, "n1", "192.0.2.8", "POST", URI, NOW)
+    assert _client("10.0.0.1", "n1", "192.0.2.8", proof=other_key) is None
+    # the proof names the client, the member and the request it was made for
+    assert _client("10.0.0.1", "n1", "192.0.2.9", proof=good) is None
+    assert _client("10.0.0.1", "n2", "192.0.2.8", proof=good) is None
+    assert _client("10.0.0.1", "n1", "192.0.2.8", proof=good, uri="/other") is None
+    # and is good for PROOF_MAX_AGE seconds either way
+    assert _client("10.0.0.1", "n1", "192.0.2.8", proof=good, now=NOW + PROOF_MAX_AGE) == (
+        "192.0.2.8"
+    )
+    assert _client("10.0.0.1", "n1", "192.0.2.8", proof=good, now=NOW + PROOF_MAX_AGE + 1) is None
+    assert _client("10.0.0.1", "n1", "192.0.2.8", proof=good, now=NOW - PROOF_MAX_AGE - 1) is None
