@@ -85,6 +85,9 @@ class LocalFacts:
     vip_held: bool = False
     requests_in_flight: int = 0  # web requests past the writable check, not yet answered
     target_writable: bool = False  # during a handover: the new primary accepts writes
+    # when this node applied the latest lease renewal it knows of (monotonic; 0.0 = never):
+    # read after the view, so never older than the renewal the view shows
+    lease_applied_at: float = 0.0
 
     def link(self, name: str | None) -> StandbyLink | None:
         for s in self.standbys:
@@ -450,9 +453,26 @@ def step_down(view: ClusterView, facts: LocalFacts, mem: Memory, act: HaActions)
 
 
 def track_lease(view: ClusterView, facts: LocalFacts, mem: Memory) -> None:
+    """Start the failover clock when this node learned of the latest lease renewal: when
+    Raft applied it here if known (up to a loop period earlier than this cycle), else now.
+    Never earlier than the commit, so never earlier than the primary sent the renewal,
+    whose sending time starts the primary's own lease (docs/ha.md, "Lease")."""
     if view.lease_counter != mem.seen_lease:
         mem.seen_lease = view.lease_counter
-        mem.seen_lease_at = facts.now
+        applied = facts.lease_applied_at
+        mem.seen_lease_at = applied if 0.0 < applied <= facts.now else facts.now
+
+
+def next_cycle_in(
+    period: float, view: ClusterView, name: str, mem: Memory, now: float, failover_after: float
+) -> float:
+    """How long the loop sleeps: ``period``, but the synchronous standby wakes just after
+    the primary's silence would pass ``failover_after``, so promotion does not wait for
+    the next regular cycle."""
+    if view.sync_standby != name or view.primary in (None, name) or mem.seen_lease_at <= 0.0:
+        return period
+    lapse_in = max(mem.seen_lease_at, mem.started_at) + failover_after - now
+    return max(0.02, min(period, lapse_in + 0.02))
 
 
 def maybe_promote(
@@ -494,6 +514,7 @@ __all__ = [
     "Memory",
     "StandbyLink",
     "run_cycle",
+    "next_cycle_in",
     "PRIMARY",
     "STANDBY",
     "FENCED",

@@ -37,6 +37,7 @@ from cluster.ha import (
     LocalFacts,
     Memory,
     StandbyLink,
+    next_cycle_in,
     run_cycle,
 )
 from cluster.postgres import ClusterMember, LocalPostgres, PostgresError
@@ -270,6 +271,14 @@ class HaRuntime:
                 period = 0.1
             elif sentence.startswith("switchover"):
                 period = 0.05
+            period = next_cycle_in(
+                period,
+                self.state.view(),
+                self.cfg.name,
+                self.mem,
+                time.monotonic(),
+                self.t.failover_after,
+            )
             self._stop.wait(max(0.0, period - (time.monotonic() - started)))
 
     def _keep_lease(self) -> None:
@@ -343,6 +352,7 @@ class HaRuntime:
             vip_held=self.vip.held(),
             requests_in_flight=in_flight,
             target_writable=target is not None and self.accepts_writes(target),
+            lease_applied_at=self.state.lease_applied_at(),
         )
         try:
             if not self.pg.is_running():

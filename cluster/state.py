@@ -149,6 +149,9 @@ class ClusterMachine(SyncObj):
 
     def __init__(self, self_address: str, partners: list[str], conf: SyncObjConf) -> None:
         self._lock = threading.Lock()
+        # Local, never replicated nor dumped (made before SyncObj.__init__): when this node
+        # applied the latest lease renewal (monotonic seconds; 0.0 = none yet).
+        self._lease_applied_at = 0.0
         super().__init__(self_address, partners, conf)
         self._s: dict[str, Any] = _empty_state()
 
@@ -228,7 +231,14 @@ class ClusterMachine(SyncObj):
             if self._s["primary"] != name or self._s["epoch"] != epoch:
                 return False
             self._s["lease_counter"] += 1
+            # Not state: a local observation (the HA loop's failover clock starts here).
+            self._lease_applied_at = time.monotonic()
             return True
+
+    def lease_applied_at(self) -> float:
+        """When this node applied the latest lease renewal (monotonic; 0.0 = never)."""
+        with self._lock:
+            return self._lease_applied_at
 
     @replicated
     def set_sync_standby(self, primary: str, epoch: int, standby: str) -> bool:
@@ -446,6 +456,10 @@ class ClusterState:
 
     def view(self) -> ClusterView:
         return self._machine.snapshot()
+
+    def lease_applied_at(self) -> float:
+        """When this node applied the latest lease renewal (monotonic; 0.0 = never)."""
+        return self._machine.lease_applied_at()
 
     def status(self) -> RaftStatus:
         st = self._machine.getStatus()

@@ -16,6 +16,7 @@ from cluster.ha import (
     LocalFacts,
     Memory,
     StandbyLink,
+    next_cycle_in,
 )
 from cluster.ha import run_cycle as cycle
 from cluster.state import DATA, WITNESS, ClusterStateError, ClusterView, Member
@@ -183,6 +184,35 @@ def test_a_renewed_lease_resets_the_standbys_clock() -> None:
     said = cycle(renewed, standby_facts(now=100.0 + T.failover_after + 0.5), mem, act, T)
     assert said.startswith("no action")
     assert not any(e.startswith("raft promote") for e in act.log)
+
+
+def test_the_failover_clock_starts_when_raft_applied_the_last_renewal_here() -> None:
+    """The standby learns of a renewal when Raft applies it, up to a loop period before its
+    next cycle: the clock starts then (never later than the cycle, never in the future)."""
+    act, mem = Recorder(), Memory(started_at=0.0, role=STANDBY)
+    cycle(VIEW, standby_facts(now=100.0, lease_applied_at=99.7), mem, act, T)
+    assert mem.seen_lease_at == 99.7
+    said = cycle(VIEW, standby_facts(now=99.7 + T.failover_after + 0.01), mem, act, T)
+    assert said.startswith("promoted: primary n1 silent")
+    # An applied time "after" the cycle (clock confusion) is not believed: now is used.
+    mem2 = Memory(started_at=0.0, role=STANDBY)
+    cycle(VIEW, standby_facts(now=100.0, lease_applied_at=100.5), mem2, Recorder(), T)
+    assert mem2.seen_lease_at == 100.0
+
+
+def test_the_synchronous_standby_wakes_just_after_the_failover_delay() -> None:
+    mem = Memory(started_at=0.0, seen_lease=10, seen_lease_at=100.0)
+    lapse = 100.0 + T.failover_after
+    # far from it: the regular period; close to it: just past it; past it: soon again
+    assert next_cycle_in(T.loop, VIEW, "n2", mem, 100.2, T.failover_after) == T.loop
+    assert abs(next_cycle_in(T.loop, VIEW, "n2", mem, lapse - 0.1, T.failover_after) - 0.12) < 1e-9
+    assert next_cycle_in(T.loop, VIEW, "n2", mem, lapse + 1.0, T.failover_after) == 0.02
+    # the primary, another standby, or a node that saw no lease yet: the regular period
+    assert next_cycle_in(T.loop, VIEW, "n1", mem, lapse - 0.1, T.failover_after) == T.loop
+    other = replace(VIEW, sync_standby="n3")
+    assert next_cycle_in(T.loop, other, "n2", mem, lapse - 0.1, T.failover_after) == T.loop
+    fresh = Memory(started_at=0.0)
+    assert next_cycle_in(T.loop, VIEW, "n2", fresh, lapse - 0.1, T.failover_after) == T.loop
 
 
 def test_a_standby_that_is_not_the_recorded_one_never_promotes() -> None:
