@@ -44,7 +44,7 @@ _UPDATE_HEAD = (
     )
 )
 _BATCH_ROWS = "audit.events"  # this group commit's events, not yet written
-FAILED = "the audit trail could not be written, so the operation was not carried out"
+AUDIT_NOT_WRITTEN = "the audit trail could not be written, so the operation was not carried out"
 MAX_FIELD = {"target": 512, "reason": 1024, "detail": 1024, "username": 128, "source_ip": 64}
 
 
@@ -130,7 +130,7 @@ class AuditLog:
             session.execute(_INSERT_ROW, values)
             session.execute(_UPDATE_HEAD, self._head_params(values))
         except SQLAlchemyError as exc:
-            raise AuditWriteError(FAILED) from exc
+            raise AuditWriteError(AUDIT_NOT_WRITTEN) from exc
 
     def _read_head(self, session: Session | Connection) -> tuple[int, str]:
         """The chain's last id and HMAC, the head row locked until the transaction ends
@@ -184,7 +184,7 @@ class AuditLog:
             conn.execute(_INSERT_ROW, rows)
             conn.execute(_UPDATE_HEAD, self._head_params(rows[-1]))
         except SQLAlchemyError as exc:
-            raise AuditWriteError(FAILED) from exc
+            raise AuditWriteError(AUDIT_NOT_WRITTEN) from exc
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ from node.access import (
     visible_accounts,
     visible_resources,
 )
-from node.audit import AuditEvent, AuditLog
+from node.audit import AUDIT_NOT_WRITTEN, AuditEvent, AuditLog
 from node.auth import SessionUser
 from node.errors import (
     AuditWriteError,
@@ -149,7 +149,8 @@ MAX_LIST = 1000
 
 def _touch_accounts(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Record the last access of the accounts a group commit revealed (one executemany)."""
-    conn.execute(_TOUCH_ACCOUNT, rows)
+    if rows:
+        conn.execute(_TOUCH_ACCOUNT, rows)
 
 
 # --- what callers pass and get -------------------------------------------------------------
@@ -1037,9 +1038,11 @@ class VaultService:
 
         def record(conn: Connection) -> None:
             # The accounts' last access first, the audit rows last: both are written just
-            # before the commit, in this order, so the audit head is the last lock taken.
+            # before the commit in the order they were first asked for, and every work asks
+            # for the last-access rows first (a refusal adds none), so the audit head is
+            # always the last lock the batch takes.
+            touched = deferred_rows(conn, "vault.last_accessed", _touch_accounts)
             if plan.refusal is None:
-                touched = deferred_rows(conn, "vault.last_accessed", _touch_accounts)
                 touched.append({"aid": plan.event.account_id, "at": plan.at})
             audit.append(conn, plan.event, plan.at)
 
@@ -1050,9 +1053,7 @@ class VaultService:
                 return  # the caller stopped waiting: the password is never shown
             error = done.exception()
             if isinstance(error, SQLAlchemyError):  # the commit failed: a full disk, a lost server
-                failure = AuditWriteError(
-                    "the audit trail could not be written, so the operation was not carried out"
-                )
+                failure = AuditWriteError(AUDIT_NOT_WRITTEN)
                 failure.__cause__ = error
                 shown.set_exception(failure)
             elif error is not None:

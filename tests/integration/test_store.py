@@ -9,12 +9,12 @@ import pytest
 from sqlalchemy import Connection, event, func, insert, select, text, update
 
 from node.audit import AuditEvent, verify_chain
-from node.errors import DecryptionError
+from node.errors import DecryptionError, ValidationError
 from node.keyring import KeyRing
 from node.services import Services
 from node.store.db import Store, current_revision, head_revision
-from node.store.models import AppSetting, AuditRow, User
-from node.vault import NewAccount, NewResource
+from node.store.models import Account, AppSetting, AuditRow, User
+from node.vault import AccountChanges, NewAccount, NewResource
 from tests.integration.vault_helpers import initial_admin
 
 
@@ -231,3 +231,42 @@ def test_a_caller_that_stops_waiting_does_not_stop_the_committer(store: Store) -
     after = store.submit(lambda c: c.execute(insert(AppSetting).values(key="after", value=2)))
     after.result(timeout=20)  # a dead committer would leave it pending
     assert {"held", "after"} <= _setting_keys(store)
+
+
+def test_a_refused_and_a_shown_reveal_in_one_batch(services: Services, store: Store) -> None:
+    """A batch whose first reveal is refused (no last-access row) and whose second is
+    shown: both audited in order, in an intact chain, and only the shown account's last
+    access recorded."""
+    admin = initial_admin(services)
+    ip = "10.0.0.9"
+    strict = services.vault.create_resource(
+        admin, ip, NewResource(name="strict-srv"), NewAccount("root", "pw-Strict-1")
+    ).account_id
+    easy = services.vault.create_resource(
+        admin, ip, NewResource(name="easy-srv"), NewAccount("root", "pw-Easy-1")
+    ).account_id
+    assert strict is not None and easy is not None
+    services.vault.edit_account(admin, ip, strict, AccountChanges(reason_required=True))
+    refused = services.vault.plan_reveal("view password", admin, ip, strict)
+    shown = services.vault.plan_reveal("view password", admin, ip, easy)
+    held = _Held(store)
+    first = services.vault.submit_reveal(refused)
+    second = services.vault.submit_reveal(shown)
+    held.wait_queued(2)
+    held.finish()
+    with pytest.raises(ValidationError, match="reason"):
+        first.result(20)
+    assert second.result(20) == "pw-Easy-1"
+    with store.sessions() as s:
+        rows = list(s.scalars(select(AuditRow).order_by(AuditRow.id.desc()).limit(2)))
+        accessed = {
+            a.id: a.last_accessed_at
+            for a in s.scalars(select(Account).where(Account.id.in_([strict, easy])))
+        }
+        report = verify_chain(s, services.keyring.audit_hmac_key)
+    assert [(r.target, r.result) for r in reversed(rows)] == [
+        ("strict-srv/root", "failure"),
+        ("easy-srv/root", "success"),
+    ]
+    assert accessed[strict] is None and accessed[easy] is not None
+    assert report.ok, report.sentence()
