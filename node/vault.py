@@ -147,6 +147,32 @@ MAX_TEXT = 4096
 MAX_LIST = 1000
 
 
+def _resource_event(
+    actor: SessionUser,
+    ip: str,
+    operation: str,
+    target: str,
+    resource_id: int | None,
+    account_id: int | None,
+    reason: str,
+    detail: str,
+    result: str,
+) -> AuditEvent:
+    """A resource-audit row of ``actor``'s operation."""
+    return AuditEvent(
+        operation=operation,
+        username=actor.username,
+        source_ip=ip,
+        target=target,
+        category="resource",
+        resource_id=resource_id,
+        account_id=account_id,
+        reason=reason,
+        detail=detail,
+        result=result,
+    )
+
+
 def _touch_accounts(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Record the last access of the accounts a group commit revealed (one executemany)."""
     if rows:
@@ -335,17 +361,8 @@ class VaultService:
     ) -> None:
         self._audit.append(
             s,
-            AuditEvent(
-                operation=operation,
-                username=actor.username,
-                source_ip=ip,
-                target=target,
-                category="resource",
-                resource_id=resource_id,
-                account_id=account_id,
-                reason=reason,
-                detail=detail,
-                result=result,
+            _resource_event(
+                actor, ip, operation, target, resource_id, account_id, reason, detail, result
             ),
         )
 
@@ -1014,17 +1031,9 @@ class VaultService:
         details = [f"ticket {ticket_id}"] if ticket_id else []
         if refusal is not None:
             details.append(f"refused: {refusal}")
-        event = AuditEvent(
-            operation=op,
-            username=actor.username,
-            source_ip=ip,
-            target=target,
-            category="resource",
-            resource_id=resource,
-            account_id=account_id,
-            reason=why,
-            detail="; ".join(details),
-            result="failure" if refusal is not None else "success",
+        result = "failure" if refusal is not None else "success"
+        event = _resource_event(
+            actor, ip, op, target, resource, account_id, why, "; ".join(details), result
         )
         return RevealPlan(event, utcnow(), refusal, plaintext)
 
