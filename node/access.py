@@ -16,8 +16,8 @@ beats a share to a user group. Ownership and Super Administrator scope are not s
 always give OWNER.
 
 Functions:
-- :func:`account_levels`, :func:`account_access` (and :func:`account_access_by_id` on a
-  Core connection), :func:`resource_access`,
+- :func:`account_levels`, :func:`account_access` (:func:`account_access_by_id` when only
+  the ids are at hand), :func:`resource_access`,
   :func:`group_access` compute effective access (one query each).
 - :func:`visible_resources`, :func:`visible_accounts`, :func:`visible_groups` are SQL
   predicates that filter lists inside the query (a share of any level makes an object
@@ -159,11 +159,12 @@ def account_levels(
 
 
 def account_access(session: Session, actor: SessionUser, account: Account) -> Access:
-    return account_levels(session, actor, account.resource, [account.id])[account.id]
+    owner_id = account.resource.owner_id
+    return account_access_by_id(session, actor, owner_id, account.resource_id, account.id)
 
 
-# The shares that bear on one account, for the password-fetch hot path: one statement built
-# once, with bind parameters, run on a Core connection (same rule as account_levels).
+# The shares that bear on one account: one statement built once, with bind parameters
+# (the same rule as account_levels, for a single account).
 _SHARES_ON_ACCOUNT = select(Share.account_id, Share.resource_id, Share.user_id, Share.access).where(
     or_(
         Share.user_id == bindparam("uid"),
@@ -184,9 +185,14 @@ _SHARES_ON_ACCOUNT = select(Share.account_id, Share.resource_id, Share.user_id, 
 
 
 def account_access_by_id(
-    conn: Connection, actor: SessionUser, owner_id: int, resource_id: int, account_id: int
+    conn: Session | Connection,
+    actor: SessionUser,
+    owner_id: int,
+    resource_id: int,
+    account_id: int,
 ) -> Access:
-    """:func:`account_access` for an account known by its ids, on a Core connection."""
+    """Effective access on one account known by its ids and its resource's owner (an ORM
+    session or a Core connection: the password fetch runs it on the latter)."""
     if _is_owner(actor, owner_id):
         return Access.OWNER
     rows = conn.execute(

@@ -39,8 +39,6 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 SQLITE_BUSY_SECONDS = 10  # as busy_timeout: how long a writer waits for SQLite's lock
 READ_ONLY = "sr_read_only"  # execution option of the engine behind Store.sessions
-
-
 POINT_READS = "sr_point_reads"  # execution option of the engine behind Store.reading
 
 
@@ -91,8 +89,9 @@ def deferred_rows(
     conn: Connection, key: str, write: Callable[[Connection, list[dict[str, Any]]], None]
 ) -> list[dict[str, Any]]:
     """The list of parameter rows gathered under ``key`` in the group commit running on
-    ``conn``: append to it, and ``write(conn, rows)`` runs once, before the COMMIT, with
-    all of them (one executemany instead of a statement per work)."""
+    ``conn``: append to it, and ``write(conn, rows)`` runs once, before the COMMIT (in the
+    transaction: if it raises, the batch rolls back), with all of them. The writes run in
+    the order their keys were first asked for."""
     state = transaction_state(conn)
     if state is None:
         raise StoreError("deferred_rows outside a group commit")
@@ -100,17 +99,8 @@ def deferred_rows(
     if rows is None:
         gathered: list[dict[str, Any]] = []
         state[key] = rows = gathered
-        before_commit(conn, lambda c: write(c, gathered))
+        state[_BEFORE_COMMIT].append(lambda c: write(c, gathered))
     return rows
-
-
-def before_commit(conn: Connection, hook: Callable[[Connection], None]) -> None:
-    """Run ``hook(conn)`` after the last work of the group commit on ``conn``, before its
-    COMMIT (in the transaction: if it raises, the batch rolls back)."""
-    state = transaction_state(conn)
-    if state is None:
-        raise StoreError("before_commit outside a group commit")
-    state[_BEFORE_COMMIT].append(hook)
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -161,24 +151,26 @@ class Store:
         return self.engine.dialect.name
 
     @contextmanager
+    def _writer_turn(self) -> Iterator[None]:
+        """Wait for this node's turn to write. SQLite has one writer at a time: this node's
+        writers queue on a lock, which hands over as soon as a transaction ends, instead of
+        on SQLite's busy handler, which polls with sleeps of up to 100 ms and lets a waiter
+        starve for seconds under load. After SQLITE_BUSY_SECONDS without the lock, go on to
+        BEGIN IMMEDIATE anyway: the same wait and error as before, never a hang.
+        PostgreSQL needs no turn."""
+        lock = self._write_lock
+        locked = lock.acquire(timeout=SQLITE_BUSY_SECONDS) if lock is not None else False
+        try:
+            yield
+        finally:
+            if locked and lock is not None:
+                lock.release()
+
+    @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A session whose work commits on success and rolls back on any error."""
-        if self._write_lock is None:
-            with self._writer() as session, session.begin():
-                yield session
-            return
-        # SQLite has one writer at a time. This node's writers queue on a lock, which hands
-        # over as soon as a transaction ends, instead of on SQLite's busy handler, which
-        # polls with sleeps of up to 100 ms and lets a waiter starve for seconds under load.
-        # After SQLITE_BUSY_SECONDS without the lock, go on to BEGIN IMMEDIATE anyway: the
-        # same wait and error as before, never a hang.
-        locked = self._write_lock.acquire(timeout=SQLITE_BUSY_SECONDS)
-        try:
-            with self._writer() as session, session.begin():
-                yield session
-        finally:
-            if locked:
-                self._write_lock.release()
+        with self._writer_turn(), self._writer() as session, session.begin():
+            yield session
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
@@ -193,15 +185,8 @@ class Store:
     @contextmanager
     def _writing(self) -> Iterator[Connection]:
         """A Core connection in a write transaction, queued like :meth:`transaction`."""
-        locked = (
-            self._write_lock.acquire(timeout=SQLITE_BUSY_SECONDS) if self._write_lock else False
-        )
-        try:
-            with self.engine.connect() as conn, conn.begin():
-                yield conn
-        finally:
-            if locked and self._write_lock is not None:
-                self._write_lock.release()
+        with self._writer_turn(), self.engine.connect() as conn, conn.begin():
+            yield conn
 
     def group_commit(self, work: Callable[[Connection], T]) -> T:
         """Run ``work(connection)`` in a write transaction shared with the works other

@@ -104,6 +104,12 @@ def op(resp: Response, expect: int = 200) -> dict[str, Any]:
     return dict(operation)
 
 
+def one_account(api: Api, resource: str, password: str) -> tuple[str, str]:
+    """A new resource with one account "a" holding ``password``: its ids."""
+    op(api.post("/resources", {"RESOURCENAME": resource, "ACCOUNTNAME": "a", "PASSWORD": password}))
+    return api.ids(resource, "a")
+
+
 @dataclass
 class World:
     services: Services

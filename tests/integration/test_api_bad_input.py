@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from node.roles import Role
-from tests.integration.api_helpers import World, api_world, audit_rows, op
+from tests.integration.api_helpers import World, api_world, audit_rows, one_account, op
 
 
 @pytest.fixture(scope="module")
@@ -318,13 +318,7 @@ def test_an_unexpected_server_error_is_answered_without_its_text(tmp_path: Path)
     server's log."""
     with api_world(tmp_path) as world:
         api = world.api("app-padmin")
-        op(
-            api.post(
-                "/resources",
-                {"RESOURCENAME": "err-1", "ACCOUNTNAME": "a", "PASSWORD": "Err-pass-1"},
-            )
-        )
-        rid, aid = api.ids("err-1", "a")
+        rid, aid = one_account(api, "err-1", "Err-pass-1")
         with world.services.store.engine.begin() as conn:
             conn.execute(text("ALTER TABLE accounts RENAME TO accounts_gone"))
         resp = api.get(f"/resources/{rid}/accounts/{aid}/password")

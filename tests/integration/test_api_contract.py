@@ -14,7 +14,7 @@ from node.audit import verify_chain
 from node.policies import check_password
 from node.store.models import Account
 from node.vault import AccountChanges
-from tests.integration.api_helpers import Api, World, api_world, audit_rows, op
+from tests.integration.api_helpers import World, api_world, audit_rows, one_account, op
 
 ACCOUNT_LIST_KEYS = {
     "ACCOUNT ID",
@@ -500,15 +500,9 @@ def test_roles_are_enforced_with_the_operation_name_kept(world: World) -> None:
     assert world.api("app-admin").get("/resources/resourcename/not-allowed").status == 404
 
 
-def _one_account(api: Api, resource: str, password: str) -> tuple[str, str]:
-    """A new resource with one account "a" holding ``password``: its ids."""
-    op(api.post("/resources", {"RESOURCENAME": resource, "ACCOUNTNAME": "a", "PASSWORD": password}))
-    return api.ids(resource, "a")
-
-
 def test_every_fetch_writes_one_audit_row_and_stores_nothing_secret(world: World) -> None:
     api = world.api("app-padmin")
-    rid, aid = _one_account(api, "aud-1", "Aud-secret-1")
+    rid, aid = one_account(api, "aud-1", "Aud-secret-1")
     before = len(audit_rows(world.services, "view password"))
     for _ in range(3):
         op(api.get(f"/resources/{rid}/accounts/{aid}/password"))
@@ -520,7 +514,7 @@ def test_every_fetch_writes_one_audit_row_and_stores_nothing_secret(world: World
 
 def test_get_password_fails_closed_when_the_audit_cannot_be_written(world: World) -> None:
     api = world.api("app-padmin")
-    rid, aid = _one_account(api, "fc-1", "Fc-secret-1")
+    rid, aid = one_account(api, "fc-1", "Fc-secret-1")
     before = len(audit_rows(world.services, "view password"))
     with world.services.store.engine.begin() as conn:
         conn.execute(text("ALTER TABLE audit_head RENAME TO audit_head_away"))
@@ -542,7 +536,7 @@ def test_concurrent_fetches_each_get_their_password_and_audit_row(world: World) 
     """Fetches that arrive together share a commit of their audit rows; each still gets
     its own account's password, and the audit chain verifies."""
     api = world.api("app-padmin")
-    ids = [_one_account(api, f"cc-{n}", f"Cc-secret-{n}") for n in range(4)]
+    ids = [one_account(api, f"cc-{n}", f"Cc-secret-{n}") for n in range(4)]
     before = len(audit_rows(world.services, "view password"))
     wrong: list[str] = []
 
