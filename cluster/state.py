@@ -402,6 +402,12 @@ class ClusterState:
             raftMinTimeout=t.min_timeout,
             raftMaxTimeout=t.max_timeout,
             appendEntriesPeriod=t.append_entries_period,
+            # Send each new entry, and each advance of the commit index, at once rather than
+            # with the next heartbeat: a lease renewal is then known as committed on the
+            # standby a few milliseconds after the primary sent it, so a crash of the
+            # primary (the Raft leader) rarely leaves the standby holding a renewal it may
+            # apply only after a new election (docs/ha.md, "Promotion").
+            appendEntriesUseBatch=False,
             connectionTimeout=t.connection_timeout,
             connectionRetryTime=t.connection_retry,
             bindAddress=bind_address,

@@ -21,6 +21,7 @@ class SyncObjConf:
     raftMinTimeout: float
     raftMaxTimeout: float
     appendEntriesPeriod: float
+    appendEntriesUseBatch: bool
     connectionTimeout: float
     connectionRetryTime: float
     bindAddress: str | None
