@@ -45,6 +45,7 @@ from node.store.models import (
     Share,
     UserGroupMember,
 )
+from node.store.point_reads import PointReader
 
 
 class Access(IntEnum):
@@ -185,14 +186,14 @@ _SHARES_ON_ACCOUNT = select(Share.account_id, Share.resource_id, Share.user_id, 
 
 
 def account_access_by_id(
-    conn: Session | Connection,
+    conn: Session | Connection | PointReader,
     actor: SessionUser,
     owner_id: int,
     resource_id: int,
     account_id: int,
 ) -> Access:
     """Effective access on one account known by its ids and its resource's owner (an ORM
-    session or a Core connection: the password fetch runs it on the latter)."""
+    session, or the point reader the password fetch runs it on)."""
     if _is_owner(actor, owner_id):
         return Access.OWNER
     rows = conn.execute(

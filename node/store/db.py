@@ -21,6 +21,7 @@ from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from node.errors import StoreError
+from node.store.point_reads import PointReader, PointReads
 
 log = logging.getLogger("strongroom.store")
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -39,13 +40,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 SQLITE_BUSY_SECONDS = 10  # as busy_timeout: how long a writer waits for SQLite's lock
 READ_ONLY = "sr_read_only"  # execution option of the engine behind Store.sessions
-POINT_READS = "sr_point_reads"  # execution option of the engine behind Store.reading
 
 
 def _sqlite_begin(conn: Any) -> None:
     options = conn.get_execution_options()
-    if options.get(POINT_READS, False):
-        return  # no transaction: each statement reads its own snapshot (Store.reading)
     conn.exec_driver_sql("BEGIN" if options.get(READ_ONLY, False) else "BEGIN IMMEDIATE")
 
 
@@ -138,7 +136,7 @@ class Store:
             engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
         )
         self._writer = sessionmaker(engine, expire_on_commit=False)
-        self._point_engine = engine.execution_options(**{READ_ONLY: True, POINT_READS: True})
+        self._point_reads = PointReads(engine)
         self._write_lock = threading.RLock() if engine.dialect.name == "sqlite" else None
         # group commit: works waiting for the committer thread (started on first use)
         self._queue: list[tuple[Callable[[Connection], Any], Future[Any]]] = []
@@ -173,14 +171,15 @@ class Store:
             yield session
 
     @contextmanager
-    def reading(self) -> Iterator[Connection]:
-        """A Core connection for a few point reads on a hot path, where an ORM session
-        costs more than the queries it runs. Nothing may be written through it. On SQLite
-        it opens no transaction (no BEGIN, no COMMIT): each statement reads its own
-        committed snapshot, so use it only where the reads need not agree with each
-        other as of one instant (a key lookup, then rows that hang off it)."""
-        with self._point_engine.connect() as conn:
-            yield conn
+    def reading(self) -> Iterator[PointReader]:
+        """A reader for a few point reads (SELECT statements) on a hot path, where an ORM
+        session, or even a Core connection, costs more than the queries it runs
+        (:mod:`node.store.point_reads`). Nothing can be written through it. It opens no
+        transaction: each statement reads its own committed snapshot, so use it only
+        where the reads need not agree with each other as of one instant (a key lookup,
+        then rows that hang off it)."""
+        with self._point_reads.reader() as reader:
+            yield reader
 
     @contextmanager
     def _writing(self) -> Iterator[Connection]:
@@ -277,6 +276,7 @@ class Store:
             self._queue_cv.notify()
         if self._committer is not None:
             self._committer.join(timeout=SQLITE_BUSY_SECONDS + 5)
+        self._point_reads.close()
         self.engine.dispose()
 
 

@@ -1,0 +1,215 @@
+"""Point reads on the DB-API connection, for the hot paths (a REST API password fetch).
+
+A SQLAlchemy Core ``execute`` costs about ten times the SQLite query it runs (execution
+context, result metadata, events), and a pooled connection's checkout and return cost as
+much again. The few statements on a hot path are still written once, as Core statements
+(the one place their rules live); :class:`PointReader` compiles each for the store's
+dialect once and then runs it straight on the DB-API cursor, applying the column types'
+bind and result conversions itself, so its rows look like SQLAlchemy's (``row.name``).
+
+On a SQLite file each thread keeps one read-only connection of its own (``PRAGMA
+query_only``: nothing can be written through it), opened with the store and closed with
+it. Elsewhere (PostgreSQL, in-memory SQLite) a reading borrows a pooled connection.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections import OrderedDict, namedtuple
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select
+from sqlalchemy.engine import Dialect, Engine
+
+from node.errors import StoreError
+
+_CACHE_SIZE = 128  # statements compiled per store (the hot paths use a handful)
+_Convert = Callable[[Any], Any]
+AnySelect = Select[*tuple[Any, ...]]
+_row_type: Callable[[str, list[str]], type[tuple[Any, ...]]] = namedtuple
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    statement: AnySelect  # kept so its id() cannot be reused while cached
+    sql: str
+    positions: tuple[str, ...] | None  # parameter names in order (qmark), None if named
+    defaults: dict[str, Any]  # values bound in the statement itself
+    bind_convert: dict[str, _Convert]
+    row: type[tuple[Any, ...]]
+    result_convert: tuple[tuple[int, _Convert], ...]
+
+
+def _prepare(statement: AnySelect, dialect: Dialect) -> _Prepared:
+    if not isinstance(statement, Select):
+        raise StoreError("a point read runs SELECT statements only")
+    compiled = statement.compile(dialect=dialect)
+    if compiled.post_compile_params:
+        raise StoreError("a point read cannot take expanding (IN list) parameters")
+    keys = list(statement.selected_columns.keys())
+    if not all(k.isidentifier() and not k.startswith("_") for k in keys):
+        raise StoreError(f"a point read needs column names that are identifiers, got {keys}")
+    bind_convert: dict[str, _Convert] = {}
+    for name, bind in compiled.binds.items():
+        proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if proc is not None:
+            bind_convert[name] = proc
+    result_convert = []
+    for i, column in enumerate(statement.selected_columns):
+        proc = column.type.dialect_impl(dialect).result_processor(dialect, None)
+        if proc is not None:
+            result_convert.append((i, proc))
+    positions = compiled.positiontup
+    return _Prepared(
+        statement=statement,
+        sql=compiled.string,
+        positions=tuple(positions) if positions is not None else None,
+        defaults=dict(compiled.params),
+        bind_convert=bind_convert,
+        row=_row_type("Row", keys),
+        result_convert=tuple(result_convert),
+    )
+
+
+class PointResult:
+    """The rows of one point read (all fetched): the part of SQLAlchemy's Result that the
+    hot paths use."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: list[Any]) -> None:
+        self._rows = rows
+
+    def all(self) -> list[Any]:
+        return self._rows
+
+    def first(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    def scalar(self) -> Any:
+        return self._rows[0][0] if self._rows else None
+
+    def scalar_one(self) -> Any:
+        if len(self._rows) != 1:
+            raise StoreError(f"expected one row, got {len(self._rows)}")
+        return self._rows[0][0]
+
+    def scalars(self) -> list[Any]:
+        return [r[0] for r in self._rows]
+
+
+class PointReader:
+    """Runs SELECT statements on one DB-API connection (see the module docstring). Each
+    statement reads its own committed snapshot: use it where reads need not agree with
+    each other as of one instant (a key lookup, then rows that hang off it)."""
+
+    __slots__ = ("_cursor", "_prepare")
+
+    def __init__(self, cursor: Any, prepare: Callable[[AnySelect], _Prepared]) -> None:
+        self._cursor = cursor
+        self._prepare = prepare
+
+    def execute(self, statement: AnySelect, params: Mapping[str, Any] | None = None) -> PointResult:
+        p = self._prepare(statement)
+        values = {**p.defaults, **params} if params else p.defaults
+        for name, convert in p.bind_convert.items():
+            values[name] = convert(values[name])
+        args: Sequence[Any] | Mapping[str, Any]
+        args = values if p.positions is None else [values[n] for n in p.positions]
+        cur = self._cursor
+        cur.execute(p.sql, args)
+        raw = cur.fetchall()
+        if p.result_convert:
+            rows = []
+            for r in raw:
+                out = list(r)
+                for i, convert in p.result_convert:
+                    out[i] = convert(out[i])
+                rows.append(p.row._make(out))  # type: ignore[attr-defined]
+        else:
+            make = p.row._make  # type: ignore[attr-defined]
+            rows = [make(r) for r in raw]
+        return PointResult(rows)
+
+
+class PointReads:
+    """The store's source of :class:`PointReader`: compiled statements, and on a SQLite
+    file one read-only connection per thread."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._dialect = engine.dialect
+        self._cache: OrderedDict[int, _Prepared] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        url = engine.url
+        database = url.database or ""
+        self._sqlite_file = (
+            url.get_backend_name() == "sqlite"
+            and database not in ("", ":memory:")
+            and not database.startswith("file:")
+            and not url.query
+        )
+        self._path = database
+        self._local = threading.local()
+        self._opened: list[sqlite3.Connection] = []
+        self._closed = False
+
+    def prepared(self, statement: AnySelect) -> _Prepared:
+        key = id(statement)
+        p = self._cache.get(key)
+        if p is not None and p.statement is statement:
+            return p
+        p = _prepare(statement, self._dialect)
+        with self._cache_lock:
+            self._cache[key] = p
+            while len(self._cache) > _CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return p
+
+    def _thread_connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            with self._cache_lock:
+                if self._closed:
+                    raise StoreError("the database is closed")
+                conn = sqlite3.connect(
+                    self._path, timeout=10, isolation_level=None, check_same_thread=False
+                )
+                conn.execute("PRAGMA query_only=ON")
+                conn.execute("PRAGMA busy_timeout=10000")
+                self._opened.append(conn)
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def reader(self) -> Iterator[PointReader]:
+        if self._closed:
+            raise StoreError("the database is closed")
+        cursor: Any
+        if self._sqlite_file:
+            cursor = self._thread_connection().cursor()
+            try:
+                yield PointReader(cursor, self.prepared)
+            finally:
+                cursor.close()
+            return
+        pooled = self._engine.raw_connection()
+        try:
+            cursor = pooled.cursor()
+            try:
+                yield PointReader(cursor, self.prepared)
+            finally:
+                cursor.close()
+        finally:
+            pooled.close()  # back to the pool, which rolls back what the reads began
+
+    def close(self) -> None:
+        with self._cache_lock:
+            self._closed = True
+            opened, self._opened = self._opened, []
+        for conn in opened:
+            conn.close()
