@@ -17,7 +17,18 @@ _STD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 _SECRET_WORDS = ("password", "secret", "token", "passphrase", "key_material", "authtoken")
 
 
+def _redacted(key: str) -> bool:
+    lowered = key.lower()
+    return any(word in lowered for word in _SECRET_WORDS)
+
+
 class JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        # extra field name -> shown as is (True) or redacted (False); a log line is written
+        # for every request, so the decision is made once per field name
+        self._shown: dict[str, bool] = {}
+
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
             "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
@@ -27,10 +38,14 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        shown = self._shown
         for key, value in vars(record).items():
-            if key in _STD or key.startswith("_"):
+            if key in _STD or key[0] == "_":
                 continue
-            if any(word in key.lower() for word in _SECRET_WORDS):
+            ok = shown.get(key)
+            if ok is None:
+                ok = shown[key] = not _redacted(key)
+            if not ok:
                 value = "[redacted]"
             out[key] = value if isinstance(value, str | int | float | bool | None) else str(value)
         if record.exc_info:

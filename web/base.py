@@ -94,6 +94,12 @@ class BaseHandler(tornado.web.RequestHandler):
         self.clear_header("Server")
         self.cluster_headers()
 
+    def compute_etag(self) -> str | None:
+        """No ETag on any answer: tornado's would be a SHA-1 of the body, which for a page or
+        an API reply that shows a password is an unsalted hash of it in a header (and,
+        with If-None-Match, a way to test guesses). Nothing here may be cached anyway."""
+        return None
+
     def cluster_headers(self) -> None:
         """A cluster member names itself, and a standby names the primary, on every answer
         (error pages included: tornado resets headers to these defaults before them)."""
@@ -314,24 +320,27 @@ def authenticated_page(
     return wrapper
 
 
+_ACCESS = logging.getLogger("strongroom.access")
+
+
 def access_log(handler: tornado.web.RequestHandler) -> None:
-    """Tornado's access log, without query strings (they may carry an AUTHTOKEN)."""
+    """Tornado's access log, without query strings (they may carry an AUTHTOKEN). One line
+    per request, so the record is made here directly (the logger's own path looks up the
+    calling source line, which an access line does not need)."""
     status = handler.get_status()
-    request = handler.request
     level = logging.INFO if status < 400 else logging.WARNING
     if status >= 500:
         level = logging.ERROR
-    logging.getLogger("strongroom.access").log(
-        level,
-        "request",
-        extra={
-            "method": request.method,
-            "path": request.path,
-            "status": status,
-            "ms": round(1000.0 * request.request_time(), 1),
-            "ip": request.remote_ip,
-        },
-    )
+    if not _ACCESS.isEnabledFor(level):
+        return
+    request = handler.request
+    record = logging.LogRecord(_ACCESS.name, level, __file__, 0, "request", None, None)
+    record.method = request.method
+    record.path = request.path
+    record.status = status
+    record.ms = round(1000.0 * request.request_time(), 1)
+    record.ip = request.remote_ip
+    _ACCESS.handle(record)
 
 
 def needs(

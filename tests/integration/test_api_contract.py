@@ -4,6 +4,7 @@ Tornado app over HTTPS on a real vault. Passwords fetched through the API are au
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 
@@ -200,7 +201,11 @@ def test_get_password_is_audited_with_reason_and_source_ip(world: World) -> None
     )
     rid, aid = api.ids("pw-app01", "svc")
     before = len(audit_rows(world.services, "view password"))
-    o = op(api.get(f"/resources/{rid}/accounts/{aid}/password", {"REASON": "deploy job 42"}))
+    fetched = api.get(f"/resources/{rid}/accounts/{aid}/password", {"REASON": "deploy job 42"})
+    # no ETag: it would be a hash of a body holding the password (and an If-None-Match
+    # oracle); nothing may be cached
+    assert "etag" not in fetched.headers and fetched.headers["cache-control"] == "no-store"
+    o = op(fetched)
     assert o == {
         "name": "GET PASSWORD",
         "result": {"status": "Success", "message": "Password fetched successfully"},
@@ -221,6 +226,27 @@ def test_get_password_is_audited_with_reason_and_source_ip(world: World) -> None
     again = op(api.get(f"/resources/{rid}/accounts/{aid}/password", token_in_query=True))
     assert again["Details"] == {"PASSWORD": "Svc-pass-9"}
     assert op(api.get(f"/resources/{rid}/accounts/{aid}"))["Details"]["LAST ACCESSED TIME"] != "N/A"
+
+
+def test_the_access_log_has_no_query_string(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    """The token and INPUT_DATA may travel in the query string: the access line names the
+    path, status, time and client only."""
+    api = world.api("app-padmin")
+    rid, aid = one_account(api, "log-app01", "Log-pass-1")
+    caplog.set_level(logging.INFO, logger="strongroom.access")
+    op(
+        api.get(
+            f"/resources/{rid}/accounts/{aid}/password", {"REASON": "nightly"}, token_in_query=True
+        )
+    )
+    [record] = [r for r in caplog.records if r.name == "strongroom.access" and "password" in r.path]
+    assert record.levelno == logging.INFO and record.getMessage() == "request"
+    assert (record.method, record.status, record.ip) == ("GET", 200, "127.0.0.1")
+    assert record.path == f"/restapi/json/v1/resources/{rid}/accounts/{aid}/password"
+    assert isinstance(record.ms, float) and record.ms >= 0
+    assert api.token is not None
+    dumped = str(vars(record))
+    assert api.token not in dumped and "nightly" not in dumped and "Log-pass-1" not in dumped
 
 
 def test_reason_and_ticket_required_when_the_account_says_so(world: World) -> None:

@@ -1,0 +1,42 @@
+"""The node's JSON log lines: one object per line, extra fields kept, secret-looking fields
+redacted whatever their value."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from appliance.logs import JsonFormatter
+
+
+def _line(formatter: JsonFormatter, **extra: object) -> dict[str, object]:
+    record = logging.LogRecord(
+        "strongroom.test", logging.WARNING, __file__, 1, "hello %s", ("you",), None
+    )
+    for key, value in extra.items():
+        setattr(record, key, value)
+    text = formatter.format(record)
+    assert "\n" not in text
+    parsed = json.loads(text)
+    assert isinstance(parsed, dict)
+    return parsed
+
+
+def test_a_line_carries_the_message_and_the_extra_fields() -> None:
+    line = _line(JsonFormatter(), path="/x", status=200, ms=1.5, nested={"a": 1})
+    assert line["msg"] == "hello you" and line["level"] == "warning"
+    assert line["logger"] == "strongroom.test" and str(line["ts"]).endswith("+00:00")
+    assert (line["path"], line["status"], line["ms"]) == ("/x", 200, 1.5)
+    assert line["nested"] == "{'a': 1}"  # anything else is shown as text
+
+
+def test_secret_looking_fields_are_redacted_every_time() -> None:
+    formatter = JsonFormatter()
+    for _ in range(2):  # the decision per field name is remembered: the same both times
+        line = _line(
+            formatter, token_prefix="abcd1234", db_password="hunter2", AuthToken="t", ip="10.0.0.1"
+        )
+        assert line["token_prefix"] == "[redacted]"
+        assert line["db_password"] == "[redacted]" and line["AuthToken"] == "[redacted]"
+        assert line["ip"] == "10.0.0.1"
+        assert "hunter2" not in json.dumps(line)
