@@ -20,6 +20,7 @@ from collections import OrderedDict, namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Select
@@ -39,6 +40,7 @@ class _Prepared:
     sql: str
     positions: tuple[str, ...] | None  # parameter names in order (qmark), None if named
     defaults: dict[str, Any]  # values bound in the statement itself
+    required: frozenset[str]  # parameters the caller must give
     bind_convert: dict[str, _Convert]
     row: type[tuple[Any, ...]]
     result_convert: tuple[tuple[int, _Convert], ...]
@@ -54,7 +56,8 @@ def _prepare(statement: AnySelect, dialect: Dialect) -> _Prepared:
     if not all(k.isidentifier() and not k.startswith("_") for k in keys):
         raise StoreError(f"a point read needs column names that are identifiers, got {keys}")
     bind_convert: dict[str, _Convert] = {}
-    for name, bind in compiled.binds.items():
+    names = compiled.bind_names  # bind -> its name in the SQL and in compiled.params
+    for bind, name in names.items():
         proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
         if proc is not None:
             bind_convert[name] = proc
@@ -69,6 +72,7 @@ def _prepare(statement: AnySelect, dialect: Dialect) -> _Prepared:
         sql=compiled.string,
         positions=tuple(positions) if positions is not None else None,
         defaults=dict(compiled.params),
+        required=frozenset(name for bind, name in names.items() if bind.required),
         bind_convert=bind_convert,
         row=_row_type("Row", keys),
         result_convert=tuple(result_convert),
@@ -115,7 +119,11 @@ class PointReader:
 
     def execute(self, statement: AnySelect, params: Mapping[str, Any] | None = None) -> PointResult:
         p = self._prepare(statement)
-        values = {**p.defaults, **params} if params else p.defaults
+        given = params or {}
+        if p.required and not p.required <= given.keys():
+            missing = ", ".join(sorted(p.required - given.keys()))
+            raise StoreError(f"a point read is missing its parameters: {missing}")
+        values = {**p.defaults, **given}  # a copy: the defaults stay as compiled
         for name, convert in p.bind_convert.items():
             values[name] = convert(values[name])
         args: Sequence[Any] | Mapping[str, Any]
@@ -153,7 +161,8 @@ class PointReads:
             and not database.startswith("file:")
             and not url.query
         )
-        self._path = database
+        # resolved now: a relative path means the working directory of the store's opening
+        self._path = str(Path(database).resolve()) if self._sqlite_file else database
         self._local = threading.local()
         self._opened: list[sqlite3.Connection] = []
         self._closed = False

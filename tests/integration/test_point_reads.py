@@ -3,6 +3,7 @@ every commit seen at once, and clear errors for what they cannot do."""
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 
 import pytest
@@ -94,7 +95,23 @@ def test_point_reads_in_many_threads(services: Services, store: Store) -> None:
     assert names == ["threads-srv"] * 120
 
 
+def test_values_bound_in_the_statement_are_converted_every_time(
+    services: Services, store: Store
+) -> None:
+    """A datetime written into the statement itself is converted for the driver on each
+    run, never in the compiled statement's own copy."""
+    aid = _one_account(services, "bound-srv")
+    since = dt.datetime(2000, 1, 1)
+    newer = select(Account.id).where(Account.created_at > since, Account.id == bindparam("aid"))
+    for _ in range(3):
+        with store.reading() as reader:
+            assert reader.execute(newer, {"aid": aid}).scalars() == [aid]
+
+
 def test_point_reads_refuse_what_they_cannot_do(store: Store) -> None:
+    by_id = select(Account.id).where(Account.id == bindparam("aid"))
+    with store.reading() as reader, pytest.raises(StoreError, match="missing its parameters: aid"):
+        reader.execute(by_id)  # not silently "WHERE id = NULL"
     in_list = select(Account.id).where(Account.id.in_(bindparam("ids", expanding=True)))
     with store.reading() as reader, pytest.raises(StoreError, match="IN list"):
         reader.execute(in_list, {"ids": [1, 2]})
