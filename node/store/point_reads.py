@@ -20,6 +20,7 @@ from collections import OrderedDict, namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from keyword import iskeyword
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ def _prepare(statement: AnySelect, dialect: Dialect) -> _Prepared:
     if compiled.post_compile_params:
         raise StoreError("a point read cannot take expanding (IN list) parameters")
     keys = list(statement.selected_columns.keys())
-    if not all(k.isidentifier() and not k.startswith("_") for k in keys):
+    if not all(k.isidentifier() and not k.startswith("_") and not iskeyword(k) for k in keys):
         raise StoreError(f"a point read needs column names that are identifiers, got {keys}")
     bind_convert: dict[str, _Convert] = {}
     names = compiled.bind_names  # bind -> its name in the SQL and in compiled.params

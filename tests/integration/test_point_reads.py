@@ -115,9 +115,10 @@ def test_point_reads_refuse_what_they_cannot_do(store: Store) -> None:
     in_list = select(Account.id).where(Account.id.in_(bindparam("ids", expanding=True)))
     with store.reading() as reader, pytest.raises(StoreError, match="IN list"):
         reader.execute(in_list, {"ids": [1, 2]})
-    spaced = select(Account.id.label("account id"))
-    with store.reading() as reader, pytest.raises(StoreError, match="identifiers"):
-        reader.execute(spaced)
+    for label in ("account id", "class", "_hidden"):
+        odd = select(Account.id.label(label))
+        with store.reading() as reader, pytest.raises(StoreError, match="identifiers"):
+            reader.execute(odd)
     write = update(AppSetting).values(value="x")
     with store.reading() as reader, pytest.raises(StoreError, match="SELECT statements only"):
         reader.execute(write)  # type: ignore[arg-type]
