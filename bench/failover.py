@@ -20,13 +20,12 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.cluster.netns import Lab, sweep, wait_for  # noqa: E402
+from tests.cluster.netns import Lab, reachable_dir, sweep, wait_for  # noqa: E402
 from tests.cluster.test_failover import Cluster, form, writing  # noqa: E402
 
 
@@ -68,8 +67,7 @@ def main() -> int:
         print("run as root: the benchmark makes network namespaces", file=sys.stderr)
         return 2
     sweep()
-    base = Path(tempfile.mkdtemp(prefix="sr-failover-"))
-    lab = Lab(base).up()
+    lab = Lab(reachable_dir("failover")).up()
     results: list[tuple[float, int, str, str]] = []
     try:
         cluster = form(lab)

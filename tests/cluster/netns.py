@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,6 +66,26 @@ def sweep() -> None:
         if m and not _alive(owners.get(m.group(1), 0)):
             sh("ip", "link", "del", f"br-sr{m.group(1)}", check=False)
             (MARKERS / f"{m.group(1)}.pid").unlink(missing_ok=True)
+
+
+LAB_DIRS = Path(f"/var/tmp/strongroom-tests-{os.getuid()}")
+
+
+def reachable_dir(prefix: str) -> Path:
+    """A new directory that PostgreSQL, running as the postgres user, can reach: outside
+    pytest's temporary tree, whose top another pytest session resets to mode 0700 (which
+    cut a running cluster off its data). Named after the owning process; directories of
+    earlier runs whose owner is gone are removed here, so the last run's logs stay until
+    the next run starts."""
+    LAB_DIRS.mkdir(parents=True, exist_ok=True)
+    os.chmod(LAB_DIRS, 0o755)
+    for old in LAB_DIRS.iterdir():
+        m = re.fullmatch(r"\w+-(\d+)-\w+", old.name)
+        if m and not _alive(int(m.group(1))):
+            shutil.rmtree(old, ignore_errors=True)
+    made = Path(tempfile.mkdtemp(prefix=f"{prefix}-{os.getpid()}-", dir=LAB_DIRS))
+    os.chmod(made, 0o755)
+    return made
 
 
 def _kill(pid: int) -> None:
@@ -122,10 +143,9 @@ class Lab:
             sh("ip", "-n", ns, "link", "set", "eth0", "up")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
             (self.base / host).mkdir(parents=True, exist_ok=True)
-        # PostgreSQL runs as the postgres user: it must reach its directories.
-        for p in [self.base, *self.base.parents]:
-            if str(p).startswith("/tmp/") or p == self.base:
-                os.chmod(p, 0o755)
+        # PostgreSQL runs as the postgres user: it must reach its directories (make the
+        # base with reachable_dir).
+        os.chmod(self.base, 0o755)
         for host in HOSTS:
             os.chmod(self.base / host, 0o755)
         return self

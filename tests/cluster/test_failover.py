@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.netns import STRONGROOM, Lab, sweep, wait_for
+from tests.cluster.netns import STRONGROOM, Lab, reachable_dir, sweep, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 WRITER = str(Path(__file__).with_name("writer.py"))
@@ -91,10 +91,10 @@ def form(lab: Lab) -> Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster() -> Iterator[Cluster]:
     assert os.geteuid() == 0, "the cluster tests make network namespaces: run them as root"
     sweep()
-    lab = Lab(tmp_path_factory.mktemp("ha")).up()
+    lab = Lab(reachable_dir("ha")).up()
     try:
         yield form(lab)
     except BaseException:

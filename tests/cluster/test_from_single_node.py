@@ -7,18 +7,17 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.cluster.netns import STRONGROOM, sh
+from tests.cluster.netns import STRONGROOM, reachable_dir, sh
 from tests.helpers import NodeProcess, free_port
 
 pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture
-def netns(tmp_path: Path) -> Iterator[str]:
+def netns() -> Iterator[str]:
     assert os.geteuid() == 0, "this test makes a network namespace: run it as root"
     name = f"srmig{os.getpid() % 100000}"
     sh("ip", "netns", "add", name)
@@ -34,16 +33,14 @@ def netns(tmp_path: Path) -> Iterator[str]:
         sh("ip", "netns", "del", name, check=False)
 
 
-def test_a_single_node_vault_moves_into_the_cluster(tmp_path: Path, netns: str) -> None:
-    for p in [tmp_path, *tmp_path.parents]:
-        if str(p).startswith("/tmp/"):
-            os.chmod(p, 0o755)
-    single = NodeProcess(tmp_path / "single", free_port()).start()
+def test_a_single_node_vault_moves_into_the_cluster(netns: str) -> None:
+    where = reachable_dir("migrate")
+    single = NodeProcess(where / "single", free_port()).start()
     try:
         otp = single.initial_password()
     finally:
         single.stop()
-    new = tmp_path / "ha"
+    new = where / "ha"
     env = {**os.environ, "SR_TEST_FAST_KDF": "1"}
     done = subprocess.run(
         ["ip", "netns", "exec", netns, STRONGROOM, "init", "--ha", "--advertise", "127.0.0.1",

@@ -7,12 +7,12 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
 from cluster.pki import issue, make_ca
 from cluster.postgres import APP_DATABASE, ClusterMember, LocalPostgres, PostgresError
+from tests.cluster.netns import reachable_dir
 from tests.helpers import free_port
 
 pytestmark = pytest.mark.postgres
@@ -28,11 +28,8 @@ def eventually(check: Callable[[], bool], timeout: float = 30.0) -> None:
 
 
 @pytest.fixture
-def pair(tmp_path: Path) -> Iterator[tuple[LocalPostgres, LocalPostgres]]:
-    os.chmod(tmp_path, 0o755)
-    for parent in tmp_path.parents:
-        if str(parent).startswith("/tmp/"):
-            os.chmod(parent, 0o755)
+def pair() -> Iterator[tuple[LocalPostgres, LocalPostgres]]:
+    where = reachable_dir("repl")
     ca_cert, ca_key = make_ca("test")
     cert, key = issue(ca_cert, ca_key, ["127.0.0.1"])
     base = dict(
@@ -43,8 +40,8 @@ def pair(tmp_path: Path) -> Iterator[tuple[LocalPostgres, LocalPostgres]]:
         replication_password="repl-pw-1",
         peers=("127.0.0.1",),
     )
-    a = LocalPostgres(tmp_path / "a", free_port())
-    b = LocalPostgres(tmp_path / "b", free_port())
+    a = LocalPostgres(where / "a", free_port())
+    b = LocalPostgres(where / "b", free_port())
     a.configure_cluster(ClusterMember(name="a", **base))  # type: ignore[arg-type]
     a.initdb()
     b.configure_cluster(ClusterMember(name="b", **base))  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.netns import Lab, sweep
+from tests.cluster.netns import Lab, reachable_dir, sweep
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
 
@@ -82,12 +82,12 @@ print(json.dumps(out))
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+def lab() -> Iterator[Lab]:
     assert os.geteuid() == 0, "this test makes network namespaces: run it as root"
     if shutil.which("nft") is None:
         pytest.fail("nft is missing: appliance/provision/system-deps.sh test installs nftables")
     sweep()
-    lab = Lab(tmp_path_factory.mktemp("vip")).up()
+    lab = Lab(reachable_dir("vip")).up()
     try:
         yield lab
     finally:
