@@ -25,6 +25,7 @@ from node.errors import AuditWriteError
 from node.store.db import deferred_rows, transaction_state
 from node.store.dialect import is_postgres
 from node.store.models import AuditHead, AuditRow, User, utcnow
+from node.store.point_reads import write_rows
 
 GENESIS = "0" * 64
 # Core statements on the tables, built once: appending runs for every password fetch.
@@ -181,8 +182,8 @@ class AuditLog:
                 values = self._row(last_id, last_hmac, item["event"], item["at"])
                 rows.append(values)
                 last_id, last_hmac = int(values["id"]), str(values["hmac"])
-            conn.execute(_INSERT_ROW, rows)
-            conn.execute(_UPDATE_HEAD, self._head_params(rows[-1]))
+            write_rows(conn, _INSERT_ROW, rows)
+            write_rows(conn, _UPDATE_HEAD, [self._head_params(rows[-1])])
         except SQLAlchemyError as exc:
             raise AuditWriteError(AUDIT_NOT_WRITTEN) from exc
 

@@ -96,6 +96,7 @@ from node.store.models import (
     User,
     utcnow,
 )
+from node.store.point_reads import write_rows
 
 BUILTIN_RESOURCE_TYPES = (
     "Linux",
@@ -175,8 +176,7 @@ def _resource_event(
 
 def _touch_accounts(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Record the last access of the accounts a group commit revealed (one executemany)."""
-    if rows:
-        conn.execute(_TOUCH_ACCOUNT, rows)
+    write_rows(conn, _TOUCH_ACCOUNT, rows)
 
 
 # --- what callers pass and get -------------------------------------------------------------

@@ -48,6 +48,9 @@ def _sqlite_begin(conn: Any) -> None:
 
 
 def make_engine(url: str) -> Engine:
+    """The engine for ``url``. Its errors never show the values bound to a statement
+    (``hide_parameters``): they are logged, and a value may be a secret's ciphertext, a
+    token's hash or what a user typed."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database:
@@ -59,7 +62,10 @@ def make_engine(url: str) -> Engine:
         on_disk = bool(parsed.database) and parsed.database != ":memory:"
         pool: dict[str, Any] = {"pool_size": 20, "max_overflow": 10} if on_disk else {}
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 10}, **pool
+            url,
+            connect_args={"check_same_thread": False, "timeout": 10},
+            hide_parameters=True,
+            **pool,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         # Let SQLAlchemy, not pysqlite, decide when a transaction begins, so that a
@@ -68,7 +74,9 @@ def make_engine(url: str) -> Engine:
         # snapshot without waiting for, or holding up, the writer.
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=10, max_overflow=20, hide_parameters=True
+    )
 
 
 T = TypeVar("T")
@@ -142,6 +150,7 @@ class Store:
         self._queue: list[tuple[Callable[[Connection], Any], Future[Any]]] = []
         self._queue_cv = threading.Condition()
         self._committer: threading.Thread | None = None
+        self._commit_conn: Connection | None = None  # the committer's own
         self._closed = False
 
     @property
@@ -183,9 +192,29 @@ class Store:
 
     @contextmanager
     def _writing(self) -> Iterator[Connection]:
-        """A Core connection in a write transaction, queued like :meth:`transaction`."""
-        with self._writer_turn(), self.engine.connect() as conn, conn.begin():
-            yield conn
+        """The committer's write transaction, queued like :meth:`transaction`, on a
+        connection the committer keeps between batches (a checkout from the pool and its
+        return cost more than a small batch's statements). After any failure the
+        connection is closed and the next batch opens another: a batch that failed
+        because the database went away is run again on a fresh one."""
+        with self._writer_turn():
+            conn = self._commit_conn
+            if conn is None:
+                conn = self._commit_conn = self.engine.connect()
+            try:
+                with conn.begin():
+                    yield conn
+            except BaseException:
+                self._close_commit_conn()
+                raise
+
+    def _close_commit_conn(self) -> None:
+        conn, self._commit_conn = self._commit_conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except SQLAlchemyError:
+                log.warning("closing the committer's connection failed", exc_info=True)
 
     def group_commit(self, work: Callable[[Connection], T]) -> T:
         """Run ``work(connection)`` in a write transaction shared with the works other
@@ -276,6 +305,7 @@ class Store:
             self._queue_cv.notify()
         if self._committer is not None:
             self._committer.join(timeout=SQLITE_BUSY_SECONDS + 5)
+        self._close_commit_conn()
         self._point_reads.close()
         self.engine.dispose()
 

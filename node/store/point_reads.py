@@ -1,4 +1,5 @@
-"""Point reads on the DB-API connection, for the hot paths (a REST API password fetch).
+"""Point reads and batched writes on the DB-API cursor, for the hot paths (a REST API
+password fetch and the group commit of its audit row).
 
 A SQLAlchemy Core ``execute`` costs about ten times the SQLite query it runs (execution
 context, result metadata, events), and a pooled connection's checkout and return cost as
@@ -10,6 +11,10 @@ bind and result conversions itself, so its rows look like SQLAlchemy's (``row.na
 On a SQLite file each thread keeps one read-only connection of its own (``PRAGMA
 query_only``: nothing can be written through it), opened with the store and closed with
 it. Elsewhere (PostgreSQL, in-memory SQLite) a reading borrows a pooled connection.
+
+:func:`write_rows` runs an INSERT or UPDATE for many parameter rows in a Core connection's
+transaction the same way on SQLite (on PostgreSQL SQLAlchemy's own path is kept: it sends
+one multi-row INSERT where the DB-API would make a round trip per row).
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ from keyword import iskeyword
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Select
-from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy import Insert, Select, Update
+from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.exc import DBAPIError
 
 from node.errors import StoreError
 
@@ -36,13 +42,50 @@ _row_type: Callable[[str, list[str]], type[tuple[Any, ...]]] = namedtuple
 
 
 @dataclass(frozen=True)
-class _Prepared:
-    statement: AnySelect  # kept so its id() cannot be reused while cached
+class _Binds:
+    """A statement compiled for one dialect: its SQL and how to turn a caller's parameters
+    into the DB-API's (values bound in the statement itself, conversions, order)."""
+
     sql: str
     positions: tuple[str, ...] | None  # parameter names in order (qmark), None if named
     defaults: dict[str, Any]  # values bound in the statement itself
     required: frozenset[str]  # parameters the caller must give
-    bind_convert: dict[str, _Convert]
+    convert: dict[str, _Convert]
+
+    def args(self, given: Mapping[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
+        if self.required and not self.required <= given.keys():
+            missing = ", ".join(sorted(self.required - given.keys()))
+            raise StoreError(f"a prepared statement is missing its parameters: {missing}")
+        values = {**self.defaults, **given}  # a copy: the defaults stay as compiled
+        for name, convert in self.convert.items():
+            values[name] = convert(values[name])
+        return values if self.positions is None else [values[n] for n in self.positions]
+
+
+def _binds(statement: Any, dialect: Dialect, **compile_kw: Any) -> _Binds:
+    compiled = statement.compile(dialect=dialect, **compile_kw)
+    if compiled.post_compile_params:
+        raise StoreError("a prepared statement cannot take expanding (IN list) parameters")
+    names = compiled.bind_names  # bind -> its name in the SQL and in compiled.params
+    convert: dict[str, _Convert] = {}
+    for bind, name in names.items():
+        proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if proc is not None:
+            convert[name] = proc
+    positions = compiled.positiontup
+    return _Binds(
+        sql=compiled.string,
+        positions=tuple(positions) if positions is not None else None,
+        defaults=dict(compiled.params),
+        required=frozenset(name for bind, name in names.items() if bind.required),
+        convert=convert,
+    )
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    statement: AnySelect  # kept so its id() cannot be reused while cached
+    binds: _Binds
     row: type[tuple[Any, ...]]
     result_convert: tuple[tuple[int, _Convert], ...]
 
@@ -50,31 +93,18 @@ class _Prepared:
 def _prepare(statement: AnySelect, dialect: Dialect) -> _Prepared:
     if not isinstance(statement, Select):
         raise StoreError("a point read runs SELECT statements only")
-    compiled = statement.compile(dialect=dialect)
-    if compiled.post_compile_params:
-        raise StoreError("a point read cannot take expanding (IN list) parameters")
     keys = list(statement.selected_columns.keys())
     if not all(k.isidentifier() and not k.startswith("_") and not iskeyword(k) for k in keys):
         raise StoreError(f"a point read needs column names that are identifiers, got {keys}")
-    bind_convert: dict[str, _Convert] = {}
-    names = compiled.bind_names  # bind -> its name in the SQL and in compiled.params
-    for bind, name in names.items():
-        proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
-        if proc is not None:
-            bind_convert[name] = proc
+    binds = _binds(statement, dialect)
     result_convert = []
     for i, column in enumerate(statement.selected_columns):
         proc = column.type.dialect_impl(dialect).result_processor(dialect, None)
         if proc is not None:
             result_convert.append((i, proc))
-    positions = compiled.positiontup
     return _Prepared(
         statement=statement,
-        sql=compiled.string,
-        positions=tuple(positions) if positions is not None else None,
-        defaults=dict(compiled.params),
-        required=frozenset(name for bind, name in names.items() if bind.required),
-        bind_convert=bind_convert,
+        binds=binds,
         row=_row_type("Row", keys),
         result_convert=tuple(result_convert),
     )
@@ -120,17 +150,8 @@ class PointReader:
 
     def execute(self, statement: AnySelect, params: Mapping[str, Any] | None = None) -> PointResult:
         p = self._prepare(statement)
-        given = params or {}
-        if p.required and not p.required <= given.keys():
-            missing = ", ".join(sorted(p.required - given.keys()))
-            raise StoreError(f"a point read is missing its parameters: {missing}")
-        values = {**p.defaults, **given}  # a copy: the defaults stay as compiled
-        for name, convert in p.bind_convert.items():
-            values[name] = convert(values[name])
-        args: Sequence[Any] | Mapping[str, Any]
-        args = values if p.positions is None else [values[n] for n in p.positions]
         cur = self._cursor
-        cur.execute(p.sql, args)
+        cur.execute(p.binds.sql, p.binds.args(params or {}))
         raw = cur.fetchall()
         if p.result_convert:
             rows = []
@@ -223,3 +244,49 @@ class PointReads:
             opened, self._opened = self._opened, []
         for conn in opened:
             conn.close()
+
+
+_writes: dict[tuple[int, tuple[str, ...], str], tuple[Insert | Update, _Binds]] = {}
+_writes_lock = threading.Lock()
+
+
+def _prepared_write(statement: Insert | Update, keys: tuple[str, ...], dialect: Dialect) -> _Binds:
+    key = (id(statement), keys, dialect.name)
+    hit = _writes.get(key)
+    if hit is not None and hit[0] is statement:
+        return hit[1]
+    # An INSERT names the columns the rows carry; an UPDATE's parameters are its own binds.
+    extra = {"column_keys": list(keys)} if isinstance(statement, Insert) else {}
+    binds = _binds(statement, dialect, **extra)
+    with _writes_lock:
+        if len(_writes) >= _CACHE_SIZE:
+            _writes.clear()
+        _writes[key] = (statement, binds)
+    return binds
+
+
+def write_rows(
+    conn: Connection, statement: Insert | Update, rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """Run ``statement`` once per parameter row (all rows with the same keys) in ``conn``'s
+    transaction. On SQLite it goes straight to the DB-API cursor, compiled once; a DB-API
+    error comes out as SQLAlchemy's (an OperationalError, ...), like any statement's, its
+    parameters hidden."""
+    if not rows:
+        return
+    dialect = conn.dialect
+    if dialect.name != "sqlite":
+        conn.execute(statement, list(rows))
+        return
+    binds = _prepared_write(statement, tuple(rows[0].keys()), dialect)
+    args: Any = [binds.args(row) for row in rows]
+    cursor = conn.connection.cursor()
+    base = dialect.loaded_dbapi.Error
+    try:
+        cursor.executemany(binds.sql, args)
+    except base as exc:
+        raise DBAPIError.instance(
+            binds.sql, None, exc, base, hide_parameters=True, dialect=dialect
+        ) from exc
+    finally:
+        cursor.close()

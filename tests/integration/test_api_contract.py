@@ -558,6 +558,35 @@ def test_get_password_fails_closed_when_the_audit_cannot_be_written(world: World
     }
 
 
+def test_get_password_fails_closed_when_the_audit_row_insert_fails(world: World) -> None:
+    """The batch insert of the audit rows runs on the DB-API cursor: its failure (here a
+    trigger that refuses it, as a full disk would) still fails the fetch closed."""
+    api = world.api("app-padmin")
+    rid, aid = one_account(api, "fc-2", "Fc-secret-2")
+    before = len(audit_rows(world.services, "view password"))
+    with world.services.store.engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log "
+                "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+            )
+        )
+    try:
+        resp = api.get(f"/resources/{rid}/accounts/{aid}/password")
+        failed = op(resp, expect=500)
+        assert "audit trail could not be written" in failed["result"]["message"]
+        assert b"Fc-secret-2" not in resp.body and b"disk is full" not in resp.body
+    finally:
+        with world.services.store.engine.begin() as conn:
+            conn.execute(text("DROP TRIGGER refuse_audit"))
+    assert len(audit_rows(world.services, "view password")) == before
+    detail = op(api.get(f"/resources/{rid}/accounts/{aid}"))["Details"]
+    assert detail["LAST ACCESSED TIME"] == "N/A"  # the batch rolled back as a whole
+    assert op(api.get(f"/resources/{rid}/accounts/{aid}/password"))["Details"] == {
+        "PASSWORD": "Fc-secret-2"
+    }
+
+
 def test_concurrent_fetches_each_get_their_password_and_audit_row(world: World) -> None:
     """Fetches that arrive together share a commit of their audit rows; each still gets
     its own account's password, and the audit chain verifies."""

@@ -7,12 +7,14 @@ import datetime as dt
 import threading
 
 import pytest
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from node.errors import StoreError
 from node.services import Services
 from node.store.db import Store, open_store
 from node.store.models import Account, AppSetting, Resource
+from node.store.point_reads import write_rows
 from node.vault import NewAccount, NewResource
 from tests.integration.vault_helpers import initial_admin
 
@@ -122,6 +124,31 @@ def test_point_reads_refuse_what_they_cannot_do(store: Store) -> None:
     write = update(AppSetting).values(value="x")
     with store.reading() as reader, pytest.raises(StoreError, match="SELECT statements only"):
         reader.execute(write)  # type: ignore[arg-type]
+
+
+_SETTING_ROWS = insert(AppSetting)
+_RENAME = update(AppSetting).where(AppSetting.key == bindparam("old")).values(key=bindparam("new"))
+
+
+def test_write_rows_in_a_transaction_and_its_errors(store: Store) -> None:
+    rows = [{"key": f"batch-{i}", "value": f"v{i}"} for i in range(5)]
+    with store.engine.begin() as conn:
+        write_rows(conn, _SETTING_ROWS, rows)
+        write_rows(conn, _RENAME, [{"old": "batch-0", "new": "batch-renamed"}])
+        write_rows(conn, _SETTING_ROWS, [])  # nothing to do
+    keys = select(AppSetting.key).where(AppSetting.key.like("batch-%")).order_by(AppSetting.key)
+    with store.reading() as reader:
+        assert reader.execute(keys).scalars() == [
+            "batch-1", "batch-2", "batch-3", "batch-4", "batch-renamed"
+        ]  # fmt: skip
+    # A failing row fails the statement as SQLAlchemy's error, without the values, and the
+    # transaction rolls back: the row before it is not there either.
+    again = [{"key": "batch-new", "value": "x"}, {"key": "batch-1", "value": "secret-value"}]
+    with pytest.raises(IntegrityError) as err, store.engine.begin() as conn:
+        write_rows(conn, _SETTING_ROWS, again)
+    assert "secret-value" not in str(err.value)
+    with store.reading() as reader:
+        assert "batch-new" not in reader.execute(keys).scalars()
 
 
 def test_point_reads_after_the_store_is_closed(db_url: str) -> None:
