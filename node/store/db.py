@@ -150,7 +150,7 @@ class Store:
         self._queue: list[tuple[Callable[[Connection], Any], Future[Any]]] = []
         self._queue_cv = threading.Condition()
         self._committer: threading.Thread | None = None
-        self._commit_conn: Connection | None = None  # the committer's own
+        self._commit_conn: Connection | None = None  # the committer's own, on SQLite
         self._closed = False
 
     @property
@@ -192,11 +192,15 @@ class Store:
 
     @contextmanager
     def _writing(self) -> Iterator[Connection]:
-        """The committer's write transaction, queued like :meth:`transaction`, on a
-        connection the committer keeps between batches (a checkout from the pool and its
-        return cost more than a small batch's statements). After any failure the
-        connection is closed and the next batch opens another: a batch that failed
-        because the database went away is run again on a fresh one."""
+        """The committer's write transaction, queued like :meth:`transaction`. On SQLite
+        the committer keeps its connection between batches (a checkout from the pool and
+        its return cost more than a small batch's statements; after any failure it is
+        closed and the next batch opens another). On PostgreSQL each batch checks a
+        connection out of the pool, which first makes sure the server still holds it."""
+        if self._write_lock is None:
+            with self.engine.connect() as fresh, fresh.begin():
+                yield fresh
+            return
         with self._writer_turn():
             conn = self._commit_conn
             if conn is None:

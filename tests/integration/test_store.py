@@ -12,7 +12,7 @@ from node.audit import AuditEvent, verify_chain
 from node.errors import DecryptionError, ValidationError
 from node.keyring import KeyRing
 from node.services import Services
-from node.store.db import Store, current_revision, head_revision
+from node.store.db import Store, current_revision, head_revision, make_engine, open_store
 from node.store.models import Account, AppSetting, AuditRow, User
 from node.vault import AccountChanges, NewAccount, NewResource
 from tests.integration.vault_helpers import initial_admin
@@ -270,3 +270,30 @@ def test_a_refused_and_a_shown_reveal_in_one_batch(services: Services, store: St
     ]
     assert accessed[strict] is None and accessed[easy] is not None
     assert report.ok, report.sentence()
+
+
+def test_the_committer_gets_a_new_connection_when_postgres_drops_its_own(pg_url: str) -> None:
+    """PostgreSQL only (a server that ends a session): a batch after the server ended the
+    committer's last session runs on a live connection, so the caller sees nothing."""
+    store = open_store(pg_url)
+    try:
+
+        def backend_pid(conn: Connection) -> int:
+            return int(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+
+        first = store.group_commit(backend_pid)
+        other = make_engine(pg_url)  # not the store's pool, which holds that session
+        with other.begin() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+        other.dispose()
+
+        def add(conn: Connection) -> int:
+            conn.execute(insert(AppSetting).values(key="after-kill", value="kept"))
+            return backend_pid(conn)
+
+        assert store.group_commit(add) != first
+        with store.reading() as reader:
+            got = reader.execute(select(AppSetting.value).where(AppSetting.key == "after-kill"))
+            assert got.scalar_one() == "kept"
+    finally:
+        store.dispose()
