@@ -197,7 +197,7 @@ class Store:
         its return cost more than a small batch's statements; after any failure it is
         closed and the next batch opens another). On PostgreSQL each batch checks a
         connection out of the pool, which first makes sure the server still holds it."""
-        if self._write_lock is None:
+        if self.dialect != "sqlite":
             with self.engine.connect() as fresh, fresh.begin():
                 yield fresh
             return

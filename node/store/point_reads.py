@@ -66,6 +66,9 @@ def _binds(statement: Any, dialect: Dialect, **compile_kw: Any) -> _Binds:
     compiled = statement.compile(dialect=dialect, **compile_kw)
     if compiled.post_compile_params:
         raise StoreError("a prepared statement cannot take expanding (IN list) parameters")
+    prefetch = [c.key for c in (*compiled.insert_prefetch, *compiled.update_prefetch)]
+    if prefetch:  # column defaults SQLAlchemy would compute in Python at execution
+        raise StoreError(f"a prepared write must give every column it sets: {prefetch}")
     names = compiled.bind_names  # bind -> its name in the SQL and in compiled.params
     convert: dict[str, _Convert] = {}
     for bind, name in names.items():
