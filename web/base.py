@@ -28,6 +28,7 @@ from node.errors import (
 )
 from node.permissions import Action, allowed
 from node.services import Services
+from web.commit_wait import CommitWaiter
 from web.forwarding import Forwarder
 
 log = logging.getLogger("strongroom.web")
@@ -66,6 +67,7 @@ class WebContext:
     def __init__(self, services: Services, executor: ThreadPoolExecutor) -> None:
         self.services = services
         self.executor = executor
+        self.commits = CommitWaiter(services.store)  # awaits the store's group commit
         self.version = __version__
         trusted = []
         for net in services.settings.trusted_proxies:

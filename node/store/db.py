@@ -151,6 +151,7 @@ class Store:
         self._queue_cv = threading.Condition()
         self._committer: threading.Thread | None = None
         self._commit_conn: Connection | None = None  # the committer's own, on SQLite
+        self._batch_listeners: list[Callable[[], None]] = []
         self._closed = False
 
     @property
@@ -252,6 +253,13 @@ class Store:
             self._queue_cv.notify()
         return future
 
+    def on_batch_done(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` on the committer thread each time a batch's futures have all
+        been set: one call per batch, however many works it held (an event loop can wake
+        once per batch rather than once per future). It must be quick and thread-safe."""
+        with self._queue_cv:
+            self._batch_listeners.append(listener)
+
     def _commit_loop(self) -> None:
         while True:
             with self._queue_cv:
@@ -271,6 +279,11 @@ class Store:
                     future.set_result(result)
                 else:
                     future.set_exception(error)
+            for listener in list(self._batch_listeners):
+                try:
+                    listener()
+                except Exception:  # noqa: BLE001 - the committer must outlive a listener
+                    log.exception("a group-commit listener failed")
 
     def _commit_batch(
         self, works: list[Callable[[Connection], Any]]

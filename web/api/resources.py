@@ -7,7 +7,6 @@ that does not exist and one that is not shared with the caller get the same 404.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -589,7 +588,7 @@ class PasswordHandler(ApiHandler):
         )
         # The audit row goes through the store's group commit; this request waits for it
         # without holding a thread, and gets the password only once it is committed.
-        password = await asyncio.wrap_future(self.services.vault.submit_reveal(plan))
+        password = await self.ctx.commits.wait(self.services.vault.submit_reveal(plan))
         self.answer("Password fetched successfully", {"PASSWORD": password})
 
     @operation("CHANGE PASSWORD", Action.CHANGE_SHARED_PASSWORD, CHANGE_PASSWORD_SPEC)

@@ -1,0 +1,61 @@
+"""Awaiting the store's group commit from the event loop with one wake-up per batch.
+
+``asyncio.wrap_future`` wakes the event loop once per future (a write to the loop's
+self-pipe from the committer thread, and a loop iteration to read it). A batch of the group
+commit holds many audited password fetches; :class:`CommitWaiter` keeps the futures the
+loop waits for and, when the store says a batch is done (:meth:`Store.on_batch_done`),
+resolves every finished one in a single loop callback (measured: bench/retrieval.py,
+docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from node.store.db import Store
+
+T = TypeVar("T")
+
+
+class CommitWaiter:
+    """Futures of :meth:`Store.submit` (or resolved inside its batches) awaited on one
+    event loop: the loop it is first used on."""
+
+    def __init__(self, store: Store) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: list[tuple[Future[Any], asyncio.Future[Any]]] = []
+        store.on_batch_done(self._batch_done)
+
+    def wait(self, future: Future[T]) -> asyncio.Future[T]:
+        """An awaitable for ``future``, which a batch of the store's group commit resolves
+        (its result or its exception). Cancelling the awaitable cancels ``future``."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[T] = self._loop.create_future()
+        waiter.add_done_callback(lambda w: future.cancel() if w.cancelled() else None)
+        self._pending.append((future, waiter))
+        if future.done():  # resolved before we began to wait: no batch will say so again
+            self._sweep()
+        return waiter
+
+    def _batch_done(self) -> None:  # on the committer thread
+        loop = self._loop
+        if loop is not None and self._pending and not loop.is_closed():
+            loop.call_soon_threadsafe(self._sweep)
+
+    def _sweep(self) -> None:
+        waiting = []
+        for future, waiter in self._pending:
+            if not future.done():
+                waiting.append((future, waiter))
+            elif waiter.done():
+                continue  # cancelled meanwhile
+            elif future.cancelled():
+                waiter.cancel()
+            elif (error := future.exception()) is not None:
+                waiter.set_exception(error)
+            else:
+                waiter.set_result(future.result())
+        self._pending = waiting
