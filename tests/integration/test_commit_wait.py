@@ -5,7 +5,6 @@ batch is what wakes the loop."""
 from __future__ import annotations
 
 import asyncio
-import threading
 from concurrent.futures import Future
 
 import pytest
@@ -78,17 +77,8 @@ def test_one_listener_call_per_batch_and_a_failing_listener_is_survived(store: S
         raise RuntimeError("listener bug")
 
     store.on_batch_done(broken)
-    held = _Held(store)
-    threads = [
-        threading.Thread(target=store.group_commit, args=(_add(f"lb-{i}"),)) for i in range(6)
-    ]
-    for t in threads:
-        t.start()
-    held.wait_queued(6)
-    calls.clear()
-    held.finish()
-    for t in threads:
-        t.join(20)
+    adds = [lambda i=i: store.group_commit(_add(f"lb-{i}")) for i in range(6)]
+    _Held(store).run_behind(adds, calls.clear)  # type: ignore[arg-type]
     assert calls == [1, 1]  # the held batch, then the six together
     assert store.group_commit(_add("lb-after")) == "lb-after"  # the committer lives on
 

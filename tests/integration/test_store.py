@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import Connection, event, func, insert, select, text, update
@@ -118,6 +119,18 @@ class _Held:
         self.release.set()
         self.future.result(20)
 
+    def run_behind(self, calls: list[Callable[[], object]], before: Callable[[], None]) -> None:
+        """Make each call on a thread of its own, wait until all their works queue behind
+        the held one, run ``before``, then let the batches go and wait for the calls."""
+        threads = [threading.Thread(target=call) for call in calls]
+        for t in threads:
+            t.start()
+        self.wait_queued(len(calls))
+        before()
+        self.finish()
+        for t in threads:
+            t.join(20)
+
 
 def _count_commits(store: Store) -> list[int]:
     commits: list[int] = []
@@ -127,21 +140,13 @@ def _count_commits(store: Store) -> list[int]:
 
 def test_group_commit_of_the_waiting_works_is_one_commit(store: Store) -> None:
     commits = _count_commits(store)
-    held = _Held(store)
-    threads = [
-        threading.Thread(
-            target=store.group_commit,
-            args=(lambda c, i=i: c.execute(insert(AppSetting).values(key=f"w{i}", value=i)),),
+
+    def add(i: int) -> Callable[[], object]:
+        return lambda: store.group_commit(
+            lambda c: c.execute(insert(AppSetting).values(key=f"w{i}", value=i))
         )
-        for i in range(10)
-    ]
-    for t in threads:
-        t.start()
-    held.wait_queued(10)
-    commits.clear()
-    held.finish()
-    for t in threads:
-        t.join(20)
+
+    _Held(store).run_behind([add(i) for i in range(10)], commits.clear)
     assert len(commits) == 2  # the held batch, then the ten together
     assert {"held", *(f"w{i}" for i in range(10))} <= _setting_keys(store)
 
@@ -164,15 +169,8 @@ def test_group_commit_isolates_a_failing_work(store: Store) -> None:
         except ValueError as exc:
             outcomes[key] = exc
 
-    held = _Held(store)
-    threads = [threading.Thread(target=call, args=(f"gc-{i}", i == 3)) for i in range(12)]
-    for t in threads:
-        t.start()
-    held.wait_queued(12)
-    commits.clear()
-    held.finish()
-    for t in threads:
-        t.join(20)
+    calls = [lambda i=i: call(f"gc-{i}", i == 3) for i in range(12)]
+    _Held(store).run_behind(calls, commits.clear)  # type: ignore[misc]
     # the held batch; then the twelve roll back on gc-3's error and run again one by one:
     # eleven commits (gc-3's own transaction rolls back)
     assert len(commits) == 1 + 11
