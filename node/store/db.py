@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -39,6 +40,12 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 SQLITE_BUSY_SECONDS = 10  # as busy_timeout: how long a writer waits for SQLite's lock
+# Group commit: under concurrency (the last batch held more than one work) the committer
+# waits up to COMMIT_DELAY seconds, or until COMMIT_BATCH works are queued, before the next
+# batch, as PostgreSQL's commit_delay does (measured: docs/benchmarks.md). A lone caller
+# is never delayed.
+COMMIT_DELAY = 0.001
+COMMIT_BATCH = 16
 READ_ONLY = "sr_read_only"  # execution option of the engine behind Store.sessions
 
 
@@ -136,8 +143,9 @@ def describe_url(url: str) -> str:
 class Store:
     """The database of one node: an engine and a session factory."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, commit_delay: float = COMMIT_DELAY) -> None:
         self.engine = engine
+        self.commit_delay = commit_delay
         # ``sessions()`` is for reading (nothing in it is ever committed); ``transaction()``
         # is for writing. On SQLite the first begins DEFERRED, the second IMMEDIATE.
         self.sessions = sessionmaker(
@@ -261,13 +269,17 @@ class Store:
             self._batch_listeners.append(listener)
 
     def _commit_loop(self) -> None:
+        last = 0  # works in the previous batch
         while True:
             with self._queue_cv:
                 while not self._queue and not self._closed:
                     self._queue_cv.wait()
+                if last > 1:
+                    self._gather_more()
                 if not self._queue:
                     return  # closed, and nothing left to commit
                 batch, self._queue = self._queue, []
+                last = len(batch)
             try:
                 outcomes = self._commit_batch([work for work, _ in batch])
             except BaseException as exc:  # noqa: BLE001  # no caller may wait forever
@@ -284,6 +296,16 @@ class Store:
                     listener()
                 except Exception:  # noqa: BLE001 - the committer must outlive a listener
                     log.exception("a group-commit listener failed")
+
+    def _gather_more(self) -> None:
+        """Wait (holding the queue's condition) up to ``commit_delay`` for the queue to reach
+        COMMIT_BATCH works: fewer, larger batches, each commit's cost shared by more."""
+        until = time.monotonic() + self.commit_delay
+        while len(self._queue) < COMMIT_BATCH and not self._closed:
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            self._queue_cv.wait(left)
 
     def _commit_batch(
         self, works: list[Callable[[Connection], Any]]

@@ -13,7 +13,14 @@ from node.audit import AuditEvent, verify_chain
 from node.errors import DecryptionError, ValidationError
 from node.keyring import KeyRing
 from node.services import Services
-from node.store.db import Store, current_revision, head_revision, make_engine, open_store
+from node.store.db import (
+    COMMIT_BATCH,
+    Store,
+    current_revision,
+    head_revision,
+    make_engine,
+    open_store,
+)
 from node.store.models import Account, AppSetting, AuditRow, User
 from node.vault import AccountChanges, NewAccount, NewResource
 from tests.integration.vault_helpers import initial_admin
@@ -295,3 +302,33 @@ def test_the_committer_gets_a_new_connection_when_postgres_drops_its_own(pg_url:
             assert got.scalar_one() == "kept"
     finally:
         store.dispose()
+
+
+def test_under_concurrency_the_committer_gathers_a_fuller_batch(store: Store) -> None:
+    """After a batch of several works, the next batch waits (here up to 30 s) until
+    COMMIT_BATCH works are queued: a work and the ones that follow it share one commit."""
+    store.commit_delay = 30.0
+    commits = _count_commits(store)
+    pair = [lambda k=k: store.group_commit(_add_setting(k)) for k in ("cd-a", "cd-b")]
+    _Held(store).run_behind(pair, lambda: None)  # a batch of two: concurrency  # type: ignore[arg-type]
+    commits.clear()
+    futures = [store.submit(_add_setting("cd-0"))]
+    time.sleep(0.2)  # the committer has long taken it up: without the wait it would commit alone
+    futures += [store.submit(_add_setting(f"cd-{i}")) for i in range(1, COMMIT_BATCH)]
+    for f in futures:
+        f.result(20)  # far less than the delay: the full queue ended the wait
+    assert len(commits) == 1
+    assert {f"cd-{i}" for i in range(COMMIT_BATCH)} <= _setting_keys(store)
+
+
+def test_a_lone_caller_is_never_delayed(store: Store) -> None:
+    store.commit_delay = 60.0
+    for i in range(3):  # one at a time: each batch holds one work
+        assert store.submit(_add_setting(f"lone-{i}")).result(20) is None
+
+
+def _add_setting(key: str) -> Callable[[Connection], None]:
+    def work(conn: Connection) -> None:
+        conn.execute(insert(AppSetting).values(key=key, value=key))
+
+    return work
