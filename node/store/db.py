@@ -22,6 +22,7 @@ from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from node.errors import StoreError
+from node.store.dialect import sqlite_file
 from node.store.point_reads import PointReader, PointReads
 
 log = logging.getLogger("strongroom.store")
@@ -66,7 +67,7 @@ def make_engine(url: str) -> Engine:
         # A pool as large as the node's worker threads: a connection returned beyond
         # pool_size is closed, and opening a new one (with its PRAGMAs) costs more than
         # the query it was for. (An in-memory database keeps SQLAlchemy's own pool.)
-        on_disk = bool(parsed.database) and parsed.database != ":memory:"
+        on_disk = sqlite_file(parsed) is not None
         pool: dict[str, Any] = {"pool_size": 20, "max_overflow": 10} if on_disk else {}
         engine = create_engine(
             url,

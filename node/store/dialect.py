@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Select, create_engine, event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
@@ -33,10 +33,24 @@ def is_postgres(session: Session) -> bool:
 # --- read-only access (audit verification, query reports) ----------------------------------
 
 
-def _sqlite_ro_connect(path: str) -> Any:
+def sqlite_file(url: URL) -> str | None:
+    """The absolute path of the SQLite database file ``url`` names, or None when it is not
+    one (another dialect, an in-memory database, a URI-form name or URL options)."""
+    database = url.database or ""
+    if url.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return None
+    if database.startswith("file:") or url.query:
+        return None
+    return str(Path(database).absolute())
+
+
+def sqlite_read_only(path: str) -> sqlite3.Connection:
+    """A connection to the SQLite file at ``path`` that cannot write (``mode=ro`` and
+    ``PRAGMA query_only``), in autocommit mode: each statement reads its own snapshot unless
+    the caller issues BEGIN."""
     uri = f"file:{urllib.parse.quote(path)}?mode=ro"
     conn = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=10)
-    conn.isolation_level = None  # SQLAlchemy's "begin" listener below issues BEGIN itself
+    conn.isolation_level = None
     conn.execute("PRAGMA query_only=ON")
     conn.execute("PRAGMA busy_timeout=10000")
     return conn
@@ -52,11 +66,11 @@ def read_only_engine(url: str) -> Engine:
     PostgreSQL: every transaction starts ``REPEATABLE READ READ ONLY``."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if not parsed.database or parsed.database == ":memory:":
+        path = sqlite_file(parsed)
+        if path is None:
             raise ValueError("a read-only view needs a SQLite database file")
-        path = str(Path(parsed.database).absolute())
         engine = create_engine(
-            "sqlite://", creator=lambda: _sqlite_ro_connect(path), poolclass=NullPool
+            "sqlite://", creator=lambda: sqlite_read_only(path), poolclass=NullPool
         )
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
         return engine

@@ -21,22 +21,23 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections import OrderedDict, namedtuple
+from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from keyword import iskeyword
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Insert, Select, Update
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DBAPIError
 
 from node.errors import StoreError
+from node.store.dialect import sqlite_file, sqlite_read_only
 
-_CACHE_SIZE = 128  # statements compiled per store (the hot paths use a handful)
+_CACHE_SIZE = 128  # compiled statements kept (the hot paths use a handful)
 _Convert = Callable[[Any], Any]
+T = TypeVar("T")
 AnySelect = Select[*tuple[Any, ...]]
 _row_type: Callable[[str, list[str]], type[tuple[Any, ...]]] = namedtuple
 
@@ -85,9 +86,29 @@ def _binds(statement: Any, dialect: Dialect, **compile_kw: Any) -> _Binds:
     )
 
 
+_compiled: dict[tuple[int, str, tuple[str, ...]], tuple[object, Any]] = {}
+_compiled_lock = threading.Lock()
+
+
+def _cached(statement: object, dialect: Dialect, keys: tuple[str, ...], make: Callable[[], T]) -> T:
+    """``make()``'s compiled form of ``statement`` for ``dialect`` (and, for an INSERT, the
+    columns ``keys``), made once. The statement is kept with it, so its id() cannot be
+    reused by another while cached."""
+    key = (id(statement), dialect.name, keys)
+    hit = _compiled.get(key)
+    if hit is not None and hit[0] is statement:
+        made: T = hit[1]
+        return made
+    made = make()
+    with _compiled_lock:
+        if len(_compiled) >= _CACHE_SIZE:
+            _compiled.clear()
+        _compiled[key] = (statement, made)
+    return made
+
+
 @dataclass(frozen=True)
 class _Prepared:
-    statement: AnySelect  # kept so its id() cannot be reused while cached
     binds: _Binds
     row: type[tuple[Any, ...]]
     result_convert: tuple[tuple[int, _Convert], ...]
@@ -106,7 +127,6 @@ def _prepare(statement: AnySelect, dialect: Dialect) -> _Prepared:
         if proc is not None:
             result_convert.append((i, proc))
     return _Prepared(
-        statement=statement,
         binds=binds,
         row=_row_type("Row", keys),
         result_convert=tuple(result_convert),
@@ -145,14 +165,15 @@ class PointReader:
     statement reads its own committed snapshot: use it where reads need not agree with
     each other as of one instant (a key lookup, then rows that hang off it)."""
 
-    __slots__ = ("_cursor", "_prepare")
+    __slots__ = ("_cursor", "_dialect")
 
-    def __init__(self, cursor: Any, prepare: Callable[[AnySelect], _Prepared]) -> None:
+    def __init__(self, cursor: Any, dialect: Dialect) -> None:
         self._cursor = cursor
-        self._prepare = prepare
+        self._dialect = dialect
 
     def execute(self, statement: AnySelect, params: Mapping[str, Any] | None = None) -> PointResult:
-        p = self._prepare(statement)
+        dialect = self._dialect
+        p = _cached(statement, dialect, (), lambda: _prepare(statement, dialect))
         cur = self._cursor
         cur.execute(p.binds.sql, p.binds.args(params or {}))
         raw = cur.fetchall()
@@ -170,51 +191,25 @@ class PointReader:
 
 
 class PointReads:
-    """The store's source of :class:`PointReader`: compiled statements, and on a SQLite
-    file one read-only connection per thread."""
+    """The store's source of :class:`PointReader`: on a SQLite file, one read-only
+    connection per thread."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._dialect = engine.dialect
-        self._cache: OrderedDict[int, _Prepared] = OrderedDict()
-        self._cache_lock = threading.Lock()
-        url = engine.url
-        database = url.database or ""
-        self._sqlite_file = (
-            url.get_backend_name() == "sqlite"
-            and database not in ("", ":memory:")
-            and not database.startswith("file:")
-            and not url.query
-        )
         # resolved now: a relative path means the working directory of the store's opening
-        self._path = str(Path(database).resolve()) if self._sqlite_file else database
+        self._path = sqlite_file(engine.url)
         self._local = threading.local()
+        self._lock = threading.Lock()
         self._opened: list[sqlite3.Connection] = []
         self._closed = False
 
-    def prepared(self, statement: AnySelect) -> _Prepared:
-        key = id(statement)
-        p = self._cache.get(key)
-        if p is not None and p.statement is statement:
-            return p
-        p = _prepare(statement, self._dialect)
-        with self._cache_lock:
-            self._cache[key] = p
-            while len(self._cache) > _CACHE_SIZE:
-                self._cache.popitem(last=False)
-        return p
-
-    def _thread_connection(self) -> sqlite3.Connection:
+    def _thread_connection(self, path: str) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            with self._cache_lock:
+            with self._lock:
                 if self._closed:
                     raise StoreError("the database is closed")
-                conn = sqlite3.connect(
-                    self._path, timeout=10, isolation_level=None, check_same_thread=False
-                )
-                conn.execute("PRAGMA query_only=ON")
-                conn.execute("PRAGMA busy_timeout=10000")
+                conn = sqlite_read_only(path)
                 self._opened.append(conn)
             self._local.conn = conn
         return conn
@@ -223,11 +218,12 @@ class PointReads:
     def reader(self) -> Iterator[PointReader]:
         if self._closed:
             raise StoreError("the database is closed")
+        dialect = self._engine.dialect
         cursor: Any
-        if self._sqlite_file:
-            cursor = self._thread_connection().cursor()
+        if self._path is not None:
+            cursor = self._thread_connection(self._path).cursor()
             try:
-                yield PointReader(cursor, self.prepared)
+                yield PointReader(cursor, dialect)
             finally:
                 cursor.close()
             return
@@ -235,37 +231,27 @@ class PointReads:
         try:
             cursor = pooled.cursor()
             try:
-                yield PointReader(cursor, self.prepared)
+                yield PointReader(cursor, dialect)
             finally:
                 cursor.close()
         finally:
             pooled.close()  # back to the pool, which rolls back what the reads began
 
     def close(self) -> None:
-        with self._cache_lock:
+        with self._lock:
             self._closed = True
             opened, self._opened = self._opened, []
         for conn in opened:
             conn.close()
 
 
-_writes: dict[tuple[int, tuple[str, ...], str], tuple[Insert | Update, _Binds]] = {}
-_writes_lock = threading.Lock()
-
-
 def _prepared_write(statement: Insert | Update, keys: tuple[str, ...], dialect: Dialect) -> _Binds:
-    key = (id(statement), keys, dialect.name)
-    hit = _writes.get(key)
-    if hit is not None and hit[0] is statement:
-        return hit[1]
     # An INSERT names the columns the rows carry; an UPDATE's parameters are its own binds.
-    extra = {"column_keys": list(keys)} if isinstance(statement, Insert) else {}
-    binds = _binds(statement, dialect, **extra)
-    with _writes_lock:
-        if len(_writes) >= _CACHE_SIZE:
-            _writes.clear()
-        _writes[key] = (statement, binds)
-    return binds
+    if isinstance(statement, Insert):
+        return _cached(
+            statement, dialect, keys, lambda: _binds(statement, dialect, column_keys=list(keys))
+        )
+    return _cached(statement, dialect, (), lambda: _binds(statement, dialect))
 
 
 def write_rows(
