@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,21 +123,37 @@ def writing(
     c: Cluster, name: str, host: str | None = None, headers: dict[str, str] | None = None
 ) -> Iterator[Writes]:
     """Write through the VIP (or straight to ``host``'s own address) until the block ends."""
+    address = c.lab.addr(host) if host else c.lab.vip
+
+    def command(out: Path, stop: Path, prefix: str) -> list[str]:
+        return [PYTHON, WRITER, f"https://{address}:7272", str(c.ca_file), c.token, str(out),
+                str(stop), prefix, json.dumps(headers or {})]  # fmt: skip
+
+    with client_writes(c, name, "writer", command, timeout=30) as writes:
+        yield writes
+
+
+@contextmanager
+def client_writes(
+    c: Cluster,
+    name: str,
+    kind: str,
+    command: Callable[[Path, Path, str], list[str]],
+    timeout: float,
+) -> Iterator[Writes]:
+    """Run ``command(out, stop, prefix)`` in the client namespace until the block ends (the
+    stop file appears), then read the writes it recorded, one JSON line each, from ``out``."""
     c.counter += 1
     prefix = f"{name}-{c.counter}"
     out = c.lab.base / f"{prefix}.jsonl"
     stop = c.lab.base / f"{prefix}.stop"
-    address = c.lab.addr(host) if host else c.lab.vip
-    proc = c.lab.spawn(
-        "client", f"writer-{prefix}", PYTHON, WRITER, f"https://{address}:7272",
-        str(c.ca_file), c.token, str(out), str(stop), prefix, json.dumps(headers or {}),
-    )  # fmt: skip
+    proc = c.lab.spawn("client", f"{kind}-{prefix}", *command(out, stop, prefix))
     writes = Writes([], prefix)
     try:
         yield writes
     finally:
         stop.write_text("stop")
-        proc.wait(timeout=30)
+        proc.wait(timeout=timeout)
         if out.exists():
             writes.records.extend(json.loads(line) for line in out.read_text().splitlines())
 
@@ -167,22 +183,14 @@ def admin_session(c: Cluster) -> Path:
 @contextmanager
 def browsing(c: Cluster, name: str) -> Iterator[Writes]:
     """The administrator adds resources through the console's form until the block ends."""
-    c.counter += 1
-    prefix = f"{name}-{c.counter}"
-    out = c.lab.base / f"{prefix}.jsonl"
-    stop = c.lab.base / f"{prefix}.stop"
-    proc = c.lab.spawn(
-        "client", f"browser-{prefix}", PYTHON, SESSION_CLIENT, "write", f"https://{c.lab.vip}:7272",
-        str(admin_session(c)), str(out), str(stop), prefix,
-    )  # fmt: skip
-    writes = Writes([], prefix)
-    try:
+    cookies = admin_session(c)
+
+    def command(out: Path, stop: Path, prefix: str) -> list[str]:
+        return [PYTHON, SESSION_CLIENT, "write", f"https://{c.lab.vip}:7272", str(cookies),
+                str(out), str(stop), prefix]  # fmt: skip
+
+    with client_writes(c, name, "browser", command, timeout=60) as writes:
         yield writes
-    finally:
-        stop.write_text("stop")
-        proc.wait(timeout=60)
-        if out.exists():
-            writes.records.extend(json.loads(line) for line in out.read_text().splitlines())
 
 
 def writes_acked_by(w_out: Path, node: str, since: float) -> bool:

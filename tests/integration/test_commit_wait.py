@@ -8,20 +8,12 @@ import asyncio
 from concurrent.futures import Future
 
 import pytest
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, select
 
 from node.store.db import Store
 from node.store.models import AppSetting
-from tests.integration.test_store import _Held
+from tests.integration.group_commit_helpers import HeldBatch, add_setting
 from web.commit_wait import CommitWaiter
-
-
-def _add(key: str) -> object:
-    def work(conn: Connection) -> str:
-        conn.execute(insert(AppSetting).values(key=key, value=key))
-        return key
-
-    return work
 
 
 def _fail(conn: Connection) -> None:
@@ -34,8 +26,8 @@ def test_every_waiter_gets_its_own_result_or_error(store: Store) -> None:
     async def main() -> list[object]:
         awaited = []
         for i in range(40):
-            work = _fail if i % 10 == 7 else _add(f"cw-{i}")
-            awaited.append(waiter.wait(store.submit(work)))  # type: ignore[arg-type]
+            work = _fail if i % 10 == 7 else add_setting(f"cw-{i}")
+            awaited.append(waiter.wait(store.submit(work)))
             if i % 8 == 0:
                 await asyncio.sleep(0)  # let some batches fall between submissions
         return await asyncio.wait_for(asyncio.gather(*awaited, return_exceptions=True), 30)
@@ -58,8 +50,8 @@ def test_a_future_done_before_the_wait_and_a_cancelled_wait(store: Store) -> Non
 
     async def main() -> None:
         assert await asyncio.wait_for(waiter.wait(done), 5) == "already"
-        held = _Held(store)  # the next batch cannot start yet
-        queued: Future[object] = store.submit(_add("cw-cancelled"))  # type: ignore[arg-type]
+        held = HeldBatch(store)  # the next batch cannot start yet
+        queued: Future[str] = store.submit(add_setting("cw-cancelled"))
         task = waiter.wait(queued)
         task.cancel()
         await asyncio.sleep(0)  # the loop runs the waiter's done callbacks
@@ -77,10 +69,10 @@ def test_one_listener_call_per_batch_and_a_failing_listener_is_survived(store: S
         raise RuntimeError("listener bug")
 
     store.on_batch_done(broken)
-    adds = [lambda i=i: store.group_commit(_add(f"lb-{i}")) for i in range(6)]
-    _Held(store).run_behind(adds, calls.clear)  # type: ignore[arg-type]
+    adds = [lambda i=i: store.group_commit(add_setting(f"lb-{i}")) for i in range(6)]
+    HeldBatch(store).run_behind(adds, calls.clear)  # type: ignore[arg-type]
     assert calls == [1, 1]  # the held batch, then the six together
-    assert store.group_commit(_add("lb-after")) == "lb-after"  # the committer lives on
+    assert store.group_commit(add_setting("lb-after")) == "lb-after"  # the committer lives on
 
 
 @pytest.fixture(autouse=True)

@@ -23,6 +23,7 @@ from node.store.db import (
 )
 from node.store.models import Account, AppSetting, AuditRow, User
 from node.vault import AccountChanges, NewAccount, NewResource
+from tests.integration.group_commit_helpers import HeldBatch, add_setting
 from tests.integration.vault_helpers import initial_admin
 
 
@@ -100,45 +101,6 @@ def _setting_keys(store: Store) -> set[str]:
         return {str(k) for k in conn.execute(select(AppSetting.key)).scalars()}
 
 
-class _Held:
-    """A group commit whose one work waits until released, so that the works submitted
-    meanwhile queue up for the next batch."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.started = threading.Event()
-        self.release = threading.Event()
-        self.future = store.submit(self._slow)
-        assert self.started.wait(10), "the first batch did not start"
-        self.deadline = time.monotonic() + 10
-
-    def _slow(self, conn: Connection) -> None:
-        conn.execute(insert(AppSetting).values(key="held", value=1))
-        self.started.set()
-        assert self.release.wait(10)
-
-    def wait_queued(self, n: int) -> None:
-        while len(self.store._queue) < n:
-            assert time.monotonic() < self.deadline, "the works did not queue"
-            time.sleep(0.01)
-
-    def finish(self) -> None:
-        self.release.set()
-        self.future.result(20)
-
-    def run_behind(self, calls: list[Callable[[], object]], before: Callable[[], None]) -> None:
-        """Make each call on a thread of its own, wait until all their works queue behind
-        the held one, run ``before``, then let the batches go and wait for the calls."""
-        threads = [threading.Thread(target=call) for call in calls]
-        for t in threads:
-            t.start()
-        self.wait_queued(len(calls))
-        before()
-        self.finish()
-        for t in threads:
-            t.join(20)
-
-
 def _count_commits(store: Store) -> list[int]:
     commits: list[int] = []
     event.listen(store.engine, "commit", lambda _conn: commits.append(1))
@@ -153,7 +115,7 @@ def test_group_commit_of_the_waiting_works_is_one_commit(store: Store) -> None:
             lambda c: c.execute(insert(AppSetting).values(key=f"w{i}", value=i))
         )
 
-    _Held(store).run_behind([add(i) for i in range(10)], commits.clear)
+    HeldBatch(store).run_behind([add(i) for i in range(10)], commits.clear)
     assert len(commits) == 2  # the held batch, then the ten together
     assert {"held", *(f"w{i}" for i in range(10))} <= _setting_keys(store)
 
@@ -177,7 +139,7 @@ def test_group_commit_isolates_a_failing_work(store: Store) -> None:
             outcomes[key] = exc
 
     calls = [lambda i=i: call(f"gc-{i}", i == 3) for i in range(12)]
-    _Held(store).run_behind(calls, commits.clear)  # type: ignore[misc]
+    HeldBatch(store).run_behind(calls, commits.clear)  # type: ignore[misc]
     # the held batch; then the twelve roll back on gc-3's error and run again one by one:
     # eleven commits (gc-3's own transaction rolls back)
     assert len(commits) == 1 + 11
@@ -228,7 +190,7 @@ def test_concurrent_password_fetches_keep_one_intact_chain(
 
 
 def test_a_caller_that_stops_waiting_does_not_stop_the_committer(store: Store) -> None:
-    held = _Held(store)
+    held = HeldBatch(store)
     dropped = store.submit(lambda c: c.execute(insert(AppSetting).values(key="dropped", value=1)))
     held.wait_queued(1)
     assert dropped.cancel()
@@ -254,7 +216,7 @@ def test_a_refused_and_a_shown_reveal_in_one_batch(services: Services, store: St
     services.vault.edit_account(admin, ip, strict, AccountChanges(reason_required=True))
     refused = services.vault.plan_reveal("view password", admin, ip, strict)
     shown = services.vault.plan_reveal("view password", admin, ip, easy)
-    held = _Held(store)
+    held = HeldBatch(store)
     first = services.vault.submit_reveal(refused)
     second = services.vault.submit_reveal(shown)
     held.wait_queued(2)
@@ -309,12 +271,12 @@ def test_under_concurrency_the_committer_gathers_a_fuller_batch(store: Store) ->
     COMMIT_BATCH works are queued: a work and the ones that follow it share one commit."""
     store.commit_delay = 30.0
     commits = _count_commits(store)
-    pair = [lambda k=k: store.group_commit(_add_setting(k)) for k in ("cd-a", "cd-b")]
-    _Held(store).run_behind(pair, lambda: None)  # a batch of two: concurrency  # type: ignore[arg-type]
+    pair = [lambda k=k: store.group_commit(add_setting(k)) for k in ("cd-a", "cd-b")]
+    HeldBatch(store).run_behind(pair, lambda: None)  # a batch of two: concurrency  # type: ignore[arg-type]
     commits.clear()
-    futures = [store.submit(_add_setting("cd-0"))]
+    futures = [store.submit(add_setting("cd-0"))]
     time.sleep(0.2)  # the committer has long taken it up: without the wait it would commit alone
-    futures += [store.submit(_add_setting(f"cd-{i}")) for i in range(1, COMMIT_BATCH)]
+    futures += [store.submit(add_setting(f"cd-{i}")) for i in range(1, COMMIT_BATCH)]
     for f in futures:
         f.result(20)  # far less than the delay: the full queue ended the wait
     assert len(commits) == 1
@@ -324,11 +286,4 @@ def test_under_concurrency_the_committer_gathers_a_fuller_batch(store: Store) ->
 def test_a_lone_caller_is_never_delayed(store: Store) -> None:
     store.commit_delay = 60.0
     for i in range(3):  # one at a time: each batch holds one work
-        assert store.submit(_add_setting(f"lone-{i}")).result(20) is None
-
-
-def _add_setting(key: str) -> Callable[[Connection], None]:
-    def work(conn: Connection) -> None:
-        conn.execute(insert(AppSetting).values(key=key, value=key))
-
-    return work
+        assert store.submit(add_setting(f"lone-{i}")).result(20) == f"lone-{i}"
