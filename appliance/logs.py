@@ -15,6 +15,7 @@ from typing import Any
 
 _STD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 _SECRET_WORDS = ("password", "secret", "token", "passphrase", "key_material", "authtoken")
+_ENCODE = json.JSONEncoder(ensure_ascii=False).encode  # made once: json.dumps makes one a call
 
 
 def _redacted(key: str) -> bool:
@@ -25,15 +26,26 @@ def _redacted(key: str) -> bool:
 class JsonFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__()
-        # extra field name -> shown as is (True) or redacted (False); a log line is written
-        # for every request, so the decision is made once per field name
+        # A line is written for every request, so what can be is decided once: per extra
+        # field name, shown as is (True) or redacted (False); per second, its ISO text.
         self._shown: dict[str, bool] = {}
+        self._second: tuple[int, str] = (-1, "")
+
+    def timestamp(self, created: float) -> str:
+        """``created`` in UTC, ISO 8601 to the millisecond (``...T09:30:00.123+00:00``)."""
+        whole = int(created)
+        micro = round((created - whole) * 1_000_000)  # as datetime.fromtimestamp rounds
+        if micro >= 1_000_000:
+            whole, micro = whole + 1, micro - 1_000_000
+        second = self._second
+        if second[0] != whole:
+            text = dt.datetime.fromtimestamp(whole, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            second = self._second = (whole, text)
+        return f"{second[1]}.{micro // 1000:03d}+00:00"
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
-                timespec="milliseconds"
-            ),
+            "ts": self.timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -50,7 +62,7 @@ class JsonFormatter(logging.Formatter):
             out[key] = value if isinstance(value, str | int | float | bool | None) else str(value)
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False)
+        return _ENCODE(out)
 
 
 def setup_logging(level: str = "INFO", log_file: Path | None = None) -> None:

@@ -69,6 +69,9 @@ def _canonical(row: AuditRow) -> bytes:
     return _encode({c: getattr(row, c) for c in _ROW_COLUMNS})
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode
+
+
 def _encode(values: Mapping[str, Any]) -> bytes:
     """The bytes an audit row's HMAC covers: its columns (``hmac`` aside), canonical JSON."""
     fields = {
@@ -86,7 +89,7 @@ def _encode(values: Mapping[str, Any]) -> bytes:
         "detail": values["detail"],
         "prev": values["prev_hmac"],
     }
-    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    return _CANONICAL(fields).encode()
 
 
 def row_hmac(key: bytes, row: AuditRow) -> str:

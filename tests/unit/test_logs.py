@@ -3,6 +3,7 @@ redacted whatever their value."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 
@@ -40,3 +41,23 @@ def test_secret_looking_fields_are_redacted_every_time() -> None:
         assert line["db_password"] == "[redacted]" and line["AuthToken"] == "[redacted]"
         assert line["ip"] == "10.0.0.1"
         assert "hunter2" not in json.dumps(line)
+
+
+def test_the_time_is_utc_iso_to_the_millisecond_as_datetime_writes_it() -> None:
+    formatter = JsonFormatter()
+    # the same second twice (its text is remembered), the next one, and the edges where
+    # rounding to the microsecond carries into the next millisecond or second
+    for created in (
+        1796043000.25,
+        1796043000.9994996,
+        1796043000.9999996,
+        1796043001.0,
+        1796043001.0004999,
+        1700000000.123456,
+        1796043000.5,
+    ):
+        expected = dt.datetime.fromtimestamp(created, dt.UTC).isoformat(timespec="milliseconds")
+        assert formatter.timestamp(created) == expected
+    record = logging.LogRecord("strongroom.test", logging.INFO, __file__, 1, "m", None, None)
+    record.created = 1796043000.9999996
+    assert json.loads(formatter.format(record))["ts"] == "2026-11-30T12:50:01.000+00:00"

@@ -254,10 +254,13 @@ def _details_of(text: str) -> dict[str, Any]:
     return details
 
 
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def encode_json(value: Any) -> str:
     """JSON with <, > and & escaped, so a stored script is inert even if a client shows
     the reply as HTML."""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    text = _ENCODE(value)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
