@@ -259,7 +259,11 @@ class Store:
                     target=self._commit_loop, name="sr-group-commit", daemon=True
                 )
                 self._committer.start()
-            self._queue_cv.notify()
+            # Wake the committer only when it waits for this: for the first work (it
+            # sleeps on an empty queue) or for a full batch (it is gathering one); a
+            # wake-up per work would pass the GIL back and forth for nothing.
+            if len(self._queue) in (1, COMMIT_BATCH):
+                self._queue_cv.notify()
         return future
 
     def on_batch_done(self, listener: Callable[[], None]) -> None:
