@@ -13,8 +13,10 @@ query_only``: nothing can be written through it), opened with the store and clos
 it. Elsewhere (PostgreSQL, in-memory SQLite) a reading borrows a pooled connection.
 
 :func:`write_rows` runs an INSERT or UPDATE for many parameter rows in a Core connection's
-transaction the same way on SQLite (on PostgreSQL SQLAlchemy's own path is kept: it sends
-one multi-row INSERT where the DB-API would make a round trip per row).
+transaction the same way on SQLite, an INSERT's rows going in a few multi-row statements
+(each statement is a call into SQLite, for which the thread gives the GIL up and takes it
+back: per row, that hand-over slows the event loop's thread more than the insert costs).
+On PostgreSQL SQLAlchemy's own path is kept: it too sends multi-row INSERTs.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 from keyword import iskeyword
 from typing import Any, TypeVar
 
-from sqlalchemy import Insert, Select, Update
+from sqlalchemy import Insert, Select, Update, bindparam
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DBAPIError
 
@@ -36,6 +38,9 @@ from node.errors import StoreError
 from node.store.dialect import sqlite_file, sqlite_read_only
 
 _CACHE_SIZE = 128  # compiled statements kept (the hot paths use a handful)
+# Rows per multi-row INSERT on SQLite: the rows are cut into statements of these sizes
+# (13 rows: 8 + 4 + 1), so each INSERT is compiled for a few sizes only.
+_INSERT_SIZES = (32, 16, 8, 4, 2, 1)
 _Convert = Callable[[Any], Any]
 T = TypeVar("T")
 AnySelect = Select[*tuple[Any, ...]]
@@ -254,28 +259,64 @@ def _prepared_write(statement: Insert | Update, keys: tuple[str, ...], dialect: 
     return _cached(statement, dialect, (), lambda: _binds(statement, dialect))
 
 
+def _prepared_insert(
+    statement: Insert, keys: tuple[str, ...], rows: int, dialect: Dialect
+) -> _Binds:
+    """``statement`` as one INSERT of ``rows`` rows carrying ``keys``; row i's values are
+    bound as ``{key}__{i}``."""
+    if rows == 1:
+        return _prepared_write(statement, keys, dialect)
+
+    def make() -> _Binds:
+        columns = statement.table.c
+        values = [
+            {k: bindparam(f"{k}__{i}", type_=columns[k].type) for k in keys} for i in range(rows)
+        ]
+        return _binds(statement.values(values), dialect)
+
+    return _cached(statement, dialect, (*keys, f"*{rows} rows"), make)
+
+
+def _insert_chunks(rows: Sequence[Mapping[str, Any]]) -> Iterator[Sequence[Mapping[str, Any]]]:
+    start = 0
+    for size in _INSERT_SIZES:
+        while len(rows) - start >= size:
+            yield rows[start : start + size]
+            start += size
+
+
 def write_rows(
     conn: Connection, statement: Insert | Update, rows: Sequence[Mapping[str, Any]]
 ) -> None:
     """Run ``statement`` once per parameter row (all rows with the same keys) in ``conn``'s
-    transaction. On SQLite it goes straight to the DB-API cursor, compiled once; a DB-API
-    error comes out as SQLAlchemy's (an OperationalError, ...), like any statement's, its
-    parameters hidden."""
+    transaction. On SQLite it goes straight to the DB-API cursor, compiled once (an INSERT
+    as a few multi-row statements); a DB-API error comes out as SQLAlchemy's (an
+    OperationalError, ...), like any statement's, its parameters hidden."""
     if not rows:
         return
     dialect = conn.dialect
     if dialect.name != "sqlite":
         conn.execute(statement, list(rows))
         return
-    binds = _prepared_write(statement, tuple(rows[0].keys()), dialect)
-    args: Any = [binds.args(row) for row in rows]
+    keys = tuple(rows[0].keys())
     cursor = conn.connection.cursor()
     base = dialect.loaded_dbapi.Error
+    sql = ""
     try:
-        cursor.executemany(binds.sql, args)
+        if isinstance(statement, Insert):
+            for chunk in _insert_chunks(rows):
+                binds = _prepared_insert(statement, keys, len(chunk), dialect)
+                sql = binds.sql
+                given = {f"{k}__{i}": v for i, row in enumerate(chunk) for k, v in row.items()}
+                cursor.execute(sql, binds.args(given if len(chunk) > 1 else chunk[0]))
+        else:
+            binds = _prepared_write(statement, keys, dialect)
+            sql = binds.sql
+            args: Any = [binds.args(row) for row in rows]
+            cursor.executemany(sql, args)
     except base as exc:
         raise DBAPIError.instance(
-            binds.sql, None, exc, base, hide_parameters=True, dialect=dialect
+            sql, None, exc, base, hide_parameters=True, dialect=dialect
         ) from exc
     finally:
         cursor.close()

@@ -158,6 +158,30 @@ def test_write_rows_in_a_transaction_and_its_errors(store: Store) -> None:
                 write_rows(conn, insert(Account), some)
 
 
+def test_write_rows_inserts_many_rows_in_a_few_statements(store: Store) -> None:
+    # 45 rows: on SQLite four INSERTs (32 + 8 + 4 + 1 rows); each row's values converted
+    # (JSON here) and in its own row whichever statement carried it
+    rows = [{"key": f"many-{i:02d}", "value": {"n": i, "list": [i, f"v{i}"]}} for i in range(45)]
+    with store.engine.begin() as conn:
+        sent: list[str] = []
+        if store.dialect == "sqlite":
+            conn.connection.driver_connection.set_trace_callback(sent.append)  # type: ignore[union-attr]
+        try:
+            write_rows(conn, _SETTING_ROWS, rows)
+        finally:
+            if store.dialect == "sqlite":
+                conn.connection.driver_connection.set_trace_callback(None)  # type: ignore[union-attr]
+    if store.dialect == "sqlite":
+        assert [s.count("), (") + 1 for s in sent if s.startswith("INSERT")] == [32, 8, 4, 1]
+    with store.engine.connect() as conn:  # read back the ordinary way
+        got = conn.execute(
+            select(AppSetting.key, AppSetting.value)
+            .where(AppSetting.key.like("many-%"))
+            .order_by(AppSetting.key)
+        ).all()
+    assert [(k, v) for k, v in got] == [(r["key"], r["value"]) for r in rows]
+
+
 def test_point_reads_after_the_store_is_closed(db_url: str) -> None:
     store = open_store(db_url)
     with store.transaction() as s:
