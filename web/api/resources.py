@@ -668,13 +668,15 @@ def _bounded(name: str) -> str:
 
 
 HANDLERS: list[type[ApiHandler]] = [
-    # specific paths before the ones with an id in the same place
+    # The password fetch first: it is most of the API's requests, and no other path has
+    # its shape (four segments after /resources, the last one "password"). Then specific
+    # paths before the ones with an id in the same place.
+    PasswordHandler,
     IdsByNameHandler,
     IdsByPathHandler,
     ResourceIdHandler,
     ResourcesHandler,
     ResourceAccountsHandler,
-    PasswordHandler,
     AccountHandler,
     ResourceHandler,
 ]
