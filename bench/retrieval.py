@@ -9,11 +9,18 @@ What it does, in one run on one machine:
 3. runs ``--clients`` concurrent keep-alive HTTPS clients (threads spread over
    ``--procs`` processes) against each for ``--seconds``: API clients fetch the password of
    a random account (GET .../password, every fetch audited), bare clients GET the endpoint;
+   in ``--rounds`` rounds, the endpoints taking turns in an order that alternates, so a slow
+   spell of the (shared) machine does not fall on one of them only;
 4. checks that the vault wrote exactly one audit row per successful fetch, and prints
-   requests/s, p50 and p99 for both and the ratio.
+   requests/s, p50 and p99 for both in each round, the ratio, and the medians.
 
-    .venv/bin/python bench/retrieval.py                      # 32 clients, 10 s each
-    .venv/bin/python bench/retrieval.py --clients 8 --seconds 5
+``--source DIR`` runs the node from another source tree (``git archive COMMIT | tar -x -C
+DIR``); ``--compare DIR`` runs a second node from DIR in the same rounds, to compare two
+versions under the same conditions.
+
+    .venv/bin/python bench/retrieval.py                      # 32 clients, 3 rounds of 10 s
+    .venv/bin/python bench/retrieval.py --clients 8 --seconds 5 --rounds 1
+    .venv/bin/python bench/retrieval.py --compare /tmp/before --seconds 6 --rounds 4
 
 Timings are printed, never asserted. Results go to docs/benchmarks.md.
 """
@@ -334,16 +341,79 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}"
 
 
+@dataclass
+class NodeUnderTest:
+    """A node started for the run: its process, data, what the clients fetch."""
+
+    label: str
+    proc: subprocess.Popen[bytes]
+    data: Path
+    target: Target
+    body_size: int
+    results: list[Result]
+    views_before: int = 0
+    audited: int = 0  # 'view password' rows written during its runs
+
+
+def start_seeded_node(label: str, data: Path, source: Path | None, args: Any) -> NodeUnderTest:
+    data.mkdir()
+    port = free_port()
+    proc = start_node(data, port, source)
+    command, env = strongroom(source)
+    added = subprocess.run(
+        [*command, "apiuser", "add", "bench", "--role", "password_administrator"]
+        + ["--data-dir", str(data)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    token = added.stdout.strip().splitlines()[-1].strip()
+    paths = seed(port, token, args.resources, args.accounts)
+    sample = api_call(port, token, "GET", paths[0][len(API) :], {})
+    node = NodeUnderTest(
+        label,
+        proc,
+        data,
+        Target(port, paths, {"AUTHTOKEN": token}),
+        len(json.dumps({"operation": sample})),
+        [],
+    )
+    node.views_before = audited_views(data / "strongroom.db")
+    return node
+
+
+def measure_on(pid: int, name: str, target: Target, args: Any) -> Result:
+    cpu0 = cpu_seconds(pid)
+    result = measure(name, target, args.clients, args.procs, args.seconds, args.warmup)
+    result.server_cpu_s = cpu_seconds(pid) - cpu0
+    return result
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--procs", type=int, default=4, help="client processes")
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=10.0, help="per endpoint and round")
     parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds; the endpoints take turns in each"
+    )
     parser.add_argument("--resources", type=int, default=20)
     parser.add_argument("--accounts", type=int, default=5, help="accounts per resource")
     parser.add_argument(
         "--source", type=Path, default=None, help="run the node from this source tree instead"
+    )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also run a node from the source tree DIR, measured in the same rounds",
     )
     parser.add_argument("--bare-server", nargs=4, metavar=("PORT", "CERT", "KEY", "SIZE"))
     args = parser.parse_args()
@@ -352,36 +422,16 @@ def main() -> int:
         run_bare_server(int(port), cert, key, int(size))
         return 0
 
+    nodes: list[NodeUnderTest] = []
+    bare_results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="sr-bench-") as tmp:
-        data = Path(tmp) / "node"
-        data.mkdir()
-        port = free_port()
-        node = start_node(data, port, args.source)
-        command, env = strongroom(args.source)
         bare: subprocess.Popen[bytes] | None = None
         try:
-            added = subprocess.run(
-                [
-                    *command,
-                    "apiuser",
-                    "add",
-                    "bench",
-                    "--role",
-                    "password_administrator",
-                    "--data-dir",
-                    str(data),
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-                env=env,
-            )
-            token = added.stdout.strip().splitlines()[-1].strip()
-            paths = seed(port, token, args.resources, args.accounts)
-            sample = api_call(port, token, "GET", paths[0][len(API) :], {})
-            body_size = len(json.dumps({"operation": sample}))
+            nodes.append(start_seeded_node("node", Path(tmp) / "node", args.source, args))
+            if args.compare is not None:
+                nodes.append(start_seeded_node("compared", Path(tmp) / "other", args.compare, args))
             bare_port = free_port()
-            tls = data / "tls"
+            tls = nodes[0].data / "tls"
             bare = subprocess.Popen(
                 [
                     sys.executable,
@@ -390,71 +440,88 @@ def main() -> int:
                     str(bare_port),
                     str(tls / "server.crt"),
                     str(tls / "server.key"),
-                    str(body_size),
+                    str(nodes[0].body_size),
                 ],
             )
             time.sleep(1.0)
-            db = data / "strongroom.db"
-            views_before = audited_views(db)
-            cpu0 = cpu_seconds(node.pid)
-            api = measure(
-                "REST API GET password",
-                Target(port, paths, {"AUTHTOKEN": token}),
-                args.clients,
-                args.procs,
-                args.seconds,
-                args.warmup,
-            )
-            api.server_cpu_s = cpu_seconds(node.pid) - cpu0
-            views_after = audited_views(db)
-            cpu0 = cpu_seconds(bare.pid)
-            ref = measure(
-                "bare Tornado TLS",
-                Target(bare_port, ["/bare"], {}),
-                args.clients,
-                args.procs,
-                args.seconds,
-                args.warmup,
-            )
-            ref.server_cpu_s = cpu_seconds(bare.pid) - cpu0
+            bare_target = Target(bare_port, ["/bare"], {})
+            for round_no in range(args.rounds):
+                # the endpoints take turns, in an order that alternates from round to round,
+                # so a slow spell of the machine does not fall on one of them only
+                turn: list[NodeUnderTest | None] = [*nodes, None]
+                if round_no % 2:
+                    turn.reverse()
+                for node in turn:
+                    if node is None:
+                        bare_results.append(
+                            measure_on(bare.pid, "bare Tornado TLS", bare_target, args)
+                        )
+                    else:
+                        node.results.append(
+                            measure_on(node.proc.pid, node.label, node.target, args)
+                        )
+            for node in nodes:
+                node.audited = audited_views(node.data / "strongroom.db") - node.views_before
         finally:
-            for p in (bare, node):
+            for p in (bare, *(n.proc for n in nodes)):
                 if p is not None and p.poll() is None:
                     p.send_signal(signal.SIGTERM)
                     p.wait(30)
-    audited = views_after - views_before
     print(f"machine: {machine()}")
-    print(f"node code: {args.source or ROOT}")
     print(
         f"python {platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
     )
     print(
         f"{args.clients} keep-alive HTTPS clients in {args.procs} processes, "
-        f"{args.seconds:g} s each after {args.warmup:g} s warm-up, "
-        f"{len(paths)} accounts on {args.resources} resources, SQLite store"
+        f"{args.seconds:g} s per endpoint and round after {args.warmup:g} s warm-up, "
+        f"{args.rounds} rounds, {len(nodes[0].target.paths)} accounts on {args.resources} "
+        "resources, SQLite store"
     )
+    names = {"node": f"REST API ({args.source or ROOT})"}
+    if args.compare is not None:
+        names["compared"] = f"REST API ({args.compare})"
+    for node in nodes:
+        print(f"{node.label}: {names[node.label]}, GET password, every fetch audited")
     print(
-        f"{'endpoint':<24} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
-        f"{'server CPU ms/req':>18}"
+        f"{'round':<6} {'endpoint':<10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
+        f"{'server CPU ms/req':>18} {'ratio to bare':>14}"
     )
-    for r in (api, ref):
+    for i, ref in enumerate(bare_results):
+        for r in [n.results[i] for n in nodes] + [ref]:
+            label = r.name if r is not ref else "bare"
+            print(
+                f"{i + 1:<6} {label:<10} {r.rps:>8.0f} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f} "
+                f"{r.errors:>7} {r.cpu_ms_per_request:>18.2f} {r.rps / ref.rps:>14.2f}"
+            )
+    print("medians over the rounds:")
+    for node in nodes:
+        ratios = [r.rps / ref.rps for r, ref in zip(node.results, bare_results, strict=True)]
+        cpu = [
+            ref.cpu_ms_per_request / r.cpu_ms_per_request
+            for r, ref in zip(node.results, bare_results, strict=True)
+        ]
         print(
-            f"{r.name:<24} {r.rps:>9.0f} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f} {r.errors:>7} "
-            f"{r.cpu_ms_per_request:>18.2f}"
+            f"  {node.label}: {median([r.rps for r in node.results]):.0f} req/s, "
+            f"p99 {median([r.p99_ms for r in node.results]):.1f} ms, "
+            f"ratio API / bare {median(ratios):.2f} (per round: "
+            + ", ".join(f"{x:.2f}" for x in ratios)
+            + f"); server CPU per request, bare / API: {median(cpu):.2f}"
         )
-    print(f"ratio API / bare: {api.rps / ref.rps:.2f} (throughput)")
     print(
-        f"server CPU per request, bare / API: {ref.cpu_ms_per_request / api.cpu_ms_per_request:.2f}"
-        " (the throughput ratio to expect when the server has the CPUs to itself)"
+        f"  bare: {median([r.rps for r in bare_results]):.0f} req/s, "
+        f"p99 {median([r.p99_ms for r in bare_results]):.1f} ms"
     )
-    print(
-        f"audit rows 'view password' written during the API run: {audited} "
-        f"for {api.total_ok} successful fetches (warm-up included)"
-    )
-    if audited != api.total_ok:
-        print("ERROR: audit rows do not match the successful fetches", file=sys.stderr)
-        return 1
-    return 0
+    failed = False
+    for node in nodes:
+        fetched = sum(r.total_ok for r in node.results)
+        print(
+            f"{node.label}: audit rows 'view password' written during its runs: "
+            f"{node.audited} for {fetched} successful fetches (warm-up included)"
+        )
+        if node.audited != fetched:
+            print(f"ERROR: {node.label}: audit rows do not match the fetches", file=sys.stderr)
+            failed = True
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
