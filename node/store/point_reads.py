@@ -277,11 +277,13 @@ def _prepared_insert(
     return _cached(statement, dialect, (*keys, f"*{rows} rows"), make)
 
 
-def _insert_chunks(rows: Sequence[Mapping[str, Any]]) -> Iterator[Sequence[Mapping[str, Any]]]:
+def in_chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
+    """``items`` cut into runs of the sizes a many-row statement is compiled for (32, 16,
+    8, 4, 2, 1: 13 items are 8 + 4 + 1), so each such statement has a few shapes only."""
     start = 0
     for size in _INSERT_SIZES:
-        while len(rows) - start >= size:
-            yield rows[start : start + size]
+        while len(items) - start >= size:
+            yield items[start : start + size]
             start += size
 
 
@@ -304,7 +306,7 @@ def write_rows(
     sql = ""
     try:
         if isinstance(statement, Insert):
-            for chunk in _insert_chunks(rows):
+            for chunk in in_chunks(rows):
                 binds = _prepared_insert(statement, keys, len(chunk), dialect)
                 sql = binds.sql
                 given = {f"{k}__{i}": v for i, row in enumerate(chunk) for k, v in row.items()}

@@ -239,6 +239,38 @@ def test_a_refused_and_a_shown_reveal_in_one_batch(services: Services, store: St
     assert report.ok, report.sentence()
 
 
+def test_a_batch_records_each_accounts_latest_access(services: Services, store: Store) -> None:
+    """Reveals of three accounts in one batch, one of them revealed twice: each account's
+    last access is its latest reveal's time, whatever the order they were submitted in."""
+    admin = initial_admin(services)
+    ids = []
+    for name in ("touch-a", "touch-b", "touch-c"):
+        made = services.vault.create_resource(
+            admin, "10.0.0.9", NewResource(name=name), NewAccount("root", "pw-Touch-1")
+        )
+        assert made.account_id is not None
+        ids.append(made.account_id)
+    a, b, c = ids
+    plans = [
+        services.vault.plan_reveal("view password", admin, "10.0.0.9", i) for i in (a, b, a, c)
+    ]
+    assert plans[2].at >= plans[0].at
+    held = HeldBatch(store)
+    # the later reveal of a first: the earlier one, submitted after it, must not win
+    futures = [services.vault.submit_reveal(plans[i]) for i in (2, 1, 0, 3)]
+    held.wait_queued(4)
+    held.finish()
+    assert [f.result(20) for f in futures] == ["pw-Touch-1"] * 4
+    with store.sessions() as s:
+        accessed = {
+            row.id: row.last_accessed_at
+            for row in s.scalars(select(Account).where(Account.id.in_(ids)))
+        }
+        report = verify_chain(s, services.keyring.audit_hmac_key)
+    assert accessed == {a: plans[2].at, b: plans[1].at, c: plans[3].at}
+    assert report.ok, report.sentence()
+
+
 def test_the_committer_gets_a_new_connection_when_postgres_drops_its_own(pg_url: str) -> None:
     """PostgreSQL only (a server that ends a session): a batch after the server ended the
     committer's last session runs on a live connection, so the caller sees nothing."""
