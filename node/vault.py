@@ -107,7 +107,7 @@ from node.store.models import (
     User,
     utcnow,
 )
-from node.store.point_reads import in_chunks, write_rows
+from node.store.point_reads import in_chunks, numbered, write_rows
 
 BUILTIN_RESOURCE_TYPES = (
     "Linux",
@@ -216,11 +216,9 @@ def _touch_accounts(conn: Connection, rows: list[dict[str, Any]]) -> None:
         aid, at = row["aid"], row["at"]
         if aid not in latest or at > latest[aid]:
             latest[aid] = at
-    for chunk in in_chunks(sorted(latest.items())):
-        params: dict[str, Any] = {}
-        for i, (aid, at) in enumerate(chunk):
-            params[f"aid__{i}"], params[f"at__{i}"] = aid, at
-        write_rows(conn, _touch_statement(len(chunk)), [params])
+    accounts = [{"aid": aid, "at": at} for aid, at in sorted(latest.items())]
+    for chunk in in_chunks(accounts):
+        write_rows(conn, _touch_statement(len(chunk)), [numbered(chunk)])
 
 
 # --- what callers pass and get -------------------------------------------------------------

@@ -38,9 +38,10 @@ from node.errors import StoreError
 from node.store.dialect import sqlite_file, sqlite_read_only
 
 _CACHE_SIZE = 128  # compiled statements kept (the hot paths use a handful)
-# Rows per multi-row INSERT on SQLite: the rows are cut into statements of these sizes
-# (13 rows: 8 + 4 + 1), so each INSERT is compiled for a few sizes only.
-_INSERT_SIZES = (32, 16, 8, 4, 2, 1)
+# Rows per many-row statement (a multi-row INSERT on SQLite, the last-access UPDATE): the
+# rows are cut into statements of these sizes (13 rows: 8 + 4 + 1), so each such statement
+# is compiled for a few sizes only.
+_CHUNK_SIZES = (32, 16, 8, 4, 2, 1)
 _Convert = Callable[[Any], Any]
 T = TypeVar("T")
 AnySelect = Select[*tuple[Any, ...]]
@@ -277,11 +278,17 @@ def _prepared_insert(
     return _cached(statement, dialect, (*keys, f"*{rows} rows"), make)
 
 
+def numbered(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The parameters of one statement carrying ``rows``: row i's value of ``key`` bound as
+    ``{key}__{i}`` (the names :func:`_prepared_insert` and the vault's many-row UPDATE use)."""
+    return {f"{k}__{i}": v for i, row in enumerate(rows) for k, v in row.items()}
+
+
 def in_chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
     """``items`` cut into runs of the sizes a many-row statement is compiled for (32, 16,
     8, 4, 2, 1: 13 items are 8 + 4 + 1), so each such statement has a few shapes only."""
     start = 0
-    for size in _INSERT_SIZES:
+    for size in _CHUNK_SIZES:
         while len(items) - start >= size:
             yield items[start : start + size]
             start += size
@@ -309,8 +316,8 @@ def write_rows(
             for chunk in in_chunks(rows):
                 binds = _prepared_insert(statement, keys, len(chunk), dialect)
                 sql = binds.sql
-                given = {f"{k}__{i}": v for i, row in enumerate(chunk) for k, v in row.items()}
-                cursor.execute(sql, binds.args(given if len(chunk) > 1 else chunk[0]))
+                given = numbered(chunk) if len(chunk) > 1 else chunk[0]
+                cursor.execute(sql, binds.args(given))
         else:
             binds = _prepared_write(statement, keys, dialect)
             sql = binds.sql
