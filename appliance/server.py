@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import ssl
+import sys
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 
 import tornado.httpserver
 import tornado.netutil
+from sqlalchemy.engine import make_url
 
 from appliance.context import data_dir_lock
 from appliance.control import ControlServer
@@ -26,9 +28,11 @@ from cluster.config import is_member as cluster_member
 from node import __version__
 from node.errors import FatalError, StrongroomError, ValidationError
 from node.keyring import KeyRing
+from node.reveal_writer import WriterProcess
 from node.services import NodeState, Services, build_services
 from node.settings import Settings
 from node.store.db import Store, describe_url, open_store
+from node.store.dialect import sqlite_file
 from node.tls import TlsFiles, ensure_certificate, fingerprint, validate_pair, write_private
 from web.app import make_app, make_ssl_context
 
@@ -155,9 +159,36 @@ def banner(node: Node) -> str:
     return "\n".join(lines)
 
 
+def reveal_writer_command() -> list[str]:
+    """The command of the audit writer process (appliance/reveal_writer.py)."""
+    return [sys.executable, "-m", "appliance.reveal_writer"]
+
+
+def start_reveal_writer(
+    settings: Settings, keyring: KeyRing, services: Services, loop: asyncio.AbstractEventLoop
+) -> WriterProcess | None:
+    """Give password reveals' audit rows to a writer process (node/reveal_writer.py), its
+    answers read on ``loop``; None for a database another process cannot open (in memory:
+    reveals then stay with the store's committer thread)."""
+    url = make_url(settings.db_url)
+    if url.get_backend_name() == "sqlite" and sqlite_file(url) is None:
+        return None
+    config = {
+        "url": settings.db_url,
+        "key": keyring.audit_hmac_key,
+        "log_level": settings.log_level,
+        "log_file": str(settings.log_file) if settings.log_file is not None else None,
+    }
+    writer = WriterProcess(reveal_writer_command(), config, loop=loop)
+    services.vault.use_reveal_writer(writer)
+    return writer
+
+
 async def run_node(
     node: Node, sockets: list[socket.socket], announce: Callable[[str], None] = print
 ) -> None:
+    loop = asyncio.get_running_loop()
+    writer = start_reveal_writer(node.settings, node.keyring, node.services, loop)
     app = make_app(
         node.services,
         node.executor,
@@ -173,7 +204,6 @@ async def run_node(
     sock_path = node.settings.control_socket
     sock_path.unlink(missing_ok=True)
     control.listen_on(sock_path)
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, node.stop_event.set)
     announce(banner(node))
@@ -195,6 +225,8 @@ async def run_node(
     sock_path.unlink(missing_ok=True)
     await server.close_all_connections()
     node.executor.shutdown(wait=True)
+    if writer is not None:
+        writer.close()
     node.store.dispose()
 
 

@@ -42,15 +42,11 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    Connection,
-    Update,
     bindparam,
-    case,
     delete,
     func,
     or_,
     select,
-    update,
 )
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, contains_eager
@@ -95,8 +91,9 @@ from node.policies import (
     policy_by_name,
     spec_of,
 )
+from node.reveal_writer import InProcessWriter, RevealRecord, RevealWriter
 from node.roles import Role
-from node.store.db import Store, deferred_rows
+from node.store.db import Store
 from node.store.models import (
     Account,
     AppSetting,
@@ -107,7 +104,6 @@ from node.store.models import (
     User,
     utcnow,
 )
-from node.store.point_reads import in_chunks, numbered, write_rows
 
 BUILTIN_RESOURCE_TYPES = (
     "Linux",
@@ -156,7 +152,6 @@ class RevealPlan:
     plaintext: str = field(repr=False)
 
 
-_TOUCH_STATEMENTS: dict[int, Update] = {}
 MAX_TEXT = 4096
 MAX_LIST = 1000
 
@@ -185,40 +180,6 @@ def _resource_event(
         detail=detail,
         result=result,
     )
-
-
-def _touch_statement(size: int) -> Update:
-    """The last-access UPDATE of ``size`` accounts in one statement, made once per size:
-    account i's id and time are bound as ``aid__i`` and ``at__i``."""
-    made = _TOUCH_STATEMENTS.get(size)
-    if made is None:
-        columns = Account.__table__.c
-        aids = [bindparam(f"aid__{i}", type_=columns.id.type) for i in range(size)]
-        ats = [bindparam(f"at__{i}", type_=columns.last_accessed_at.type) for i in range(size)]
-        made = _TOUCH_STATEMENTS[size] = (
-            update(Account)
-            .where(Account.id.in_(aids))
-            .values(
-                last_accessed_at=case(
-                    *((Account.id == a, t) for a, t in zip(aids, ats, strict=True))
-                )
-            )
-        )
-    return made
-
-
-def _touch_accounts(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Record the last access of the accounts a group commit revealed: each account's
-    latest time, several accounts per statement (one statement, not one per reveal: on
-    SQLite each is a hand-over of the GIL, see node/store/point_reads.py)."""
-    latest: dict[int, dt.datetime] = {}
-    for row in rows:
-        aid, at = row["aid"], row["at"]
-        if aid not in latest or at > latest[aid]:
-            latest[aid] = at
-    accounts = [{"aid": aid, "at": at} for aid, at in sorted(latest.items())]
-    for chunk in in_chunks(accounts):
-        write_rows(conn, _touch_statement(len(chunk)), [numbered(chunk)])
 
 
 # --- what callers pass and get -------------------------------------------------------------
@@ -384,6 +345,17 @@ class VaultService:
         self._keyring = keyring
         self._audit = audit
         self._licence = licence  # limits the number of resources
+        self._reveals: RevealWriter = InProcessWriter(store, audit)
+
+    @property
+    def reveals(self) -> RevealWriter:
+        """Where reveals' audit rows are written (node/reveal_writer.py)."""
+        return self._reveals
+
+    def use_reveal_writer(self, writer: RevealWriter) -> None:
+        """Write reveals' audit rows with ``writer`` from now on (``strongroom serve``: a
+        child process; set before serving, as awaiting code subscribes to it)."""
+        self._reveals = writer
 
     # helpers ----------------------------------------------------------------------------
 
@@ -1079,23 +1051,12 @@ class VaultService:
         return RevealPlan(event, utcnow(), refusal, plaintext)
 
     def submit_reveal(self, plan: RevealPlan) -> Future[str]:
-        """Record ``plan``'s audit row (and the account's last access) through the store's
-        group commit: reveals that arrive together share one commit, which is most of what
-        a reveal costs. The future holds the password only once the commit holding its
+        """Record ``plan``'s audit row (and the account's last access) through a group
+        commit (:attr:`reveals`): reveals that arrive together share one commit, which is
+        most of what a reveal costs. The future holds the password only once the commit holding its
         audit row is done; if that row cannot be written, it holds AuditWriteError (fail
         closed). A refused reveal is recorded too, then its refusal raised."""
-        audit = self._audit
-
-        def record(conn: Connection) -> None:
-            # The accounts' last access first, the audit rows last: both are written just
-            # before the commit in the order they were first asked for, and every work asks
-            # for the last-access rows first (a refusal adds none), so the audit head is
-            # always the last lock the batch takes.
-            touched = deferred_rows(conn, "vault.last_accessed", _touch_accounts)
-            if plan.refusal is None:
-                touched.append({"aid": plan.event.account_id, "at": plan.at})
-            audit.append(conn, plan.event, plan.at)
-
+        record = RevealRecord(plan.event, plan.at, touch=plan.refusal is None)
         shown: Future[str] = Future()
 
         def committed(done: Future[None]) -> None:
@@ -1113,7 +1074,7 @@ class VaultService:
             else:
                 shown.set_result(plan.plaintext)  # only now: its audit row is committed
 
-        self._store.submit(record).add_done_callback(committed)
+        self._reveals.submit(record).add_done_callback(committed)
         return shown
 
     def change_password(

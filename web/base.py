@@ -67,7 +67,8 @@ class WebContext:
     def __init__(self, services: Services, executor: ThreadPoolExecutor) -> None:
         self.services = services
         self.executor = executor
-        self.commits = CommitWaiter(services.store)  # awaits the store's group commit
+        # awaits the reveals' audit rows (the store's group commit, or a writer process)
+        self.commits = CommitWaiter(services.vault.reveals)
         self.version = __version__
         trusted = []
         for net in services.settings.trusted_proxies:

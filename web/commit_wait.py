@@ -11,22 +11,36 @@ docs/benchmarks.md).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, TypeVar
-
-from node.store.db import Store
+from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 
 
-class CommitWaiter:
-    """Futures of :meth:`Store.submit` (or resolved inside its batches) awaited on one
-    event loop: the loop it is first used on."""
+class BatchSource(Protocol):
+    """What says when a batch's futures are set: :meth:`node.store.db.Store.on_batch_done`,
+    or a reveal writer's (node/reveal_writer.py)."""
 
-    def __init__(self, store: Store) -> None:
+    def on_batch_done(self, listener: Callable[[], None]) -> None: ...
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+class CommitWaiter:
+    """Futures resolved by the batches of a reveal writer (node/reveal_writer.py: the
+    store's group commit, or a writer process) awaited on one event loop: the loop it is
+    first used on."""
+
+    def __init__(self, writer: BatchSource) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[tuple[Future[Any], asyncio.Future[Any]]] = []
-        store.on_batch_done(self._batch_done)
+        writer.on_batch_done(self._batch_done)
 
     def wait(self, future: Future[T]) -> asyncio.Future[T]:
         """An awaitable for ``future``, which a batch of the store's group commit resolves
@@ -40,9 +54,13 @@ class CommitWaiter:
             self._sweep()
         return waiter
 
-    def _batch_done(self) -> None:  # on the committer thread
+    def _batch_done(self) -> None:  # on the committer's thread, or on the loop
         loop = self._loop
-        if loop is not None and self._pending and not loop.is_closed():
+        if loop is None or not self._pending or loop.is_closed():
+            return
+        if _running_loop() is loop:
+            self._sweep()  # a writer process's answers, read by this loop
+        else:
             loop.call_soon_threadsafe(self._sweep)
 
     def _sweep(self) -> None:

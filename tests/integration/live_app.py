@@ -17,11 +17,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import tornado.httpserver
 import tornado.netutil
 from sqlalchemy import select
 
+from appliance.server import start_reveal_writer
 from node.auth import SessionUser
 from node.keyring import KeyRing
 from node.roles import Role
@@ -52,12 +54,14 @@ def live_app(tmp: Path) -> Iterator[tuple[Services, int]]:
     port = int(sockets[0].getsockname()[1])
     loop = asyncio.new_event_loop()
     started = threading.Event()
-    holder: dict[str, tornado.httpserver.HTTPServer] = {}
+    holder: dict[str, Any] = {}
 
     def serve() -> None:
         asyncio.set_event_loop(loop)
 
         async def start() -> None:
+            # as `strongroom serve` does: reveals' audit rows written by a child process
+            holder["writer"] = start_reveal_writer(settings, keyring, services, loop)
             app = make_app(services)
             server = tornado.httpserver.HTTPServer(app, ssl_options=make_ssl_context(tls))
             server.add_sockets(sockets)
@@ -77,6 +81,8 @@ def live_app(tmp: Path) -> Iterator[tuple[Services, int]]:
         async def stop() -> None:
             holder["server"].stop()
             await holder["server"].close_all_connections()
+            if holder["writer"] is not None:
+                holder["writer"].close()
 
         asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)

@@ -16,7 +16,7 @@ from node.settings import Settings
 from node.store.db import Store, make_engine, open_store
 from node.store.models import Account, AuditRow
 from node.vault import AccountChanges, NewAccount, NewResource, VaultService
-from tests.integration.vault_helpers import IP, initial_admin, make_user
+from tests.integration.vault_helpers import IP, audit_head_missing, initial_admin, make_user
 
 SECRET = "Sekrit-Needle-4711"
 
@@ -116,9 +116,7 @@ def test_fail_closed_no_password_without_an_audit_row(services: Services) -> Non
         assert before is not None
         accessed, changed = before.last_accessed_at, before.last_changed_at
         audit_count = s.scalar(select(func.count()).select_from(AuditRow))
-    with services.store.engine.begin() as conn:
-        conn.execute(text("ALTER TABLE audit_head RENAME TO audit_head_away"))
-    try:
+    with audit_head_missing(services):
         for op in (services.vault.view_password, services.vault.copy_password):
             with pytest.raises(AuditWriteError) as err:
                 op(admin, IP, aid)
@@ -127,9 +125,6 @@ def test_fail_closed_no_password_without_an_audit_row(services: Services) -> Non
             services.vault.change_password(admin, IP, aid, "another-one")
         with pytest.raises(AuditWriteError):
             services.vault.create_resource(admin, IP, NewResource(name="not-made"))
-    finally:
-        with services.store.engine.begin() as conn:
-            conn.execute(text("ALTER TABLE audit_head_away RENAME TO audit_head"))
     with services.store.sessions() as s:
         after = s.get(Account, aid)
         assert after is not None

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import select, text
 
 from node.auth import SessionUser
 from node.roles import Role
@@ -37,3 +40,16 @@ def initial_admin(services: Services) -> SessionUser:
 def make_user(services: Services, admin: SessionUser, name: str, role: Role) -> SessionUser:
     new = services.users.add_user(admin, IP, name, role)
     return snapshot(services, new.id)
+
+
+@contextmanager
+def audit_head_missing(services: Services) -> Iterator[None]:
+    """The audit chain's head table renamed away for the block: no audit row can be
+    written (every audited operation must fail closed), then put back."""
+    with services.store.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE audit_head RENAME TO audit_head_away"))
+    try:
+        yield
+    finally:
+        with services.store.engine.begin() as conn:
+            conn.execute(text("ALTER TABLE audit_head_away RENAME TO audit_head"))

@@ -1,0 +1,539 @@
+"""Where a password reveal's audit row (and the account's last access) gets written.
+
+A password is shown only once the audit row of its reveal is committed (fail closed).
+Reveals that arrive together share one transaction and one commit (the store's group
+commit, :meth:`node.store.db.Store.submit`). Two writers offer that, behind one interface
+(:class:`RevealWriter`):
+
+- :class:`InProcessWriter`: the store's committer thread, in this process. The default:
+  the CLI, the tests, anything that does not serve requests.
+- :class:`WriterProcess`: a child process with its own connection and committer, fed over
+  a pipe. ``strongroom serve`` uses it. The serving process is limited by its one event
+  loop thread; with a committer *thread* each of the loop's SQLite and OpenSSL calls (which
+  give the GIL up) lets the committer in, and the loop waits for it to give the GIL back.
+  In another process the commit costs the loop one pipe write per reveal and one read per
+  batch (measured: bench/gil_handoff.py, bench/retrieval.py, docs/benchmarks.md).
+
+The child process runs :func:`serve_writes` (its entry point is ``python -m
+appliance.reveal_writer``, which also sets its logging up). The pipe carries frames of a
+4-byte length and a pickle: first the configuration (database URL and audit key: never on
+a command line or in the environment), then ``(seq, RevealRecord)`` per reveal; back come
+lists of ``(seq, written)``. Both ends are this program, and the pipe's ends are held by
+the node and its child only.
+
+Failure, always closed: a reveal whose batch did not commit is answered AuditWriteError; so
+is every reveal waiting when the child dies (its pipe closes), when it cannot take a reveal
+within SEND_TIMEOUT, or while it cannot be restarted (at most once per RESTART_INTERVAL).
+A new child is started for the next reveal after one died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import functools
+import itertools
+import logging
+import os
+import pickle
+import select
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sqlalchemy import Update, bindparam, case, update
+from sqlalchemy.engine import Connection
+
+from node.audit import AUDIT_NOT_WRITTEN, AuditEvent, AuditLog
+from node.errors import AuditWriteError
+from node.store.db import Store, deferred_rows, make_engine
+from node.store.models import Account
+from node.store.point_reads import in_chunks, numbered, write_rows
+
+log = logging.getLogger("strongroom.reveals")
+
+SEND_TIMEOUT = 5.0  # seconds a reveal may wait for room in the pipe to the child
+RESTART_INTERVAL = 1.0  # seconds between two starts of the child
+STOP_TIMEOUT = 20.0  # seconds the child may take to write what it holds when the node stops
+EXIT_TIMEOUT = 5.0  # seconds from the end of the child's pipe to its exit
+_LENGTH = struct.Struct(">I")
+
+
+@dataclass(frozen=True)
+class RevealRecord:
+    """What a reveal writes: its audit event and time; ``touch``: record the account's last
+    access (a refused reveal is audited, but the account was not accessed)."""
+
+    event: AuditEvent
+    at: dt.datetime
+    touch: bool
+
+
+class RevealWriter(Protocol):
+    def submit(self, record: RevealRecord) -> Future[None]:
+        """Write ``record`` in a group commit; the future is done once it committed, or
+        holds the error (AuditWriteError when the audit row could not be written)."""
+        ...
+
+    def on_batch_done(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` once per batch whose futures have all been set (from any
+        thread; it must be quick and thread-safe)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+# --- the work a reveal adds to a group commit ------------------------------------------------
+
+_TOUCH_STATEMENTS: dict[int, Update] = {}
+
+
+def _touch_statement(size: int) -> Update:
+    """The last-access UPDATE of ``size`` accounts in one statement, made once per size:
+    account i's id and time are bound as ``aid__i`` and ``at__i``."""
+    made = _TOUCH_STATEMENTS.get(size)
+    if made is None:
+        columns = Account.__table__.c
+        aids = [bindparam(f"aid__{i}", type_=columns.id.type) for i in range(size)]
+        ats = [bindparam(f"at__{i}", type_=columns.last_accessed_at.type) for i in range(size)]
+        made = _TOUCH_STATEMENTS[size] = (
+            update(Account)
+            .where(Account.id.in_(aids))
+            .values(
+                last_accessed_at=case(
+                    *((Account.id == a, t) for a, t in zip(aids, ats, strict=True))
+                )
+            )
+        )
+    return made
+
+
+def _touch_accounts(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Record the last access of the accounts a group commit revealed: each account's
+    latest time, several accounts per statement (one statement, not one per reveal: on
+    SQLite each is a hand-over of the GIL, see node/store/point_reads.py)."""
+    latest: dict[int, dt.datetime] = {}
+    for row in rows:
+        aid, at = row["aid"], row["at"]
+        if aid not in latest or at > latest[aid]:
+            latest[aid] = at
+    accounts = [{"aid": aid, "at": at} for aid, at in sorted(latest.items())]
+    for chunk in in_chunks(accounts):
+        write_rows(conn, _touch_statement(len(chunk)), [numbered(chunk)])
+
+
+def record_reveal(audit: AuditLog, record: RevealRecord) -> Callable[[Connection], None]:
+    """The group-commit work writing ``record``."""
+
+    def work(conn: Connection) -> None:
+        # The accounts' last access first, the audit rows last: both are written just
+        # before the commit in the order they were first asked for, and every work asks
+        # for the last-access rows first (a refusal adds none), so the audit head is
+        # always the last lock the batch takes.
+        touched = deferred_rows(conn, "vault.last_accessed", _touch_accounts)
+        if record.touch:
+            touched.append({"aid": record.event.account_id, "at": record.at})
+        audit.append(conn, record.event, record.at)
+
+    return work
+
+
+class InProcessWriter:
+    """Reveals written by the store's committer thread, in this process."""
+
+    def __init__(self, store: Store, audit: AuditLog) -> None:
+        self._store = store
+        self._audit = audit
+
+    def submit(self, record: RevealRecord) -> Future[None]:
+        return self._store.submit(record_reveal(self._audit, record))
+
+    def on_batch_done(self, listener: Callable[[], None]) -> None:
+        self._store.on_batch_done(listener)
+
+    def close(self) -> None:
+        """Nothing of its own: the store's committer stops with the store."""
+
+
+# --- frames on a pipe ---------------------------------------------------------------------
+
+_EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(AuditEvent))
+
+
+def _to_wire(seq: int, record: RevealRecord) -> tuple[Any, ...]:
+    """``record`` as a tuple of plain values: a third of the pickling time of the
+    dataclasses themselves."""
+    event = record.event
+    return (seq, record.at, record.touch, *[getattr(event, name) for name in _EVENT_FIELDS])
+
+
+def _from_wire(values: tuple[Any, ...]) -> tuple[int, RevealRecord]:
+    seq, at, touch, *fields = values
+    event = AuditEvent(**dict(zip(_EVENT_FIELDS, fields, strict=True)))
+    return seq, RevealRecord(event, at, touch)
+
+
+def frame(value: object) -> bytes:
+    body = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    return _LENGTH.pack(len(body)) + body
+
+
+def unframe(buffer: bytearray) -> Iterator[Any]:
+    """The whole frames at the start of ``buffer``, removed from it as they are read."""
+    at = 0
+    while len(buffer) - at >= _LENGTH.size:
+        (size,) = _LENGTH.unpack_from(buffer, at)
+        end = at + _LENGTH.size + size
+        if end > len(buffer):
+            break
+        # Only this program writes these pipes (module docstring): not untrusted data.
+        yield pickle.loads(buffer[at + _LENGTH.size : end])  # noqa: S301
+        at = end
+    del buffer[:at]
+
+
+def send_all(fd: int, data: bytes, timeout: float) -> bool:
+    """Write all of ``data`` to the non-blocking ``fd``, waiting at most ``timeout`` seconds
+    for room; False if it could not (the reader is gone, or stuck)."""
+    view = memoryview(data)
+    deadline: float | None = None
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + timeout
+            if now >= deadline:
+                return False
+            select.select([], [fd], [], deadline - now)
+        except OSError:  # EPIPE: the child is gone (SIGPIPE is ignored by Python)
+            return False
+    return True
+
+
+# --- the node's side of the child process -----------------------------------------------------
+
+
+class _Child:
+    """One run of the child process and what it has not answered yet."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], send_fd: int, recv_fd: int) -> None:
+        self.proc = proc
+        self.send_fd = send_fd  # non-blocking; closed = "no more reveals" for the child
+        self.recv_fd = recv_fd
+        self.pending: dict[int, Future[None]] = {}
+        self.inbox = bytearray()
+        self.usable = True  # False once a send failed or the node stops: start another
+        self.gone = False  # its answers' pipe reached its end
+        self.reader: threading.Thread | None = None
+        self.outbox: list[bytes] = []  # frames the event loop sends at the end of its turn
+
+
+def _not_written(why: str) -> AuditWriteError:
+    error = AuditWriteError(AUDIT_NOT_WRITTEN)
+    error.add_note(why)
+    return error
+
+
+class WriterProcess:
+    """Reveals written by a child process (module docstring). ``command`` runs the child's
+    entry point; ``config`` goes to it first (``url`` and ``key`` at least). With ``loop``,
+    the child's answers are read by that event loop (``add_reader``: no thread of this
+    process wakes up for them); without, by a thread."""
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        config: dict[str, Any],
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self._command = list(command)
+        self._config = frame(config)
+        self._loop = loop
+        self._lock = threading.Lock()  # the current child, its pending reveals, the pipe
+        self._listeners: list[Callable[[], None]] = []
+        self._seq = itertools.count(1)
+        self._child: _Child | None = None
+        self._last_start = -RESTART_INTERVAL
+        self._closed = False
+        self._loop_thread: int | None = None  # the event loop's thread, once it runs
+        with self._lock:
+            self._start()
+
+    def _start(self) -> _Child | None:
+        """A new child (the lock held), or None if one started less than RESTART_INTERVAL
+        ago or it cannot start at all."""
+        now = time.monotonic()
+        if now - self._last_start < RESTART_INTERVAL:
+            return None
+        self._last_start = now
+        from_node, to_child = os.pipe()  # (read end, write end)
+        from_child, to_node = os.pipe()
+        try:
+            proc = subprocess.Popen(
+                [*self._command, str(from_node), str(to_node)],
+                pass_fds=(from_node, to_node),
+                stdin=subprocess.DEVNULL,
+            )
+        except OSError:
+            log.exception("cannot start the audit writer process")
+            for fd in (to_child, from_node, from_child, to_node):
+                os.close(fd)
+            return None
+        os.close(from_node)
+        os.close(to_node)
+        os.set_blocking(to_child, False)
+        child = self._child = _Child(proc, to_child, from_child)
+        if not send_all(child.send_fd, self._config, SEND_TIMEOUT):
+            child.usable = False
+            proc.kill()
+        if self._loop is not None:
+            os.set_blocking(from_child, False)
+            self._loop.call_soon_threadsafe(self._watch, child)
+        else:
+            child.reader = threading.Thread(
+                target=self._read_loop, args=(child,), name="sr-reveal-acks", daemon=True
+            )
+            child.reader.start()
+        log.info("audit writer process started", extra={"pid": proc.pid})
+        return child
+
+    def _watch(self, child: _Child) -> None:
+        assert self._loop is not None
+        self._loop_thread = threading.get_ident()
+        if not child.gone:
+            self._loop.add_reader(child.recv_fd, self._readable, child)
+
+    def _send(self, child: _Child, data: bytes) -> None:
+        """Send frames to ``child`` (the lock held). If it cannot take them, end it: it may
+        hold half a frame; its pipe's end then fails whatever it had not answered."""
+        if not send_all(child.send_fd, data, SEND_TIMEOUT):
+            log.error("the audit writer process does not take reveals: stopping it")
+            child.usable = False
+            child.proc.kill()
+
+    def _send_outbox(self, child: _Child) -> None:  # on the event loop, after its turn
+        with self._lock:
+            data, child.outbox = b"".join(child.outbox), []
+            if data and child.usable and child.send_fd >= 0:
+                self._send(child, data)
+
+    def submit(self, record: RevealRecord) -> Future[None]:
+        future: Future[None] = Future()
+        failed: AuditWriteError | None = None
+        with self._lock:
+            child = self._child
+            if self._closed:
+                failed = _not_written("the node is stopping")
+            elif child is None or not child.usable:
+                child = self._start()
+            if failed is None and (child is None or not child.usable):
+                failed = _not_written("the audit writer process is not running")
+            elif failed is None and child is not None:
+                seq = next(self._seq)
+                child.pending[seq] = future
+                data = frame(_to_wire(seq, record))
+                if self._loop_thread == threading.get_ident():
+                    # On the event loop: the reveals of this turn of the loop go in one
+                    # write after it (one wake-up of the child, not one per reveal).
+                    if not child.outbox:
+                        assert self._loop is not None
+                        self._loop.call_soon(self._send_outbox, child)
+                    child.outbox.append(data)
+                else:
+                    self._send(child, data)
+        if failed is not None:
+            future.set_exception(failed)
+        return future
+
+    def on_batch_done(self, listener: Callable[[], None]) -> None:
+        with self._lock:
+            self._listeners.append(listener)
+
+    # answers -------------------------------------------------------------------------
+
+    def _read_once(self, child: _Child) -> bool:
+        """Take what the child wrote; False at the end of its pipe."""
+        try:
+            data = os.read(child.recv_fd, 65536)
+        except BlockingIOError:
+            return True
+        except OSError:
+            data = b""
+        if not data:
+            return False
+        self._received(child, data)
+        return True
+
+    def _read_loop(self, child: _Child) -> None:  # the reader thread, without a loop
+        while self._read_once(child):
+            pass
+        self._ended(child)
+
+    def _readable(self, child: _Child) -> None:  # on the event loop
+        if not self._read_once(child):
+            assert self._loop is not None
+            self._loop.remove_reader(child.recv_fd)
+            self._ended(child)
+
+    def _received(self, child: _Child, data: bytes) -> None:
+        child.inbox += data
+        answered: list[tuple[Future[None], bool]] = []
+        with self._lock:
+            for batch in unframe(child.inbox):
+                for seq, written in batch:
+                    future = child.pending.pop(seq, None)
+                    if future is not None:
+                        answered.append((future, written))
+            listeners = list(self._listeners)
+        for future, written in answered:
+            if future.cancelled():
+                continue
+            if written:
+                future.set_result(None)
+            else:
+                future.set_exception(_not_written("its batch did not commit"))
+        if answered:
+            self._tell(listeners)
+
+    def _ended(self, child: _Child) -> None:
+        """The child's answers ended: it exited (or was killed). Whatever it had not
+        answered was not shown."""
+        with self._lock:
+            if child.gone:
+                return
+            child.gone = True
+            child.usable = False
+            lost, child.pending = list(child.pending.values()), {}
+            listeners = list(self._listeners)
+            stopping = self._closed
+            send_fd, child.send_fd = child.send_fd, -1
+        os.close(child.recv_fd)
+        if send_fd >= 0:
+            os.close(send_fd)
+        try:
+            code = child.proc.wait(timeout=EXIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            child.proc.kill()
+            code = child.proc.wait()
+        if code != 0 or lost or not stopping:
+            log.error(
+                "the audit writer process stopped",
+                extra={"pid": child.proc.pid, "exit_code": code, "reveals_failed": len(lost)},
+            )
+        for future in lost:
+            if not future.cancelled():
+                future.set_exception(_not_written("the audit writer process stopped"))
+        if lost:
+            self._tell(listeners)
+
+    @staticmethod
+    def _tell(listeners: list[Callable[[], None]]) -> None:
+        for listener in listeners:
+            try:
+                listener()
+            except Exception:  # noqa: BLE001 - the answers must go on
+                log.exception("a reveal listener failed")
+
+    def close(self) -> None:
+        """Let the child write what it holds and stop; wait for it (STOP_TIMEOUT at most,
+        then it is killed). Reveals submitted afterwards fail. With a loop, call it on
+        that loop: the last answers are then read here."""
+        with self._lock:
+            self._closed = True
+            child = self._child
+            if child is None or child.gone:
+                return
+            if child.outbox:  # the last turn's reveals, not sent yet
+                data, child.outbox = b"".join(child.outbox), []
+                self._send(child, data)
+            child.usable = False
+            send_fd, child.send_fd = child.send_fd, -1
+        if send_fd >= 0:
+            os.close(send_fd)  # the child's frames end: it writes what it holds and exits
+        if child.reader is not None:
+            child.reader.join(STOP_TIMEOUT)
+            if not child.gone:
+                child.proc.kill()
+                child.reader.join()
+            return
+        assert self._loop is not None
+        self._loop.remove_reader(child.recv_fd)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while not child.gone:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([child.recv_fd], [], [], left)[0]:
+                child.proc.kill()  # its pipe's end follows
+                deadline = time.monotonic() + STOP_TIMEOUT
+            elif not self._read_once(child):
+                self._ended(child)
+
+
+# --- the child's side -------------------------------------------------------------------------
+
+
+class _Answers:
+    """The child's answers: gathered as the committer sets its futures, written once per
+    batch."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._lock = threading.Lock()
+        self._outbox: list[tuple[int, bool]] = []
+
+    def done(self, seq: int, future: Future[None]) -> None:
+        error = future.exception()
+        if error is not None:
+            log.error(
+                "a reveal's audit row could not be written",
+                exc_info=(type(error), error, error.__traceback__),
+            )
+        with self._lock:
+            self._outbox.append((seq, error is None))
+
+    def flush(self) -> None:
+        with self._lock:
+            batch, self._outbox = self._outbox, []
+            if batch:
+                view = memoryview(frame(batch))
+                while view:
+                    view = view[os.write(self._fd, view) :]
+
+
+def read_frames(fd: int) -> Iterator[Any]:
+    """Frames from the blocking ``fd`` until its end."""
+    buffer = bytearray()
+    while True:
+        data = os.read(fd, 65536)
+        if not data:
+            return
+        buffer += data
+        yield from unframe(buffer)
+
+
+def serve_writes(frames: Iterator[Any], out_fd: int, config: dict[str, Any]) -> None:
+    """The child's work: write each reveal of ``frames`` in a group commit and answer on
+    ``out_fd`` once per batch; when the frames end (the node closed its end, or exited),
+    write what is queued, answer, and return."""
+    store = Store(make_engine(str(config["url"])))
+    audit = AuditLog(bytes(config["key"]))
+    answers = _Answers(out_fd)
+    store.on_batch_done(answers.flush)
+    try:
+        for values in frames:
+            seq, record = _from_wire(values)
+            future = store.submit(record_reveal(audit, record))
+            future.add_done_callback(functools.partial(answers.done, seq))
+            if future.done():  # set before the callback was added: its batch has flushed
+                answers.flush()
+    finally:
+        store.dispose()  # commits what is queued, then stops the committer
+        answers.flush()
