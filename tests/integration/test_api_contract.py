@@ -6,12 +6,18 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from sqlalchemy import select, text
 
+import web.api.base as api_base
 from node.audit import verify_chain
+from node.errors import LicenceError
+from node.licence import Feature
 from node.policies import check_password
 from node.store.models import Account
 from node.vault import AccountChanges
@@ -683,3 +689,43 @@ def test_account_details_report_policy_compliance_without_the_password(world: Wo
     assert "weakpass" not in resp.text
     views = [r for r in audit_rows(world.services, "view password") if r.account_id == int(aid)]
     assert views == []  # checking compliance is not a view of the password
+
+
+def test_requests_arriving_together_share_one_licence_check(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The REST API's licence check runs when its last pass is older than LICENCE_RECHECK:
+    requests that arrive while it runs wait for that one check (and share its refusal)
+    rather than each running their own."""
+    licence = world.services.licence
+    real = licence.require
+    calls: list[Feature] = []
+    refuse = threading.Event()
+
+    def slow_require(feature: Feature) -> None:
+        calls.append(feature)
+        time.sleep(0.5)  # long enough for every request below to arrive meanwhile
+        if refuse.is_set():
+            raise LicenceError("The licence does not include the REST API (test)")
+        real(feature)
+
+    monkeypatch.setattr(licence, "require", slow_require)
+
+    def together(count: int) -> list[tuple[int, dict[str, Any]]]:
+        api_base._licence_checks.pop(id(world.services), None)  # the last pass expired
+        apis = [world.api("app-user") for _ in range(count)]
+        with ThreadPoolExecutor(count) as pool:
+            replies = list(pool.map(lambda api: api.get("/resources"), apis))
+        return [(r.status, r.json()["operation"]["result"]) for r in replies]
+
+    answers = together(12)
+    assert [status for status, _ in answers] == [200] * 12
+    assert calls == [Feature.REST_API]
+    refuse.set()
+    answers = together(12)
+    assert len(calls) == 2
+    assert all(status == 403 for status, _ in answers), answers
+    assert all("does not include the REST API" in result["message"] for _, result in answers)
+    refuse.clear()
+    assert together(1)[0][0] == 200  # a refused check is not trusted: the next one runs
+    assert len(calls) == 3

@@ -19,13 +19,16 @@ Each handler method is wrapped by :func:`operation`, which names the operation, 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
+import math
 import re
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import tornado.web
@@ -53,7 +56,19 @@ BAD_TOKEN = "Invalid API key received: the key is not associated with any user."
 NO_TOKEN = "No API key received: send the AUTHTOKEN header (or AUTHTOKEN query parameter)."
 _ABSENT: Any = object()
 LICENCE_RECHECK = 2.0  # seconds a passed REST API licence check is trusted
-_licence_checks: dict[int, float] = {}  # id(services) -> when the check last passed
+
+
+@dataclass
+class _LicenceCheck:
+    """The REST API licence check of one node's services: when it last passed, and the
+    check running now, which every request arriving meanwhile waits for (else each of
+    them would run its own, all in worker threads, each time the last pass expires)."""
+
+    passed_at: float = -math.inf
+    running: asyncio.Future[None] | None = None
+
+
+_licence_checks: dict[int, _LicenceCheck] = {}  # id(services) -> its check
 
 ApiMethod = Callable[..., Awaitable[None]]
 
@@ -151,11 +166,16 @@ class ApiHandler(BaseHandler):
                 extra={"token_prefix": token[:8], "ip": self.source_ip},
             )
             raise _AuthFailure(BAD_TOKEN)
-        checked = _licence_checks.get(id(self.services), 0.0)
-        if time.monotonic() - checked > LICENCE_RECHECK:
-            await self.run(self.services.licence.require, Feature.REST_API)
-            _licence_checks[id(self.services)] = time.monotonic()
+        check = _licence_checks.setdefault(id(self.services), _LicenceCheck())
+        if time.monotonic() - check.passed_at > LICENCE_RECHECK:
+            if check.running is None or check.running.done():
+                check.running = asyncio.ensure_future(self._check_licence(check))
+            await asyncio.shield(check.running)  # its LicenceError, if refused, for all
         return user
+
+    async def _check_licence(self, check: _LicenceCheck) -> None:
+        await self.run(self.services.licence.require, Feature.REST_API)
+        check.passed_at = time.monotonic()
 
     def read_input(self, spec: Spec) -> dict[str, Any]:
         """The request's input: ``INPUT_DATA`` Details and plain query parameters, checked
