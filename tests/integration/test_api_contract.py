@@ -245,7 +245,16 @@ def test_the_access_log_has_no_query_string(world: World, caplog: pytest.LogCapt
             f"/resources/{rid}/accounts/{aid}/password", {"REASON": "nightly"}, token_in_query=True
         )
     )
-    [record] = [r for r in caplog.records if r.name == "strongroom.access" and "password" in r.path]
+    # The line is written just after the answer is sent, on the app's own thread: wait.
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [
+            r for r in caplog.records if r.name == "strongroom.access" and "password" in r.path
+        ]
+        if lines or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    [record] = lines
     assert record.levelno == logging.INFO and record.getMessage() == "request"
     assert (record.method, record.status, record.ip) == ("GET", 200, "127.0.0.1")
     assert record.path == f"/restapi/json/v1/resources/{rid}/accounts/{aid}/password"
