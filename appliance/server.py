@@ -160,8 +160,10 @@ def banner(node: Node) -> str:
 
 
 def reveal_writer_command() -> list[str]:
-    """The command of the audit writer process (appliance/reveal_writer.py)."""
-    return [sys.executable, "-m", "appliance.reveal_writer"]
+    """The command of the audit writer process (appliance/reveal_writer.py). ``-P``: the
+    working directory is not searched for the module (``-m`` would put it first), so a
+    directory the node is started from cannot put its own code in the child."""
+    return [sys.executable, "-P", "-m", "appliance.reveal_writer"]
 
 
 def start_reveal_writer(

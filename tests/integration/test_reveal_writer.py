@@ -349,3 +349,22 @@ def _api(node: NodeProcess, token: str, method: str, path: str, details: dict) -
         headers["Content-Type"] = "application/x-www-form-urlencoded"
     reply: dict = node.client().request(method, full, body=body, headers=headers).json()  # type: ignore[type-arg]
     return reply["operation"]  # type: ignore[no-any-return]
+
+
+def test_the_child_never_runs_code_from_the_working_directory(
+    services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node started from a directory holding a package named like ours runs our child."""
+    trap = tmp_path / "cwd" / "appliance"
+    trap.mkdir(parents=True)
+    (trap / "__init__.py").write_text("")
+    ran = tmp_path / "trap-ran"
+    (trap / "reveal_writer.py").write_text(f"open({str(ran)!r}, 'w').close()\n")
+    monkeypatch.chdir(trap.parent)
+    (aid,) = _accounts(services, 1)
+    writer = _writer(services)
+    try:
+        assert services.vault.view_password(initial_admin(services), IP, aid) == SECRET + "-0"
+    finally:
+        writer.close()
+    assert not ran.exists()
