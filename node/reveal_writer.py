@@ -233,7 +233,6 @@ class _Child:
         self.usable = True  # False once a send failed or the node stops: start another
         self.gone = False  # its answers' pipe reached its end
         self.reader: threading.Thread | None = None
-        self.outbox: list[bytes] = []  # frames the event loop sends at the end of its turn
 
 
 def _not_written(why: str) -> AuditWriteError:
@@ -264,7 +263,6 @@ class WriterProcess:
         self._child: _Child | None = None
         self._last_start = -RESTART_INTERVAL
         self._closed = False
-        self._loop_thread: int | None = None  # the event loop's thread, once it runs
         with self._lock:
             self._start()
 
@@ -308,7 +306,6 @@ class WriterProcess:
 
     def _watch(self, child: _Child) -> None:
         assert self._loop is not None
-        self._loop_thread = threading.get_ident()
         if not child.gone:
             self._loop.add_reader(child.recv_fd, self._readable, child)
 
@@ -319,12 +316,6 @@ class WriterProcess:
             log.error("the audit writer process does not take reveals: stopping it")
             child.usable = False
             child.proc.kill()
-
-    def _send_outbox(self, child: _Child) -> None:  # on the event loop, after its turn
-        with self._lock:
-            data, child.outbox = b"".join(child.outbox), []
-            if data and child.usable and child.send_fd >= 0:
-                self._send(child, data)
 
     def submit(self, record: RevealRecord) -> Future[None]:
         future: Future[None] = Future()
@@ -340,16 +331,7 @@ class WriterProcess:
             elif failed is None and child is not None:
                 seq = next(self._seq)
                 child.pending[seq] = future
-                data = frame(_to_wire(seq, record))
-                if self._loop_thread == threading.get_ident():
-                    # On the event loop: the reveals of this turn of the loop go in one
-                    # write after it (one wake-up of the child, not one per reveal).
-                    if not child.outbox:
-                        assert self._loop is not None
-                        self._loop.call_soon(self._send_outbox, child)
-                    child.outbox.append(data)
-                else:
-                    self._send(child, data)
+                self._send(child, frame(_to_wire(seq, record)))
         if failed is not None:
             future.set_exception(failed)
         return future
@@ -452,9 +434,6 @@ class WriterProcess:
             child = self._child
             if child is None or child.gone:
                 return
-            if child.outbox:  # the last turn's reveals, not sent yet
-                data, child.outbox = b"".join(child.outbox), []
-                self._send(child, data)
             child.usable = False
             send_fd, child.send_fd = child.send_fd, -1
         if send_fd >= 0:
