@@ -58,10 +58,10 @@ from node.store.point_reads import in_chunks, numbered, write_rows
 
 log = logging.getLogger("strongroom.reveals")
 
-SEND_TIMEOUT = 5.0  # seconds a reveal may wait for room in the pipe to the child
+SEND_TIMEOUT = 2.0  # seconds a reveal may wait for room in the pipe to the child
 RESTART_INTERVAL = 1.0  # seconds between two starts of the child
 STOP_TIMEOUT = 20.0  # seconds the child may take to write what it holds when the node stops
-EXIT_TIMEOUT = 5.0  # seconds from the end of the child's pipe to its exit
+EXIT_TIMEOUT = 5.0  # seconds from the end of the child's pipe to its exit (then killed)
 _LENGTH = struct.Struct(">I")
 
 
@@ -235,6 +235,15 @@ class _Child:
         self.reader: threading.Thread | None = None
 
 
+def _wait_or_kill(proc: subprocess.Popen[bytes]) -> None:
+    """Wait EXIT_TIMEOUT for ``proc`` to exit, then kill it."""
+    try:
+        proc.wait(timeout=EXIT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _not_written(why: str) -> AuditWriteError:
     error = AuditWriteError(AUDIT_NOT_WRITTEN)
     error.add_note(why)
@@ -401,21 +410,33 @@ class WriterProcess:
         os.close(child.recv_fd)
         if send_fd >= 0:
             os.close(send_fd)
-        try:
-            code = child.proc.wait(timeout=EXIT_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            child.proc.kill()
-            code = child.proc.wait()
-        if code != 0 or lost or not stopping:
-            log.error(
-                "the audit writer process stopped",
-                extra={"pid": child.proc.pid, "exit_code": code, "reveals_failed": len(lost)},
-            )
         for future in lost:
             if not future.cancelled():
                 future.set_exception(_not_written("the audit writer process stopped"))
         if lost:
             self._tell(listeners)
+        if child.proc.poll() is None:  # its pipe closes just before it exits: wait elsewhere
+            threading.Thread(
+                target=self._reap,
+                args=(child, len(lost), stopping),
+                name="sr-reveal-reap",
+                daemon=True,
+            ).start()
+        else:
+            self._stopped(child, len(lost), stopping)
+
+    def _reap(self, child: _Child, failed: int, stopping: bool) -> None:
+        _wait_or_kill(child.proc)
+        self._stopped(child, failed, stopping)
+
+    @staticmethod
+    def _stopped(child: _Child, failed: int, stopping: bool) -> None:
+        code = child.proc.returncode
+        if code != 0 or failed or not stopping:
+            log.error(
+                "the audit writer process stopped",
+                extra={"pid": child.proc.pid, "exit_code": code, "reveals_failed": failed},
+            )
 
     @staticmethod
     def _tell(listeners: list[Callable[[], None]]) -> None:
@@ -443,6 +464,7 @@ class WriterProcess:
             if not child.gone:
                 child.proc.kill()
                 child.reader.join()
+            _wait_or_kill(child.proc)
             return
         assert self._loop is not None
         self._loop.remove_reader(child.recv_fd)
@@ -454,6 +476,7 @@ class WriterProcess:
                 deadline = time.monotonic() + STOP_TIMEOUT
             elif not self._read_once(child):
                 self._ended(child)
+        _wait_or_kill(child.proc)
 
 
 # --- the child's side -------------------------------------------------------------------------
