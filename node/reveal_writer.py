@@ -17,7 +17,8 @@ commit, :meth:`node.store.db.Store.submit`). Two writers offer that, behind one 
 The child process runs :func:`serve_writes` (its entry point is ``python -m
 appliance.reveal_writer``, which also sets its logging up). The pipe carries frames of a
 4-byte length and a pickle: first the configuration (database URL and audit key: never on
-a command line or in the environment), then ``(seq, RevealRecord)`` per reveal; back come
+a command line or in the environment), then one tuple of plain values per reveal (its
+sequence number and :class:`RevealRecord`'s fields, :func:`_to_wire`); back come
 lists of ``(seq, written)``. Both ends are this program, and the pipe's ends are held by
 the node and its child only.
 

@@ -1,11 +1,12 @@
-"""Awaiting the store's group commit from the event loop with one wake-up per batch.
+"""Awaiting the reveals' group commit from the event loop with one wake-up per batch.
 
-``asyncio.wrap_future`` wakes the event loop once per future (a write to the loop's
-self-pipe from the committer thread, and a loop iteration to read it). A batch of the group
-commit holds many audited password fetches; :class:`CommitWaiter` keeps the futures the
-loop waits for and, when the store says a batch is done (:meth:`Store.on_batch_done`),
-resolves every finished one in a single loop callback (measured: bench/retrieval.py,
-docs/benchmarks.md).
+``asyncio.wrap_future`` wakes the event loop once per future (with the in-process writer, a
+write to the loop's self-pipe from the committer thread, and a loop iteration to read it).
+A batch holds many audited password fetches; :class:`CommitWaiter` keeps the futures the
+loop waits for and, when the writer says a batch is done (``on_batch_done`` of
+node/reveal_writer.py's writers), resolves every finished one in a single pass: on the
+loop at once when the loop itself read the writer process's answer, else in one loop
+callback (measured: bench/retrieval.py, docs/benchmarks.md).
 """
 
 from __future__ import annotations
