@@ -1053,9 +1053,10 @@ class VaultService:
     def submit_reveal(self, plan: RevealPlan) -> Future[str]:
         """Record ``plan``'s audit row (and the account's last access) through a group
         commit (:attr:`reveals`): reveals that arrive together share one commit, which is
-        most of what a reveal costs. The future holds the password only once the commit holding its
-        audit row is done; if that row cannot be written, it holds AuditWriteError (fail
-        closed). A refused reveal is recorded too, then its refusal raised."""
+        most of what a reveal costs. The future holds the password only once the commit
+        holding its audit row is done; if that row cannot be written, it holds
+        AuditWriteError (fail closed). A refused reveal is recorded too, then its refusal
+        raised."""
         record = RevealRecord(plan.event, plan.at, touch=plan.refusal is None)
         shown: Future[str] = Future()
 
