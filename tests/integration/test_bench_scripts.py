@@ -40,3 +40,14 @@ def test_the_gil_benchmark_prints_every_case() -> None:
         "writer process, a step per row",
     ):
         assert re.search(rf"^{re.escape(case)} +\d", out, re.MULTILINE), out
+
+
+def test_the_handler_cost_benchmark_finds_one_audit_row_per_fetch() -> None:
+    # The real application in-process, fetches handed to its router: the script fails
+    # unless the writer process wrote exactly one audit row per fetch.
+    for writer in ("process", "thread"):
+        out = _run(
+            "bench/handler_cost.py", "--requests", "320", "--rounds", "1", "--writer", writer
+        )
+        assert "audit rows written during the rounds: 320 for 320 fetches" in out
+        assert len(re.findall(r"^1 +(api|bare) ", out, re.MULTILINE)) == 2
