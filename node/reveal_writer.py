@@ -87,8 +87,6 @@ class RevealWriter(Protocol):
         thread; it must be quick and thread-safe)."""
         ...
 
-    def close(self) -> None: ...
-
 
 # --- the work a reveal adds to a group commit ------------------------------------------------
 
@@ -157,9 +155,6 @@ class InProcessWriter:
 
     def on_batch_done(self, listener: Callable[[], None]) -> None:
         self._store.on_batch_done(listener)
-
-    def close(self) -> None:
-        """Nothing of its own: the store's committer stops with the store."""
 
 
 # --- frames on a pipe ---------------------------------------------------------------------
@@ -505,10 +500,10 @@ class _Answers:
     def flush(self) -> None:
         with self._lock:
             batch, self._outbox = self._outbox, []
+            # A blocking pipe: waits while the node reads; False only when the node is
+            # gone, and then nobody is waiting for these answers.
             if batch:
-                view = memoryview(frame(batch))
-                while view:
-                    view = view[os.write(self._fd, view) :]
+                send_all(self._fd, frame(batch), STOP_TIMEOUT)
 
 
 def read_frames(fd: int) -> Iterator[Any]:

@@ -20,6 +20,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 STRONGROOM = str(Path(sys.executable).with_name("strongroom"))
+# The token `strongroom apiuser add` prints, alone on an indented line (shown once).
+API_TOKEN = re.compile(r"^\s+([0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12})$", re.M)
 
 
 def free_port() -> int:

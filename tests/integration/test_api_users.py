@@ -15,11 +15,9 @@ from node.auth import SessionUser
 from node.roles import Role
 from node.services import Services
 from node.store.models import ApiToken, AuditRow
-from tests.helpers import NodeProcess, free_port, run_cli
+from tests.helpers import API_TOKEN, NodeProcess, free_port, run_cli
 from tests.integration.live_app import browser_for, live_app
 from tests.integration.vault_helpers import initial_admin, snapshot
-
-TOKEN = re.compile(r"^\s+([0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12})$", re.M)
 
 
 def console_user(services: Services, name: str, role: Role) -> SessionUser:
@@ -49,7 +47,7 @@ def test_cli_adds_api_users_on_a_running_node_and_offline(tmp_path: Path) -> Non
     )
     assert first.returncode == 0, first.stderr
     assert "Password User" in first.stdout
-    [offline_token] = TOKEN.findall(first.stdout)
+    [offline_token] = API_TOKEN.findall(first.stdout)
 
     node = NodeProcess(data, free_port()).start()
     try:
@@ -66,7 +64,7 @@ def test_cli_adds_api_users_on_a_running_node_and_offline(tmp_path: Path) -> Non
             str(data),
         )
         assert added.returncode == 0, added.stderr
-        [token] = TOKEN.findall(added.stdout)
+        [token] = API_TOKEN.findall(added.stdout)
         assert "shown only now" in added.stdout
         status, _ = _resources(node, token, in_query=True)
         assert status == 200
@@ -75,7 +73,9 @@ def test_cli_adds_api_users_on_a_running_node_and_offline(tmp_path: Path) -> Non
             "apiuser", "add", "deploy-bot", "--role", "password_user", "--data-dir", str(data)
         )
         assert (
-            dup.returncode == 1 and "already exists" in dup.stderr and not TOKEN.findall(dup.stdout)
+            dup.returncode == 1
+            and "already exists" in dup.stderr
+            and not API_TOKEN.findall(dup.stdout)
         )
         bad_role = run_cli("apiuser", "add", "x", "--role", "root", "--data-dir", str(data))
         assert bad_role.returncode == 1 and "unknown role" in bad_role.stderr

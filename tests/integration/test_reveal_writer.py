@@ -7,14 +7,11 @@ by a real child process on SQLite and PostgreSQL, and every way it can fail clos
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import re
 import signal
 import sqlite3
 import threading
 import time
-import urllib.parse
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -31,12 +28,13 @@ from node.reveal_writer import WriterProcess
 from node.services import Services
 from node.store.models import Account, AuditRow
 from node.vault import NewAccount, NewResource
-from tests.helpers import NodeProcess, free_port, run_cli
+from tests.helpers import API_TOKEN, NodeProcess, free_port, run_cli
+from tests.integration.api_helpers import Api, one_account, op
+from tests.integration.live_app import Browser
 from tests.integration.vault_helpers import IP, audit_head_missing, initial_admin
 from web.commit_wait import CommitWaiter
 
 SECRET = "Sekrit-Needle-4711"
-TOKEN = re.compile(r"^\s+([0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12})$", re.M)
 
 
 def _writer(services: Services, loop: asyncio.AbstractEventLoop | None = None) -> WriterProcess:
@@ -301,31 +299,28 @@ def test_strongroom_serve_runs_one_and_takes_it_down(tmp_path: Path) -> None:
             "--data-dir", str(node.data_dir),
         )  # fmt: skip
         assert added.returncode == 0, added.stderr
-        (token,) = TOKEN.findall(added.stdout)
-        made = _api(node, token, "POST", "/resources", {
-            "RESOURCENAME": "db1", "ACCOUNTNAME": "root", "PASSWORD": SECRET,
-        })  # fmt: skip
-        assert made["result"]["status"] == "Success", made
-        ids = _api(node, token, "GET", "/resources/resourcename/db1/accounts/accountname/root", {})
-        rid, aid = ids["Details"]["RESOURCEID"], ids["Details"]["ACCOUNTID"]
+        (token,) = API_TOKEN.findall(added.stdout)
+        api = Api(Browser(node.port), token)
+        rid, aid = one_account(api, "db1", SECRET)
         path = f"/resources/{rid}/accounts/{aid}/password"
-        assert _api(node, token, "GET", path, {})["Details"]["PASSWORD"] == SECRET
+        assert op(api.get(path))["Details"]["PASSWORD"] == SECRET
         assert node.proc is not None
         (first,) = _children_of(node.proc.pid)
         os.kill(first, signal.SIGKILL)
         deadline = time.monotonic() + 20
         while True:  # the first fetch after the kill may find it dying: fails closed
-            reply = _api(node, token, "GET", path, {})
-            if reply["result"]["status"] == "Success":
+            reply = api.get(path)
+            if reply.status == 200:
                 break
-            assert "audit trail could not be written" in reply["result"]["message"]
+            assert "audit trail could not be written" in op(reply, 500)["result"]["message"]
             assert time.monotonic() < deadline
             time.sleep(0.2)
-        assert reply["Details"]["PASSWORD"] == SECRET
+        assert op(reply)["Details"]["PASSWORD"] == SECRET
         (second,) = _children_of(node.proc.pid)
         assert second != first
         assert "the audit writer process stopped" in node.stderr()
     finally:
+        api.browser.close()
         node.stop()
     assert node.proc is not None and node.proc.returncode == 0
     assert not Path(f"/proc/{second}").exists()
@@ -335,20 +330,6 @@ def test_strongroom_serve_runs_one_and_takes_it_down(tmp_path: Path) -> None:
             " AND result = 'success'"
         ).fetchone()
     assert views == 2
-
-
-def _api(node: NodeProcess, token: str, method: str, path: str, details: dict) -> dict:  # type: ignore[type-arg]
-    data = json.dumps({"operation": {"Details": details}})
-    headers = {"AUTHTOKEN": token}
-    body = None
-    full = "/restapi/json/v1" + path
-    if method == "GET":
-        full += "?" + urllib.parse.urlencode({"INPUT_DATA": data})
-    else:
-        body = urllib.parse.urlencode({"INPUT_DATA": data}).encode()
-        headers["Content-Type"] = "application/x-www-form-urlencoded"
-    reply: dict = node.client().request(method, full, body=body, headers=headers).json()  # type: ignore[type-arg]
-    return reply["operation"]  # type: ignore[no-any-return]
 
 
 def test_the_child_never_runs_code_from_the_working_directory(
