@@ -3,8 +3,14 @@
 An API user is a :class:`User` with ``kind='api'``: it has a role like anyone else, but no
 login password, so it can never log in to the console. Its token is shown once, when it is
 issued; the database keeps only a short prefix (to find the row and to name the token in
-logs and audit rows) and the SHA-256 of the whole token, compared in constant time. A
-revoked token stops working at once (no caching), on every node of a cluster.
+logs and audit rows) and the SHA-256 of the whole token, compared in constant time.
+
+A token checked against the database is then known to this process for at most
+KNOWN_FOR seconds, and only until this process next ends a write transaction (the store's
+``write_epoch``): a token revoked, or a user disabled, deleted or given another role
+through this node (console, REST API or CLI, which talks to the running node) is refused
+from the next request on. A change that reaches the database some other way (SQL typed
+into it) takes effect within KNOWN_FOR seconds. Only tokens that passed are kept.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import hmac
 import logging
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from typing import cast
 
@@ -34,6 +41,8 @@ PREFIX_LEN = 8
 MAX_TOKEN_LEN = 128
 MAX_NAME_LEN = 64
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._@-]*$")
+KNOWN_FOR = 1.0  # seconds a checked token is trusted without reading it again (at most)
+KNOWN_MAX = 1024  # tokens kept; when full, all are forgotten
 _TOKENS = cast(Table, ApiToken.__table__)
 _USERS = cast(Table, User.__table__)
 # Built once, in Core: it runs on every API request.
@@ -61,6 +70,15 @@ def new_token() -> str:
 
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _digest_of(presented: str) -> str | None:
+    """The digest of a presented token (spaces around it ignored), or None when it cannot
+    be a token at all (too short or too long)."""
+    token = presented.strip()
+    if len(token) < PREFIX_LEN + 8 or len(token) > MAX_TOKEN_LEN:
+        return None
+    return _digest(token)
 
 
 @dataclass(frozen=True)
@@ -106,6 +124,8 @@ class ApiTokenService:
     def __init__(self, store: Store, audit: AuditLog) -> None:
         self._store = store
         self._audit = audit
+        # token digest -> (store write epoch when read, monotonic deadline, its user)
+        self._known: dict[str, tuple[int, float, SessionUser]] = {}
 
     # administration ---------------------------------------------------------------------
 
@@ -172,13 +192,30 @@ class ApiTokenService:
 
     # authentication ---------------------------------------------------------------------
 
+    def known(self, token: str) -> SessionUser | None:
+        """The API user of a token this process checked less than KNOWN_FOR seconds ago
+        with no write of its own since, without touching the database; else None (which
+        says nothing: :meth:`authenticate` decides)."""
+        digest = _digest_of(token)
+        return None if digest is None else self._recall(digest, self._store.write_epoch)
+
+    def _recall(self, digest: str, epoch: int) -> SessionUser | None:
+        known = self._known.get(digest)
+        if known is not None and known[0] == epoch and time.monotonic() < known[1]:
+            return known[2]
+        return None
+
     def authenticate(self, token: str) -> SessionUser | None:
         """The API user a token belongs to, or None for a missing, malformed, revoked or
         unknown token, or one whose user is disabled."""
-        token = token.strip()
-        if len(token) < PREFIX_LEN + 8 or len(token) > MAX_TOKEN_LEN:
+        digest = _digest_of(token)
+        if digest is None:
             return None
-        digest = _digest(token)
+        token = token.strip()
+        epoch, now = self._store.write_epoch, time.monotonic()  # both before the read
+        user = self._recall(digest, epoch)
+        if user is not None:
+            return user
         with self._store.reading() as conn:
             rows = conn.execute(_BY_PREFIX, {"prefix": token[:PREFIX_LEN]}).all()
         match = None
@@ -188,7 +225,7 @@ class ApiTokenService:
                 match = row
         if match is None or match.status != "active" or match.kind != "api":
             return None
-        return SessionUser(
+        user = SessionUser(
             id=match.id,
             username=match.username,
             role=Role(match.role),
@@ -196,6 +233,10 @@ class ApiTokenService:
             must_change_password=False,
             full_name=match.full_name,
         )
+        if len(self._known) >= KNOWN_MAX:
+            self._known.clear()
+        self._known[digest] = (epoch, now + KNOWN_FOR, user)
+        return user
 
     # internals --------------------------------------------------------------------------
 

@@ -162,6 +162,8 @@ class Store:
         self._commit_conn: Connection | None = None  # the committer's own, on SQLite
         self._batch_listeners: list[Callable[[], None]] = []
         self._closed = False
+        self._write_epoch = 0
+        self._epoch_lock = threading.Lock()
 
     @property
     def dialect(self) -> str:
@@ -183,11 +185,28 @@ class Store:
             if locked and lock is not None:
                 lock.release()
 
+    @property
+    def write_epoch(self) -> int:
+        """A number that changes each time one of this process's write transactions
+        (:meth:`transaction`, a group commit) ends, after its commit or rollback. A cache
+        of rows read at epoch E may still be right while the epoch is E: nothing this
+        process wrote has landed since. Writes by other processes do not count (the audit
+        writer process writes only audit rows and accounts' last access), so such a cache
+        also needs an age limit."""
+        return self._write_epoch
+
+    def _next_epoch(self) -> None:
+        with self._epoch_lock:
+            self._write_epoch += 1
+
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A session whose work commits on success and rolls back on any error."""
-        with self._writer_turn(), self._writer() as session, session.begin():
-            yield session
+        try:
+            with self._writer_turn(), self._writer() as session, session.begin():
+                yield session
+        finally:
+            self._next_epoch()
 
     @contextmanager
     def reading(self) -> Iterator[PointReader]:
@@ -207,20 +226,23 @@ class Store:
         its return cost more than a small batch's statements; after any failure it is
         closed and the next batch opens another). On PostgreSQL each batch checks a
         connection out of the pool, which first makes sure the server still holds it."""
-        if self.dialect != "sqlite":
-            with self.engine.connect() as fresh, fresh.begin():
-                yield fresh
-            return
-        with self._writer_turn():
-            conn = self._commit_conn
-            if conn is None:
-                conn = self._commit_conn = self.engine.connect()
-            try:
-                with conn.begin():
-                    yield conn
-            except BaseException:
-                self._close_commit_conn()
-                raise
+        try:
+            if self.dialect != "sqlite":
+                with self.engine.connect() as fresh, fresh.begin():
+                    yield fresh
+                return
+            with self._writer_turn():
+                conn = self._commit_conn
+                if conn is None:
+                    conn = self._commit_conn = self.engine.connect()
+                try:
+                    with conn.begin():
+                        yield conn
+                except BaseException:
+                    self._close_commit_conn()
+                    raise
+        finally:
+            self._next_epoch()
 
     def _close_commit_conn(self) -> None:
         conn, self._commit_conn = self._commit_conn, None

@@ -107,6 +107,29 @@ def _count_commits(store: Store) -> list[int]:
     return commits
 
 
+def test_the_write_epoch_moves_once_a_write_transaction_has_ended(store: Store) -> None:
+    """What the API token cache relies on (node/api_tokens.py): reads leave the epoch alone;
+    a write transaction, committed or rolled back, or a group commit moves it, and only
+    once it has ended."""
+    start = store.write_epoch
+    with store.sessions() as s:
+        s.scalar(select(func.count()).select_from(User))
+    assert store.write_epoch == start
+    with store.transaction() as s:
+        s.execute(insert(AppSetting).values(key="epoch-1", value=1))
+        during = store.write_epoch
+    assert during == start and store.write_epoch != start
+    committed = store.write_epoch
+    with pytest.raises(ValueError), store.transaction() as s:
+        s.execute(insert(AppSetting).values(key="epoch-2", value=2))
+        raise ValueError("rolled back")
+    assert store.write_epoch != committed
+    rolled_back = store.write_epoch
+    store.group_commit(lambda c: c.execute(insert(AppSetting).values(key="epoch-3", value=3)))
+    assert store.write_epoch != rolled_back
+    assert {"epoch-1", "epoch-3"} <= _setting_keys(store) and "epoch-2" not in _setting_keys(store)
+
+
 def test_group_commit_of_the_waiting_works_is_one_commit(store: Store) -> None:
     commits = _count_commits(store)
 
