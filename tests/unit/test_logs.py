@@ -4,8 +4,10 @@ redacted whatever their value."""
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import json
 import logging
+import sys
 
 from appliance.logs import JsonFormatter
 
@@ -61,3 +63,64 @@ def test_the_time_is_utc_iso_to_the_millisecond_as_datetime_writes_it() -> None:
     record = logging.LogRecord("strongroom.test", logging.INFO, __file__, 1, "m", None, None)
     record.created = 1796043000.9999996
     assert json.loads(formatter.format(record))["ts"] == "2026-11-30T12:50:01.000+00:00"
+
+
+class _Fielded(logging.LogRecord):
+    json_fields = (
+        "path",
+        "note",
+        "status",
+        "code",
+        "ms",
+        "ratio",
+        "ok",
+        "gone",
+        "thing",
+        "secret_key",
+    )
+
+
+def test_records_that_name_their_fields_get_the_same_line() -> None:
+    """The access log's records name their extra fields (``json_fields``, web.base.AccessRecord)
+    and are written by a shorter path: the text must be the one the general path writes."""
+
+    class Code(enum.IntEnum):
+        OK = 200
+
+    values = {
+        "path": '/a "quoted" \\ path\twith\nbreaks and \u00e9\u20ac \u0001',
+        "note": "",
+        "status": 404,
+        "code": Code.OK,
+        "ms": 1.25,
+        "ratio": float("nan"),
+        "ok": True,
+        "gone": None,
+        "thing": {"a": [1, 2]},
+        "secret_key": "hunter2",
+    }
+    formatter = JsonFormatter()
+    lines = []
+    for cls in (_Fielded, logging.LogRecord, _Fielded):
+        record = cls("strongroom.access", logging.ERROR, __file__, 1, "request %s", ("x",), None)
+        record.created = 1796043000.25
+        for key, value in values.items():
+            setattr(record, key, value)
+        lines.append(formatter.format(record))
+    assert lines[0] == lines[1] == lines[2]
+    line = json.loads(lines[0])
+    assert line["path"] == values["path"] and line["code"] == 200 and line["gone"] is None
+    assert line["secret_key"] == "[redacted]" and "hunter2" not in lines[0]
+
+
+def test_a_record_with_an_exception_still_carries_it() -> None:
+    try:
+        raise ValueError("broken")
+    except ValueError:
+        record = _Fielded(
+            "strongroom.access", logging.ERROR, __file__, 1, "m", None, sys.exc_info()
+        )
+    for key in _Fielded.json_fields:
+        setattr(record, key, "v")
+    line = json.loads(JsonFormatter().format(record))
+    assert "ValueError: broken" in line["exc"] and line["path"] == "v"
