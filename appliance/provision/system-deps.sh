@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages Strongroom needs, only those that are missing.
 #   system-deps.sh run    what `make run` needs (python3-venv)
-#   system-deps.sh test   what `make test` needs (PostgreSQL 15, slapd, sshd, Chromium, ...)
+#   system-deps.sh test   what `make test` needs (PostgreSQL 15, slapd, sshd, Chromium, wrk, ...)
 set -euo pipefail
 what="${1:-run}"
 
@@ -9,7 +9,7 @@ pkgs=()
 if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then pkgs+=(python3-venv); fi
 if [ "$what" = test ]; then
   for p in postgresql-15 slapd ldap-utils openssh-server chromium iputils-arping iproute2 nftables \
-           fonts-dejavu-core procps util-linux vagrant; do
+           fonts-dejavu-core procps util-linux vagrant wrk; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || pkgs+=("$p")
   done
 fi

@@ -19,16 +19,36 @@ def _run(*args: str) -> str:
 
 
 def test_the_retrieval_benchmark_finds_one_audit_row_per_fetch() -> None:
-    # A real node (`strongroom serve`) fetched from by concurrent HTTPS clients: the script
-    # fails unless every successful fetch left exactly one "view password" audit row.
+    # A real node (`strongroom serve`) fetched from by concurrent HTTPS clients: with the
+    # Python clients, which finish every request they send, the script fails unless every
+    # successful fetch left exactly one "view password" audit row.
     out = _run(
-        "bench/retrieval.py",
+        "bench/retrieval.py", "--client", "python",
         "--clients", "6", "--procs", "2", "--seconds", "1", "--warmup", "0.5",
         "--rounds", "2", "--resources", "2", "--accounts", "2",
     )  # fmt: skip
     counts = re.findall(r"written during its runs: (\d+) for (\d+) successful fetches", out)
     assert len(counts) == 1 and counts[0][0] == counts[0][1] and int(counts[0][0]) > 0
     assert len(re.findall(r"^[12] +(node|bare) ", out, re.MULTILINE)) == 4  # two rounds
+
+
+def test_the_retrieval_benchmark_with_wrk() -> None:
+    # wrk (make test installs it) drops the requests in flight when its time is up: at
+    # least one audit row per successful fetch, at most one more per connection and run.
+    out = _run(
+        "bench/retrieval.py", "--client", "wrk",
+        "--clients", "6", "--seconds", "1", "--warmup", "1",
+        "--rounds", "1", "--resources", "2", "--accounts", "2",
+    )  # fmt: skip
+    assert "connections from wrk" in out
+    [(rows, fetched, allowed)] = re.findall(
+        r"written during its runs: (\d+) for (\d+) successful fetches .*up to (\d+) more", out
+    )
+    assert int(fetched) > 0 and int(fetched) <= int(rows) <= int(fetched) + int(allowed)
+    assert int(allowed) == 12  # 6 connections, a warm-up and a measured run
+    rows_of_round = re.findall(r"^1 +(node|bare) +(\d+) ", out, re.MULTILINE)
+    assert [name for name, _ in rows_of_round] == ["node", "bare"]
+    assert all(int(rps) > 0 for _, rps in rows_of_round)
 
 
 def test_the_gil_benchmark_prints_every_case() -> None:
