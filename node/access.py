@@ -36,7 +36,7 @@ from sqlalchemy import ColumnElement, Connection, Select, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from node.auth import SessionUser
-from node.errors import ValidationError
+from node.errors import PermissionDeniedError, ValidationError
 from node.store.models import (
     Account,
     Resource,
@@ -61,6 +61,15 @@ class Access(IntEnum):
 
 
 SHAREABLE = (Access.VIEW, Access.MODIFY, Access.FULL)
+
+
+def need_access(level: Access, needed: Access, what: str) -> None:
+    """Raise PermissionDeniedError unless ``level`` is at least ``needed`` (``what``: the
+    operation, as the message names it)."""
+    if level < needed:
+        raise PermissionDeniedError(
+            f"your access ({level.label}) does not allow {what} (needs {needed.label})"
+        )
 
 
 def parse_access(text: object) -> Access:

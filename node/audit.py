@@ -15,7 +15,7 @@ import hmac
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Connection, Table, bindparam, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -26,6 +26,9 @@ from node.store.db import deferred_rows, transaction_state
 from node.store.dialect import is_postgres
 from node.store.models import AuditHead, AuditRow, User, utcnow
 from node.store.point_reads import write_rows
+
+if TYPE_CHECKING:
+    from node.auth import SessionUser
 
 GENESIS = "0" * 64
 # Core statements on the tables, built once: appending runs for every password fetch.
@@ -63,6 +66,32 @@ class AuditEvent:
     detail: str = ""
     resource_id: int | None = None
     account_id: int | None = None
+
+
+def resource_event(
+    actor: SessionUser,
+    ip: str,
+    operation: str,
+    target: str,
+    resource_id: int | None,
+    account_id: int | None,
+    reason: str,
+    detail: str,
+    result: str,
+) -> AuditEvent:
+    """A resource-audit row of ``actor``'s operation."""
+    return AuditEvent(
+        operation=operation,
+        username=actor.username,
+        source_ip=ip,
+        target=target,
+        category="resource",
+        resource_id=resource_id,
+        account_id=account_id,
+        reason=reason,
+        detail=detail,
+        result=result,
+    )
 
 
 def _canonical(row: AuditRow) -> bytes:

@@ -1,38 +1,44 @@
-"""Where a password reveal's audit row (and the account's last access) gets written.
+"""Where a password reveal is decided and its audit row (and the account's last access)
+written (node/reveals.py says what both are).
 
 A password is shown only once the audit row of its reveal is committed (fail closed).
 Reveals that arrive together share one transaction and one commit (the store's group
 commit, :meth:`node.store.db.Store.submit`). Two writers offer that, behind one interface
 (:class:`RevealWriter`):
 
-- :class:`InProcessWriter`: the store's committer thread, in this process. The default:
-  the CLI, the tests, anything that does not serve requests.
+- :class:`InProcessWriter`: the read in the caller's thread, the commit by the store's
+  committer thread, in this process. The default: the CLI, the tests, anything that does
+  not serve requests.
 - :class:`WriterProcess`: a child process with its own connection and committer, fed over
   a pipe. ``strongroom serve`` uses it. The serving process is limited by its one event
   loop thread; with a committer *thread* each of the loop's SQLite and OpenSSL calls (which
   give the GIL up) lets the committer in, and the loop waits for it to give the GIL back.
-  In another process the commit costs the loop one pipe write per reveal and one read per
-  batch (measured: bench/gil_handoff.py, bench/retrieval.py, docs/benchmarks.md).
+  In another process the reveal's read and commit cost the loop one pipe write per reveal
+  and one read per batch (measured: bench/gil_handoff.py, bench/retrieval.py,
+  docs/benchmarks.md), and on PostgreSQL no round trip at all.
+
+Either way the answer is the password's *ciphertext*; the caller decrypts it
+(VaultService.submit_reveal), so the child never holds a key that opens a password.
 
 The child process runs :func:`serve_writes` (its entry point is ``python -m
 appliance.reveal_writer``, which also sets its logging up). The pipe carries frames of a
 4-byte length and a pickle: first the configuration (database URL and audit key: never on
 a command line or in the environment), then one tuple of plain values per reveal (its
-sequence number and :class:`RevealRecord`'s fields, :func:`_to_wire`); back come
-lists of ``(seq, written)``. Both ends are this program, and the pipe's ends are held by
+sequence number and :class:`RevealRequest`'s fields, :func:`_to_wire`); back come lists of
+``(seq, outcome)``, the outcome being the ciphertext or the name of an error and its
+message (:func:`_error_of`). Both ends are this program, and the pipe's ends are held by
 the node and its child only.
 
 Failure, always closed: a reveal whose batch did not commit is answered AuditWriteError; so
 is every reveal waiting when the child dies (its pipe closes), when it cannot take a reveal
 within SEND_TIMEOUT, or while it cannot be restarted (at most once per RESTART_INTERVAL).
-A new child is started for the next reveal after one died.
+A new child is started for the next reveal after one died. A read the child could not make
+is answered RevealFailed (a server error; the child logs why).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import datetime as dt
 import functools
 import itertools
 import logging
@@ -45,17 +51,22 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import Update, bindparam, case, update
-from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 
-from node.audit import AUDIT_NOT_WRITTEN, AuditEvent, AuditLog
-from node.errors import AuditWriteError
-from node.store.db import Store, deferred_rows, make_engine
-from node.store.models import Account
-from node.store.point_reads import in_chunks, numbered, write_rows
+from node.audit import AUDIT_NOT_WRITTEN, AuditLog
+from node.auth import SessionUser
+from node.errors import (
+    AuditWriteError,
+    NotFoundError,
+    PermissionDeniedError,
+    StrongroomError,
+    ValidationError,
+)
+from node.reveals import RevealRequest, check_reveal, record_reveal
+from node.roles import Role
+from node.store.db import Store, make_engine
 
 log = logging.getLogger("strongroom.reveals")
 
@@ -66,20 +77,13 @@ EXIT_TIMEOUT = 5.0  # seconds from the end of the child's pipe to its exit (then
 _LENGTH = struct.Struct(">I")
 
 
-@dataclass(frozen=True)
-class RevealRecord:
-    """What a reveal writes: its audit event and time; ``touch``: record the account's last
-    access (a refused reveal is audited, but the account was not accessed)."""
-
-    event: AuditEvent
-    at: dt.datetime
-    touch: bool
-
-
 class RevealWriter(Protocol):
-    def submit(self, record: RevealRecord) -> Future[None]:
-        """Write ``record`` in a group commit; the future is done once it committed, or
-        holds the error (AuditWriteError when the audit row could not be written)."""
+    def reveal(self, request: RevealRequest) -> Future[bytes]:
+        """Decide ``request`` (node/reveals.py: check_reveal) and write its audit record in
+        a group commit. The future holds the password's ciphertext once that record is
+        committed; else the error: NotFoundError or PermissionDeniedError (nothing
+        written), the ValidationError the reveal was refused with (the refusal recorded),
+        AuditWriteError (nothing written: nothing may be shown)."""
         ...
 
     def on_batch_done(self, listener: Callable[[], None]) -> None:
@@ -88,70 +92,38 @@ class RevealWriter(Protocol):
         ...
 
 
-# --- the work a reveal adds to a group commit ------------------------------------------------
-
-_TOUCH_STATEMENTS: dict[int, Update] = {}
-
-
-def _touch_statement(size: int) -> Update:
-    """The last-access UPDATE of ``size`` accounts in one statement, made once per size:
-    account i's id and time are bound as ``aid__i`` and ``at__i``."""
-    made = _TOUCH_STATEMENTS.get(size)
-    if made is None:
-        columns = Account.__table__.c
-        aids = [bindparam(f"aid__{i}", type_=columns.id.type) for i in range(size)]
-        ats = [bindparam(f"at__{i}", type_=columns.last_accessed_at.type) for i in range(size)]
-        made = _TOUCH_STATEMENTS[size] = (
-            update(Account)
-            .where(Account.id.in_(aids))
-            .values(
-                last_accessed_at=case(
-                    *((Account.id == a, t) for a, t in zip(aids, ats, strict=True))
-                )
-            )
-        )
-    return made
-
-
-def _touch_accounts(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Record the last access of the accounts a group commit revealed: each account's
-    latest time, several accounts per statement (one statement, not one per reveal: on
-    SQLite each is a hand-over of the GIL, see node/store/point_reads.py)."""
-    latest: dict[int, dt.datetime] = {}
-    for row in rows:
-        aid, at = row["aid"], row["at"]
-        if aid not in latest or at > latest[aid]:
-            latest[aid] = at
-    accounts = [{"aid": aid, "at": at} for aid, at in sorted(latest.items())]
-    for chunk in in_chunks(accounts):
-        write_rows(conn, _touch_statement(len(chunk)), [numbered(chunk)])
-
-
-def record_reveal(audit: AuditLog, record: RevealRecord) -> Callable[[Connection], None]:
-    """The group-commit work writing ``record``."""
-
-    def work(conn: Connection) -> None:
-        # The accounts' last access first, the audit rows last: both are written just
-        # before the commit in the order they were first asked for, and every work asks
-        # for the last-access rows first (a refusal adds none), so the audit head is
-        # always the last lock the batch takes.
-        touched = deferred_rows(conn, "vault.last_accessed", _touch_accounts)
-        if record.touch:
-            touched.append({"aid": record.event.account_id, "at": record.at})
-        audit.append(conn, record.event, record.at)
-
-    return work
-
-
 class InProcessWriter:
-    """Reveals written by the store's committer thread, in this process."""
+    """Reveals decided in the caller's thread and written by the store's committer thread,
+    in this process."""
 
     def __init__(self, store: Store, audit: AuditLog) -> None:
         self._store = store
         self._audit = audit
 
-    def submit(self, record: RevealRecord) -> Future[None]:
-        return self._store.submit(record_reveal(self._audit, record))
+    def reveal(self, request: RevealRequest) -> Future[bytes]:
+        shown: Future[bytes] = Future()
+        try:
+            with self._store.reading() as conn:
+                record, refusal, ciphertext = check_reveal(conn, request)
+        except StrongroomError as exc:
+            shown.set_exception(exc)
+            return shown
+
+        def committed(done: Future[None]) -> None:
+            error = done.exception()
+            if isinstance(error, SQLAlchemyError):  # a full disk, a lost server
+                failure = AuditWriteError(AUDIT_NOT_WRITTEN)
+                failure.__cause__ = error
+                shown.set_exception(failure)
+            elif error is not None:
+                shown.set_exception(error)
+            elif refusal is not None:
+                shown.set_exception(refusal)  # recorded: the refused attempt is audited
+            else:
+                shown.set_result(ciphertext)  # only now: its audit row is committed
+
+        self._store.submit(record_reveal(self._audit, record)).add_done_callback(committed)
+        return shown
 
     def on_batch_done(self, listener: Callable[[], None]) -> None:
         self._store.on_batch_done(listener)
@@ -159,20 +131,55 @@ class InProcessWriter:
 
 # --- frames on a pipe ---------------------------------------------------------------------
 
-_EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(AuditEvent))
 
-
-def _to_wire(seq: int, record: RevealRecord) -> tuple[Any, ...]:
-    """``record`` as a tuple of plain values: a third of the pickling time of the
+def _to_wire(seq: int, request: RevealRequest) -> tuple[Any, ...]:
+    """``request`` as a tuple of plain values: a third of the pickling time of the
     dataclasses themselves."""
-    event = record.event
-    return (seq, record.at, record.touch, *[getattr(event, name) for name in _EVENT_FIELDS])
+    actor = request.actor
+    return (
+        seq,
+        request.op,
+        actor.id,
+        actor.username,
+        actor.role.value,
+        actor.super_admin,
+        actor.full_name,
+        request.ip,
+        request.account_id,
+        request.resource_id,
+        request.reason,
+        request.ticket,
+    )
 
 
-def _from_wire(values: tuple[Any, ...]) -> tuple[int, RevealRecord]:
-    seq, at, touch, *fields = values
-    event = AuditEvent(**dict(zip(_EVENT_FIELDS, fields, strict=True)))
-    return seq, RevealRecord(event, at, touch)
+def _from_wire(values: tuple[Any, ...]) -> tuple[int, RevealRequest]:
+    seq, op, uid, username, role, super_admin, full_name, ip, aid, rid, reason, ticket = values
+    actor = SessionUser(uid, username, Role(role), super_admin, False, full_name)
+    return seq, RevealRequest(op, actor, ip, aid, rid, reason, ticket)
+
+
+# An answer is the password's ciphertext, or the name of what went wrong and its message.
+_NOT_WRITTEN = "not written"  # its batch did not commit
+_FAILED = "failed"  # an unexpected error before any write (logged by the child)
+_RAISED: dict[str, type[StrongroomError]] = {
+    cls.__name__: cls for cls in (NotFoundError, PermissionDeniedError, ValidationError)
+}
+Outcome = bytes | tuple[str, str]
+
+
+class RevealFailed(RuntimeError):
+    """The writer process could not check a reveal (its log says why): nothing was shown
+    or written. Not a StrongroomError: callers answer it as any unexpected server error."""
+
+
+def _error_of(outcome: tuple[str, str]) -> Exception:
+    kind, message = outcome
+    raised = _RAISED.get(kind)
+    if raised is not None:
+        return raised(message)
+    if kind == _FAILED:
+        return RevealFailed("the audit writer process could not check a password reveal")
+    return _not_written("its batch did not commit")
 
 
 def frame(value: object) -> bytes:
@@ -224,7 +231,7 @@ class _Child:
         self.proc = proc
         self.send_fd = send_fd  # non-blocking; closed = "no more reveals" for the child
         self.recv_fd = recv_fd
-        self.pending: dict[int, Future[None]] = {}
+        self.pending: dict[int, Future[bytes]] = {}
         self.inbox = bytearray()
         self.usable = True  # False once a send failed or the node stops: start another
         self.gone = False  # its answers' pipe reached its end
@@ -322,8 +329,8 @@ class WriterProcess:
             child.usable = False
             child.proc.kill()
 
-    def submit(self, record: RevealRecord) -> Future[None]:
-        future: Future[None] = Future()
+    def reveal(self, request: RevealRequest) -> Future[bytes]:
+        future: Future[bytes] = Future()
         failed: AuditWriteError | None = None
         with self._lock:
             child = self._child
@@ -336,7 +343,7 @@ class WriterProcess:
             elif failed is None and child is not None:
                 seq = next(self._seq)
                 child.pending[seq] = future
-                self._send(child, frame(_to_wire(seq, record)))
+                self._send(child, frame(_to_wire(seq, request)))
         if failed is not None:
             future.set_exception(failed)
         return future
@@ -373,21 +380,21 @@ class WriterProcess:
 
     def _received(self, child: _Child, data: bytes) -> None:
         child.inbox += data
-        answered: list[tuple[Future[None], bool]] = []
+        answered: list[tuple[Future[bytes], Outcome]] = []
         with self._lock:
             for batch in unframe(child.inbox):
-                for seq, written in batch:
+                for seq, outcome in batch:
                     future = child.pending.pop(seq, None)
                     if future is not None:
-                        answered.append((future, written))
+                        answered.append((future, outcome))
             listeners = list(self._listeners)
-        for future, written in answered:
+        for future, outcome in answered:
             if future.cancelled():
                 continue
-            if written:
-                future.set_result(None)
+            if isinstance(outcome, bytes):
+                future.set_result(outcome)
             else:
-                future.set_exception(_not_written("its batch did not commit"))
+                future.set_exception(_error_of(outcome))
         if answered:
             self._tell(listeners)
 
@@ -480,22 +487,31 @@ class WriterProcess:
 
 class _Answers:
     """The child's answers: gathered as the committer sets its futures, written once per
-    batch."""
+    batch (and at once for a reveal refused before any write)."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._lock = threading.Lock()
-        self._outbox: list[tuple[int, bool]] = []
+        self._outbox: list[tuple[int, Outcome]] = []
 
-    def done(self, seq: int, future: Future[None]) -> None:
+    def add(self, seq: int, outcome: Outcome) -> None:
+        with self._lock:
+            self._outbox.append((seq, outcome))
+
+    def done(
+        self, seq: int, refusal: ValidationError | None, ciphertext: bytes, future: Future[None]
+    ) -> None:
         error = future.exception()
         if error is not None:
             log.error(
                 "a reveal's audit row could not be written",
                 exc_info=(type(error), error, error.__traceback__),
             )
-        with self._lock:
-            self._outbox.append((seq, error is None))
+            self.add(seq, (_NOT_WRITTEN, ""))
+        elif refusal is not None:
+            self.add(seq, (type(refusal).__name__, str(refusal)))
+        else:
+            self.add(seq, ciphertext)
 
     def flush(self) -> None:
         with self._lock:
@@ -518,8 +534,9 @@ def read_frames(fd: int) -> Iterator[Any]:
 
 
 def serve_writes(frames: Iterator[Any], out_fd: int, config: dict[str, Any]) -> None:
-    """The child's work: write each reveal of ``frames`` in a group commit and answer on
-    ``out_fd`` once per batch; when the frames end (the node closed its end, or exited),
+    """The child's work: decide each reveal of ``frames`` (check_reveal), write its audit
+    record in a group commit and answer on ``out_fd`` once per batch (a reveal refused
+    before any write: at once); when the frames end (the node closed its end, or exited),
     write what is queued, answer, and return."""
     store = Store(make_engine(str(config["url"])))
     audit = AuditLog(bytes(config["key"]))
@@ -527,9 +544,21 @@ def serve_writes(frames: Iterator[Any], out_fd: int, config: dict[str, Any]) -> 
     store.on_batch_done(answers.flush)
     try:
         for values in frames:
-            seq, record = _from_wire(values)
+            seq, request = _from_wire(values)
+            try:
+                with store.reading() as conn:
+                    record, refusal, ciphertext = check_reveal(conn, request)
+            except (NotFoundError, PermissionDeniedError) as exc:
+                answers.add(seq, (type(exc).__name__, str(exc)))
+                answers.flush()
+                continue
+            except Exception:  # noqa: BLE001 - a failed read: nothing shown, nothing written
+                log.exception("a reveal could not be checked")
+                answers.add(seq, (_FAILED, ""))
+                answers.flush()
+                continue
             future = store.submit(record_reveal(audit, record))
-            future.add_done_callback(functools.partial(answers.done, seq))
+            future.add_done_callback(functools.partial(answers.done, seq, refusal, ciphertext))
             if future.done():  # set before the callback was added: its batch has flushed
                 answers.flush()
     finally:

@@ -35,6 +35,7 @@ Methods of :class:`VaultService`:
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -42,32 +43,30 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    bindparam,
     delete,
     func,
     or_,
     select,
 )
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, contains_eager
 
 from node.access import (
     Access,
     account_access,
-    account_access_by_id,
     account_levels,
+    need_access,
     resource_access,
     resource_levels,
     visible_accounts,
     visible_resources,
 )
-from node.audit import AUDIT_NOT_WRITTEN, AuditEvent, AuditLog
+from node.audit import AuditLog
+from node.audit import resource_event as _resource_event
 from node.auth import SessionUser
 from node.errors import (
-    AuditWriteError,
     ConflictError,
+    DecryptionError,
     NotFoundError,
-    PermissionDeniedError,
     ValidationError,
 )
 from node.inputs import (
@@ -91,7 +90,8 @@ from node.policies import (
     policy_by_name,
     spec_of,
 )
-from node.reveal_writer import InProcessWriter, RevealRecord, RevealWriter
+from node.reveal_writer import InProcessWriter, RevealWriter
+from node.reveals import REVEALS, SETTING_REASON, RevealRequest
 from node.roles import Role
 from node.store.db import Store
 from node.store.models import (
@@ -105,6 +105,8 @@ from node.store.models import (
     utcnow,
 )
 
+log = logging.getLogger("strongroom.vault")
+
 BUILTIN_RESOURCE_TYPES = (
     "Linux",
     "Windows",
@@ -116,70 +118,10 @@ BUILTIN_RESOURCE_TYPES = (
     "Cisco IOS",
     "Generic",
 )
-SETTING_REASON = "password_reason"  # "optional" | "required"
 SETTING_DEFAULT_POLICY = "default_password_policy"  # a policy name
 REASON_MODES = ("optional", "required")
-# The password-fetch hot path (VaultService._reveal) runs these on a Core connection: built
-# once, they skip the ORM's per-call statement building and object loading.
-_REVEAL_ACCOUNT = (
-    select(
-        Account.id,
-        Account.resource_id,
-        Account.username,
-        Account.password_ct,
-        Account.reason_required,
-        Account.ticket_required,
-        Resource.name.label("resource_name"),
-        Resource.owner_id,
-        # the reason setting rides along: one statement fewer on every reveal
-        select(AppSetting.value)
-        .where(AppSetting.key == SETTING_REASON)
-        .scalar_subquery()
-        .label("reason_setting"),
-    )
-    .join(Resource, Resource.id == Account.resource_id)
-    .where(Account.id == bindparam("aid"), Resource.deleted_at.is_(None))
-)
-
-
-@dataclass(frozen=True)
-class RevealPlan:
-    """A password reveal checked and decrypted, not yet audited (VaultService.plan_reveal)."""
-
-    event: AuditEvent
-    at: dt.datetime
-    refusal: ValidationError | None
-    plaintext: str = field(repr=False)
-
-
 MAX_TEXT = 4096
 MAX_LIST = 1000
-
-
-def _resource_event(
-    actor: SessionUser,
-    ip: str,
-    operation: str,
-    target: str,
-    resource_id: int | None,
-    account_id: int | None,
-    reason: str,
-    detail: str,
-    result: str,
-) -> AuditEvent:
-    """A resource-audit row of ``actor``'s operation."""
-    return AuditEvent(
-        operation=operation,
-        username=actor.username,
-        source_ip=ip,
-        target=target,
-        category="resource",
-        resource_id=resource_id,
-        account_id=account_id,
-        reason=reason,
-        detail=detail,
-        result=result,
-    )
 
 
 # --- what callers pass and get -------------------------------------------------------------
@@ -413,12 +355,7 @@ class VaultService:
             raise NotFoundError(f"no account with id {account_id}")
         return row
 
-    @staticmethod
-    def _need(level: Access, needed: Access, what: str) -> None:
-        if level < needed:
-            raise PermissionDeniedError(
-                f"your access ({level.label}) does not allow {what} (needs {needed.label})"
-            )
+    _need = staticmethod(need_access)
 
     @staticmethod
     def _policy_id(s: Session, policy_id: int | None) -> int | None:
@@ -983,19 +920,19 @@ class VaultService:
         """The plaintext password, audited as "view password". With ``resource_id``, an
         account on another resource gets the same NotFoundError as a missing one (the REST
         API's paths name both)."""
-        plan = self.plan_reveal(
+        request = self.reveal_request(
             "view password", actor, ip, account_id, reason, ticket, resource_id=resource_id
         )
-        return self.submit_reveal(plan).result()
+        return self.submit_reveal(request).result()
 
     def copy_password(
         self, actor: SessionUser, ip: str, account_id: int, reason: str = "", ticket: str = ""
     ) -> str:
         """The plaintext password for the clipboard, audited as "copy password"."""
-        plan = self.plan_reveal("copy password", actor, ip, account_id, reason, ticket)
-        return self.submit_reveal(plan).result()
+        request = self.reveal_request("copy password", actor, ip, account_id, reason, ticket)
+        return self.submit_reveal(request).result()
 
-    def plan_reveal(
+    def reveal_request(
         self,
         op: str,
         actor: SessionUser,
@@ -1005,78 +942,78 @@ class VaultService:
         ticket: str = "",
         *,
         resource_id: int | None = None,
-    ) -> RevealPlan:
-        """The first half of showing a password (``op``: "view password" or "copy
-        password"): check access and the reason and ticket rules, and decrypt, in one
-        read-only snapshot. Nothing is shown yet: :meth:`submit_reveal` records the audit
-        row and only then gives the password (or the refusal)."""
-        if op not in ("view password", "copy password"):
+    ) -> RevealRequest:
+        """A password reveal (``op``: "view password" or "copy password") with its input
+        checked: the role allows seeing passwords, the reason and ticket are single lines
+        of bounded length, the id can exist. It reads nothing; :meth:`submit_reveal`
+        decides the rest and records the audit row before the password is shown."""
+        if op not in REVEALS:
             raise ValueError(f"not a password reveal: {op}")
         require(actor.role, Action.VIEW_PASSWORD)
         why = one_line("reason", reason, 1024)
         ticket_id = one_line("ticket id", ticket, 128)
-        refusal: ValidationError | None = None
-        plaintext = ""
         if not in_range(account_id):
             raise NotFoundError(f"no account with id {account_id}")
-        with self._store.reading() as conn:
-            a = conn.execute(_REVEAL_ACCOUNT, {"aid": account_id}).first()
-            # Not there, in the trash, on another resource or not visible: the same answer.
-            if a is None or (resource_id is not None and a.resource_id != resource_id):
-                raise NotFoundError(f"no account with id {account_id}")
-            level = account_access_by_id(conn, actor, a.owner_id, a.resource_id, a.id)
-            if level == Access.NONE:
-                raise NotFoundError(f"no account with id {account_id}")
-            self._need(level, Access.VIEW, "seeing this password")
-            mode = "optional" if a.reason_setting is None else a.reason_setting
-            if (mode == "required" or a.reason_required) and not why:
-                refusal = ValidationError("a reason is required to see this password")
-            elif a.ticket_required and not ticket_id:
-                refusal = ValidationError("a ticket id is required to see this password")
-            elif a.password_ct is None:
-                raise NotFoundError("this account has no stored password")
-            else:
-                plaintext = self._keyring.decrypt_text(
-                    a.password_ct, "accounts", "password_ct", a.id
-                )
-            target = f"{a.resource_name}/{a.username}"
-            resource = a.resource_id
-        details = [f"ticket {ticket_id}"] if ticket_id else []
-        if refusal is not None:
-            details.append(f"refused: {refusal}")
-        result = "failure" if refusal is not None else "success"
-        event = _resource_event(
-            actor, ip, op, target, resource, account_id, why, "; ".join(details), result
-        )
-        return RevealPlan(event, utcnow(), refusal, plaintext)
+        return RevealRequest(op, actor, ip, account_id, resource_id, why, ticket_id)
 
-    def submit_reveal(self, plan: RevealPlan) -> Future[str]:
-        """Record ``plan``'s audit row (and the account's last access) through a group
-        commit (:attr:`reveals`): reveals that arrive together share one commit, which is
-        most of what a reveal costs. The future holds the password only once the commit
-        holding its audit row is done; if that row cannot be written, it holds
-        AuditWriteError (fail closed). A refused reveal is recorded too, then its refusal
-        raised."""
-        record = RevealRecord(plan.event, plan.at, touch=plan.refusal is None)
+    def submit_reveal(self, request: RevealRequest) -> Future[str]:
+        """Show a password, once its reveal's audit row (and the account's last access) is
+        committed: :attr:`reveals` checks access and the reason and ticket rules
+        (node/reveals.py) and writes the row in a group commit (reveals that arrive
+        together share one commit, most of what a reveal costs); the password is decrypted
+        here, only then. The future holds it, or the error: NotFoundError, the
+        PermissionDeniedError or the refusal (ValidationError, recorded too) the reveal
+        met, AuditWriteError when its row could not be written (fail closed)."""
         shown: Future[str] = Future()
 
-        def committed(done: Future[None]) -> None:
+        def committed(done: Future[bytes]) -> None:
             if shown.cancelled():
                 return  # the caller stopped waiting: the password is never shown
             error = done.exception()
-            if isinstance(error, SQLAlchemyError):  # the commit failed: a full disk, a lost server
-                failure = AuditWriteError(AUDIT_NOT_WRITTEN)
-                failure.__cause__ = error
-                shown.set_exception(failure)
-            elif error is not None:
+            if error is not None:
                 shown.set_exception(error)
-            elif plan.refusal is not None:
-                shown.set_exception(plan.refusal)  # recorded, so the refused attempt is audited
+                return
+            try:
+                password = self._keyring.decrypt_text(
+                    done.result(), "accounts", "password_ct", request.account_id
+                )
+            except DecryptionError as exc:
+                log.error(
+                    "a revealed password could not be decrypted",
+                    extra={"account_id": request.account_id},
+                )
+                self._record_undecryptable(request)
+                shown.set_exception(exc)
             else:
-                shown.set_result(plan.plaintext)  # only now: its audit row is committed
+                shown.set_result(password)
 
-        self._reveals.submit(record).add_done_callback(committed)
+        self._reveals.reveal(request).add_done_callback(committed)
         return shown
+
+    def _record_undecryptable(self, request: RevealRequest) -> None:
+        """After the reveal's audit row (a success: access was granted), a second row saying
+        that the password was not shown after all, its ciphertext not decrypting (damaged,
+        or altered in the database). Written by the store's committer, without waiting."""
+        event = _resource_event(
+            request.actor,
+            request.ip,
+            request.op,
+            f"account {request.account_id}",
+            request.resource_id,
+            request.account_id,
+            request.reason,
+            "not shown: the stored password could not be decrypted",
+            "failure",
+        )
+        at = utcnow()
+
+        def written(done: Future[None]) -> None:
+            if done.exception() is not None:
+                log.error("the audit row of an undecryptable password could not be written")
+
+        self._store.submit(lambda conn: self._audit.append(conn, event, at)).add_done_callback(
+            written
+        )
 
     def change_password(
         self, actor: SessionUser, ip: str, account_id: int, new_password: str, reason: str = ""

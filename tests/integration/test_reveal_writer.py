@@ -18,12 +18,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 
 import node.reveal_writer as reveal_writer
 from appliance.server import reveal_writer_command
 from node.audit import verify_chain
-from node.errors import AuditWriteError
+from node.errors import AuditWriteError, DecryptionError
 from node.reveal_writer import WriterProcess
 from node.services import Services
 from node.store.models import Account, AuditRow
@@ -118,7 +118,7 @@ def test_on_the_event_loop_and_stopping_with_reveals_in_flight(services: Service
     async def main() -> tuple[list[str], list[Future[str]]]:
         writer = _writer(services, asyncio.get_running_loop())
         waiter = CommitWaiter(writer)
-        plans = [services.vault.plan_reveal("copy password", admin, IP, aid) for _ in range(30)]
+        plans = [services.vault.reveal_request("copy password", admin, IP, aid) for _ in range(30)]
         shown = await asyncio.gather(*(waiter.wait(services.vault.submit_reveal(p)) for p in plans))
         in_flight = [services.vault.submit_reveal(p) for p in plans[:10]]
         writer.close()  # on the loop: reads the last answers itself
@@ -170,7 +170,7 @@ def test_a_dead_child_fails_what_it_held_and_another_takes_over(
     admin = initial_admin(services)
     assert services.vault.view_password(admin, IP, aid) == SECRET + "-0"
     with _audit_head_held(services):
-        plans = [services.vault.plan_reveal("view password", admin, IP, aid) for _ in range(5)]
+        plans = [services.vault.reveal_request("view password", admin, IP, aid) for _ in range(5)]
         waiting = [services.vault.submit_reveal(p) for p in plans]
         time.sleep(0.3)
         assert not any(f.done() for f in waiting)
@@ -199,7 +199,7 @@ def test_a_stuck_child_is_replaced_without_holding_the_caller(
     assert services.vault.view_password(admin, IP, aid) == SECRET + "-0"
     stuck = _child_pid(writer)
     os.kill(stuck, signal.SIGSTOP)
-    plan = services.vault.plan_reveal("view password", admin, IP, aid, reason="x" * 1000)
+    plan = services.vault.reveal_request("view password", admin, IP, aid, reason="x" * 1000)
     sent: list[Future[str]] = []
     began = time.monotonic()
     while _child_pid(writer) == stuck and len(sent) < 10_000:
@@ -214,6 +214,46 @@ def test_a_stuck_child_is_replaced_without_holding_the_caller(
     assert to_next.result(timeout=10) == SECRET + "-0"
     assert _audit_count(services) == 2
     assert _chain_ok(services)
+
+
+@pytest.mark.parametrize("in_child", [True, False], ids=["writer process", "in process"])
+def test_a_password_that_does_not_decrypt_is_not_shown_and_says_so(
+    services: Services, in_child: bool
+) -> None:
+    """An account whose ciphertext was swapped for another account's in the database: the
+    reveal is granted and recorded, then the password does not decrypt (its associated data
+    names the other row), so nothing is shown and a second audit row says why."""
+    first, second = _accounts(services, 2)
+    admin = initial_admin(services)
+    writer = _writer(services) if in_child else None
+    try:
+        with services.store.transaction() as s:
+            other = s.scalar(select(Account.password_ct).where(Account.id == second))
+            s.execute(update(Account).where(Account.id == first).values(password_ct=other))
+        with pytest.raises(DecryptionError) as err:
+            services.vault.view_password(admin, IP, first, reason="audit check")
+        assert SECRET not in str(err.value)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with services.store.sessions() as s:
+                rows = s.scalars(
+                    select(AuditRow)
+                    .where(AuditRow.operation == "view password", AuditRow.account_id == first)
+                    .order_by(AuditRow.id)
+                ).all()
+            if len(rows) == 2:
+                break
+            time.sleep(0.05)
+        assert [(r.result, r.reason) for r in rows] == [
+            ("success", "audit check"),
+            ("failure", "audit check"),
+        ]
+        assert "could not be decrypted" in rows[1].detail and rows[1].target == f"account {first}"
+        assert services.vault.view_password(admin, IP, second) == SECRET + "-1"
+        assert _chain_ok(services)
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 def test_after_close_reveals_fail_closed(services: Services) -> None:

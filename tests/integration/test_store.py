@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import threading
 import time
 from collections.abc import Callable
@@ -12,6 +14,7 @@ from sqlalchemy import Connection, event, func, insert, select, text, update
 from node.audit import AuditEvent, verify_chain
 from node.errors import DecryptionError, ValidationError
 from node.keyring import KeyRing
+from node.reveals import check_reveal, record_reveal
 from node.services import Services
 from node.store.db import (
     COMMIT_BATCH,
@@ -237,8 +240,8 @@ def test_a_refused_and_a_shown_reveal_in_one_batch(services: Services, store: St
     ).account_id
     assert strict is not None and easy is not None
     services.vault.edit_account(admin, ip, strict, AccountChanges(reason_required=True))
-    refused = services.vault.plan_reveal("view password", admin, ip, strict)
-    shown = services.vault.plan_reveal("view password", admin, ip, easy)
+    refused = services.vault.reveal_request("view password", admin, ip, strict)
+    shown = services.vault.reveal_request("view password", admin, ip, easy)
     held = HeldBatch(store)
     first = services.vault.submit_reveal(refused)
     second = services.vault.submit_reveal(shown)
@@ -274,23 +277,27 @@ def test_a_batch_records_each_accounts_latest_access(services: Services, store: 
         assert made.account_id is not None
         ids.append(made.account_id)
     a, b, c = ids
-    plans = [
-        services.vault.plan_reveal("view password", admin, "10.0.0.9", i) for i in (a, b, a, c)
-    ]
-    assert plans[2].at >= plans[0].at
+    records = []
+    for n, aid in enumerate((a, b, a, c)):
+        request = services.vault.reveal_request("view password", admin, "10.0.0.9", aid)
+        with store.reading() as conn:
+            record, refusal, _ = check_reveal(conn, request)
+        assert refusal is None
+        records.append(dataclasses.replace(record, at=dt.datetime(2026, 11, 30, 12, n)))
     held = HeldBatch(store)
     # the later reveal of a first: the earlier one, submitted after it, must not win
-    futures = [services.vault.submit_reveal(plans[i]) for i in (2, 1, 0, 3)]
+    futures = [store.submit(record_reveal(services.audit, records[i])) for i in (2, 1, 0, 3)]
     held.wait_queued(4)
     held.finish()
-    assert [f.result(20) for f in futures] == ["pw-Touch-1"] * 4
+    for f in futures:
+        f.result(20)
     with store.sessions() as s:
         accessed = {
             row.id: row.last_accessed_at
             for row in s.scalars(select(Account).where(Account.id.in_(ids)))
         }
         report = verify_chain(s, services.keyring.audit_hmac_key)
-    assert accessed == {a: plans[2].at, b: plans[1].at, c: plans[3].at}
+    assert accessed == {a: records[2].at, b: records[1].at, c: records[3].at}
     assert report.ok, report.sentence()
 
 

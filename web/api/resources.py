@@ -576,8 +576,8 @@ class PasswordHandler(ApiHandler):
     async def get(self, rid: str, aid: str, d: dict[str, Any]) -> None:
         """Retrieve an account's password (audited; REASON/TICKETID when required)"""
         rid_n, aid_n = self.path_id(rid, "resource"), self.path_id(aid, "account")
-        plan = await self.run_read(
-            self.services.vault.plan_reveal,
+        vault = self.services.vault
+        request = vault.reveal_request(
             "view password",
             self.api_user,
             self.source_ip,
@@ -586,9 +586,10 @@ class PasswordHandler(ApiHandler):
             d.get("TICKETID", ""),
             resource_id=rid_n,
         )
-        # The audit row goes through the store's group commit; this request waits for it
-        # without holding a thread, and gets the password only once it is committed.
-        password = await self.ctx.commits.wait(self.services.vault.submit_reveal(plan))
+        # The reveal is decided and its audit row written by the node's writer process
+        # (node/reveal_writer.py); this request waits for it without holding a thread, and
+        # gets the password only once that row is committed.
+        password = await self.ctx.commits.wait(vault.submit_reveal(request))
         self.answer("Password fetched successfully", {"PASSWORD": password})
 
     @operation("CHANGE PASSWORD", Action.CHANGE_SHARED_PASSWORD, CHANGE_PASSWORD_SPEC)
