@@ -243,9 +243,17 @@ class BaseHandler(tornado.web.RequestHandler):
         self.render("error.html", status=status_code, message=message)
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        """An unexpected error is logged with its traceback, the request named by its method
+        and path only: tornado's own line shows the whole URI, whose query string may carry
+        an AUTHTOKEN or INPUT_DATA."""
         if isinstance(value, StrongroomError | tornado.web.HTTPError):
             return
-        super().log_exception(typ, value, tb)
+        request = self.request
+        log.error(
+            "unexpected error answering a request",
+            extra={"method": request.method, "path": request.path, "ip": request.remote_ip},
+            exc_info=(typ, value, tb),
+        )
 
     def fail(self, exc: StrongroomError) -> None:
         """Answer a service error with its status and message."""

@@ -7,6 +7,7 @@ JSON data), oversized bodies, wrong methods and unknown paths."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -312,7 +313,9 @@ def test_a_form_body_is_accepted_in_every_content_type_clients_send(world: World
     assert {"ctype-0", "ctype-1", "ctype-2", "ctype-raw"} <= set(resource_names(world))
 
 
-def test_an_unexpected_server_error_is_answered_without_its_text(tmp_path: Path) -> None:
+def test_an_unexpected_server_error_is_answered_without_its_text(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A database that fails under the API (here a table renamed away) gives a 500 in the
     envelope with a generic message; the exception's text (SQL, table names) stays in the
     server's log."""
@@ -321,7 +324,12 @@ def test_an_unexpected_server_error_is_answered_without_its_text(tmp_path: Path)
         rid, aid = one_account(api, "err-1", "Err-pass-1")
         with world.services.store.engine.begin() as conn:
             conn.execute(text("ALTER TABLE accounts RENAME TO accounts_gone"))
-        resp = api.get(f"/resources/{rid}/accounts/{aid}/password")
+        caplog.set_level(logging.INFO)
+        resp = api.get(
+            f"/resources/{rid}/accounts/{aid}/password",
+            {"REASON": "nightly"},
+            token_in_query=True,
+        )
         o = op(resp, 500)
         assert o["name"] == "GET PASSWORD"
         assert o["result"]["message"] == (
@@ -329,3 +337,11 @@ def test_an_unexpected_server_error_is_answered_without_its_text(tmp_path: Path)
         )
         for leak in ("accounts", "sqlite", "SELECT", "Error", "Err-pass-1"):
             assert leak not in resp.text
+    # The error is logged, naming the path; not the query string, which held the token.
+    [logged] = [
+        r for r in caplog.records if r.getMessage() == "unexpected error answering a request"
+    ]
+    assert logged.path == f"/restapi/json/v1/resources/{rid}/accounts/{aid}/password"
+    assert logged.exc_info is not None
+    token = world.tokens["app-padmin"]
+    assert not [r for r in caplog.records if token in r.getMessage() or token in str(vars(r))]
