@@ -53,8 +53,6 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any, Protocol
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from node.audit import AUDIT_NOT_WRITTEN, AuditLog
 from node.auth import SessionUser
 from node.errors import (
@@ -110,17 +108,7 @@ class InProcessWriter:
             return shown
 
         def committed(done: Future[None]) -> None:
-            error = done.exception()
-            if isinstance(error, SQLAlchemyError):  # a full disk, a lost server
-                failure = AuditWriteError(AUDIT_NOT_WRITTEN)
-                failure.__cause__ = error
-                shown.set_exception(failure)
-            elif error is not None:
-                shown.set_exception(error)
-            elif refusal is not None:
-                shown.set_exception(refusal)  # recorded: the refused attempt is audited
-            else:
-                shown.set_result(ciphertext)  # only now: its audit row is committed
+            _settle(shown, _outcome_of(refusal, ciphertext, done))
 
         self._store.submit(record_reveal(self._audit, record)).add_done_callback(committed)
         return shown
@@ -172,6 +160,21 @@ class RevealFailed(RuntimeError):
     or written. Not a StrongroomError: callers answer it as any unexpected server error."""
 
 
+def _outcome_of(refusal: ValidationError | None, ciphertext: bytes, done: Future[None]) -> Outcome:
+    """The answer to a reveal whose audit work ``done`` ended: the ciphertext only once its
+    row is committed; the refusal it was recorded with; or "not written" (logged)."""
+    error = done.exception()
+    if error is not None:
+        log.error(
+            "a reveal's audit row could not be written",
+            exc_info=(type(error), error, error.__traceback__),
+        )
+        return (_NOT_WRITTEN, "")
+    if refusal is not None:
+        return (type(refusal).__name__, str(refusal))  # recorded: the attempt is audited
+    return ciphertext
+
+
 def _error_of(outcome: tuple[str, str]) -> Exception:
     kind, message = outcome
     raised = _RAISED.get(kind)
@@ -180,6 +183,13 @@ def _error_of(outcome: tuple[str, str]) -> Exception:
     if kind == _FAILED:
         return RevealFailed("the audit writer process could not check a password reveal")
     return _not_written("its batch did not commit")
+
+
+def _settle(future: Future[bytes], outcome: Outcome) -> None:
+    if isinstance(outcome, bytes):
+        future.set_result(outcome)
+    else:
+        future.set_exception(_error_of(outcome))
 
 
 def frame(value: object) -> bytes:
@@ -389,12 +399,8 @@ class WriterProcess:
                         answered.append((future, outcome))
             listeners = list(self._listeners)
         for future, outcome in answered:
-            if future.cancelled():
-                continue
-            if isinstance(outcome, bytes):
-                future.set_result(outcome)
-            else:
-                future.set_exception(_error_of(outcome))
+            if not future.cancelled():
+                _settle(future, outcome)
         if answered:
             self._tell(listeners)
 
@@ -501,17 +507,7 @@ class _Answers:
     def done(
         self, seq: int, refusal: ValidationError | None, ciphertext: bytes, future: Future[None]
     ) -> None:
-        error = future.exception()
-        if error is not None:
-            log.error(
-                "a reveal's audit row could not be written",
-                exc_info=(type(error), error, error.__traceback__),
-            )
-            self.add(seq, (_NOT_WRITTEN, ""))
-        elif refusal is not None:
-            self.add(seq, (type(refusal).__name__, str(refusal)))
-        else:
-            self.add(seq, ciphertext)
+        self.add(seq, _outcome_of(refusal, ciphertext, future))
 
     def flush(self) -> None:
         with self._lock:
