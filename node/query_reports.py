@@ -226,7 +226,7 @@ def check_query(text: str, dialect: str) -> CheckedQuery:
                 raise QueryRefusedError(f"the function {name}() is not allowed in query reports")
         elif isinstance(node, exp.Func) and type(node) not in _ALLOWED_FUNCS:
             raise QueryRefusedError(
-                f"the function {node.sql_name().lower()}() is not allowed in query reports"
+                f"the function {_as_written(node, read)}() is not allowed in query reports"
             )
     if not views:
         raise QueryRefusedError(
@@ -262,6 +262,16 @@ def _real_tables(tree: exp.Expression) -> set[int]:
         for source in scope.sources.values()
         if isinstance(source, exp.Table)
     }
+
+
+def _as_written(func: exp.Func, read: str) -> str:
+    """A function's name as the query's dialect spells it (sqlglot models SQLite's
+    ``sqlite_version()`` as ``CURRENT_VERSION``, which the user never wrote)."""
+    try:
+        written = func.sql(dialect=read).split("(", 1)[0].strip()
+    except SqlglotError:
+        written = ""
+    return (written or func.sql_name()).lower()
 
 
 def _check_table(node: exp.Table, real: bool, ctes: set[str], views: set[str]) -> None:

@@ -100,6 +100,9 @@ REFUSED = [
     ("SELECT query_to_xml('select * from accounts', true, true, '')", "not allowed"),
     ("SELECT load_extension('x') FROM report_users", "not allowed"),
     ("SELECT pg_sleep(30) FROM report_users", "not allowed"),
+    # named as written (sqlglot calls it CURRENT_VERSION)
+    ("SELECT sqlite_version() FROM report_users", "the function sqlite_version() is not"),
+    ("SELECT random() FROM report_users", "the function random() is not allowed"),
     ("SELECT 1", "at least one report view"),
     ("SELECT * FROM report_users WHERE id = ?", "read-only SELECT"),
     ("VACUUM", "SELECT"),
