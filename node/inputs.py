@@ -8,6 +8,8 @@ Functions:
   :class:`~node.errors.ConflictError` (the checks before the insert catch the usual case).
 - :func:`in_range` and :func:`get_row`: an id outside the database's integer range (or
   not an int) matches nothing, instead of failing inside the driver.
+- :func:`is_decimal` tells whether a text is a whole number written in the digits 0-9.
+- :func:`unique_keys` is a ``json.loads`` object hook refusing a key given twice.
 - :func:`clean_attributes` checks custom attributes against the admin-defined fields
   (``custom_fields``) for users, resources or accounts; unknown names, ill-typed or
   over-long values raise ValidationError.
@@ -17,9 +19,9 @@ from __future__ import annotations
 
 import datetime as dt
 import unicodedata
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -34,6 +36,29 @@ MAX_ATTRIBUTE_VALUE = 1024
 MAX_ATTRIBUTES = 50
 FIELD_KINDS = ("user", "resource", "account")
 FIELD_TYPES = ("text", "number", "date")
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
+def unique_keys(pairs: list[tuple[str, Any]], refuse: Callable[[str], Exception]) -> dict[str, Any]:
+    """A JSON object's pairs as a dict, or ``refuse(key)`` raised for the first key given
+    twice: which of the two counts would otherwise be the parser's choice, not the
+    writer's. Use with ``object_pairs_hook=functools.partial(unique_keys, refuse=...)``."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise refuse(key)
+        out[key] = value
+    return out
+
+
+def is_decimal(text: str) -> bool:
+    """Whether ``text`` is written in the digits 0-9 only. ``str.isdigit`` and ``int`` also
+    take other scripts' digits (a full-width or an Arabic-Indic 1 is ``int`` 1), which
+    would give ids and numbers aliases."""
+    return text.isascii() and text.isdigit()
 
 
 def _has_control(text: str, allowed: str = "") -> bool:
@@ -101,7 +126,7 @@ def clean_attributes(
     cleaned: dict[str, str] = {}
     for name, raw in attributes.items():
         if name not in defined:
-            raise ValidationError(f"unknown custom attribute '{name}' for a {applies_to}")
+            raise ValidationError(f"unknown custom attribute '{name}' for {_a(applies_to)}")
         value = one_line(f"custom attribute '{name}'", raw, MAX_ATTRIBUTE_VALUE)
         _check_typed(name, defined[name], value)
         cleaned[name] = value

@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 import hashlib
 import json
 import re
@@ -43,6 +44,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from node.errors import LicenceError, ValidationError
+from node.inputs import unique_keys
 
 # The trust root: raw Ed25519 public keys of the vendor, hex. A tuple, so a release can
 # carry the old and the new key while licences move to the new one. Never read from a
@@ -253,13 +255,8 @@ def sign_licence(licence: Licence, private_key: Ed25519PrivateKey) -> str:
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise InvalidLicenceError(f"the licence file is not valid: key '{key}' appears twice")
-        out[key] = value
-    return out
+def _twice(key: str) -> InvalidLicenceError:
+    return InvalidLicenceError(f"the licence file is not valid: key '{key}' appears twice")
 
 
 def _reject_constant(name: str) -> Any:
@@ -287,7 +284,7 @@ def parse_licence_file(data: str | bytes, trusted: Sequence[str] | None = None) 
     try:
         doc = json.loads(
             raw.decode("utf-8"),
-            object_pairs_hook=_no_duplicates,
+            object_pairs_hook=functools.partial(unique_keys, refuse=_twice),
             parse_constant=_reject_constant,
             parse_float=_reject_float,
         )

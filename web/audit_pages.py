@@ -19,6 +19,7 @@ from node.audit_query import (
 )
 from node.errors import StrongroomError, ValidationError
 from node.export import Table, to_csv
+from node.inputs import is_decimal
 from node.permissions import Action
 from web.base import BaseHandler, needs, status_for
 
@@ -56,13 +57,13 @@ class AuditPage(BaseHandler):
         raw = self._arg("resource_id").strip()
         if not raw:
             return None
-        if not raw.isdigit() or len(raw) > 9:
+        if not is_decimal(raw) or len(raw) > 9:
             raise ValidationError("resource_id must be a whole number")
         return int(raw)
 
     def _page(self) -> int:
         raw = self._arg("page").strip() or "1"
-        if not raw.isdigit() or len(raw) > 6 or int(raw) < 1:
+        if not is_decimal(raw) or len(raw) > 6 or int(raw) < 1:
             raise ValidationError("the page number must be a whole number from 1")
         return int(raw)
 

@@ -233,7 +233,22 @@ class BaseHandler(tornado.web.RequestHandler):
 
     # errors -----------------------------------------------------------------------------
 
+    def allowed_methods(self) -> list[str]:
+        """The HTTP methods this handler answers (those it defines itself)."""
+        base = tornado.web.RequestHandler
+        return [
+            m
+            for m in self.SUPPORTED_METHODS
+            if getattr(type(self), m.lower(), None) is not getattr(base, m.lower(), None)
+        ]
+
+    def name_allowed_methods(self, status_code: int) -> None:
+        """A 405 says which methods the path takes (``Allow``, as HTTP requires)."""
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.name_allowed_methods(status_code)
         message = self._reason or "Something went wrong."
         exc_info = kwargs.get("exc_info")
         if exc_info and isinstance(exc_info[1], StrongroomError):

@@ -19,6 +19,7 @@ from typing import Any, ParamSpec, TypeVar
 import tornado.web
 
 from node.errors import LicenceError, StrongroomError, ValidationError
+from node.inputs import is_decimal
 from web.base import BaseHandler, status_for
 
 P = ParamSpec("P")
@@ -63,14 +64,14 @@ class ConsolePage(BaseHandler):
             if required:
                 raise ValidationError(f"{label or name.replace('_', ' ')} is required")
             return None
-        if not raw.isdigit() or len(raw) > 9:
+        if not is_decimal(raw) or len(raw) > 9:
             raise ValidationError(f"{label or name.replace('_', ' ')} must be a whole number")
         return int(raw)
 
     def int_list(self, name: str) -> list[int]:
         out: list[int] = []
         for raw in self.get_body_arguments(name):
-            if not raw.strip().isdigit() or len(raw.strip()) > 9:
+            if not is_decimal(raw.strip()) or len(raw.strip()) > 9:
                 raise ValidationError(f"{name.replace('_', ' ')}: not a valid choice")
             out.append(int(raw))
         return out
@@ -86,7 +87,7 @@ class ConsolePage(BaseHandler):
     @staticmethod
     def object_id(text: str) -> int:
         """A numeric id from the path; an impossible one is simply not found."""
-        if not text.isdigit() or len(text) > 9 or int(text) < 1:
+        if not is_decimal(text) or len(text) > 9 or int(text) < 1:
             raise Refused(404, "No such object.")
         return int(text)
 

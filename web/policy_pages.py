@@ -4,6 +4,7 @@ built-in ones."""
 from __future__ import annotations
 
 from node.errors import ValidationError
+from node.inputs import is_decimal
 from node.permissions import Action
 from node.policies import PolicySpec
 from web.base import needs
@@ -43,7 +44,7 @@ class PolicyFormMixin(ConsolePage):
 
         def num(name: str, default: int) -> int:
             raw = self.get_body_argument(name, "").strip()
-            return int(raw) if raw.isdigit() and len(raw) < 9 else default
+            return int(raw) if is_decimal(raw) and len(raw) < 9 else default
 
         age = self.get_body_argument("max_age_days", "").strip()
         return PolicySpec(
@@ -55,7 +56,7 @@ class PolicyFormMixin(ConsolePage):
             require_digit=self.checkbox("require_digit"),
             require_special=self.checkbox("require_special"),
             no_reuse_last=num("no_reuse_last", 0),
-            max_age_days=int(age) if age.isdigit() and len(age) < 9 else None,
+            max_age_days=int(age) if is_decimal(age) and len(age) < 9 else None,
         )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from node.errors import ValidationError
+from node.inputs import is_decimal
 from node.permissions import Action
 from node.sharing import ObjectKind
 from web.base import needs
@@ -56,7 +57,7 @@ class SharePage(ConsolePage):
     def principal(self) -> dict[str, int]:
         raw = self.get_body_argument("principal", "")
         kind, _, ident = raw.partition(":")
-        if kind not in ("user", "group") or not ident.isdigit() or len(ident) > 9:
+        if kind not in ("user", "group") or not is_decimal(ident) or len(ident) > 9:
             raise ValidationError("choose a user or a user group to share with")
         return {"user_id": int(ident)} if kind == "user" else {"user_group_id": int(ident)}
 

@@ -13,6 +13,7 @@ import urllib.parse
 from typing import Any
 
 from node.errors import ValidationError
+from node.inputs import is_decimal
 from node.permissions import Action
 from node.vault import AccountChanges, NewAccount, NewResource, ResourceChanges
 from web.base import needs
@@ -56,7 +57,7 @@ class ResourceListPage(VaultPage):
     async def get(self) -> None:
         q = self.get_query_argument("q", "")[:256]
         page_text = self.get_query_argument("page", "1")
-        page = int(page_text) if page_text.isdigit() and 0 < len(page_text) < 6 else 1
+        page = int(page_text) if is_decimal(page_text) and 0 < len(page_text) < 6 else 1
         result = await self.call(
             self.services.vault.list_resources,
             self.user,

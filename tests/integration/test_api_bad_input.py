@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,10 +85,11 @@ def test_unknown_keys_are_named_and_refused(world: World) -> None:
     assert "COLOR" in op(nested, 400)["result"]["message"]
     query = api.get("/resources", query={"SORTBY": "name"})
     assert "SORTBY" in op(query, 400)["result"]["message"]
+    valid = json.dumps({"operation": {"Details": {"RESOURCENAME": "u3"}}})
     form = world.api("app-padmin").browser.request(
         "POST",
         "/restapi/json/v1/resources",
-        body=b"INPUT_DATA=%7B%7D&EXTRA=1",
+        body=urllib.parse.urlencode({"INPUT_DATA": valid, "EXTRA": "1"}).encode(),
         headers={
             "AUTHTOKEN": world.tokens["app-padmin"],
             "Content-Type": "application/x-www-form-urlencoded",
@@ -292,7 +294,11 @@ def test_wrong_method_and_unknown_paths(world: World) -> None:
     api = world.api("app-padmin")
     patch = api.call("PATCH", "/resources", {"RESOURCENAME": "p"})
     assert op(patch, 405)["result"]["status"] == "Failed"
-    assert op(api.call("DELETE", "/resources"), 405)
+    assert patch.headers["allow"] == "GET, POST"
+    delete = api.call("DELETE", "/resources")
+    assert op(delete, 405) and delete.headers["allow"] == "GET, POST"
+    password = api.call("POST", "/resources/1/accounts/1/password")
+    assert op(password, 405) and password.headers["allow"] == "GET, PUT"
     assert op(api.get("/no/such/operation"), 404)["result"]["message"] == "No such API operation."
     assert op(world.api(None).get("/no/such/operation"), 401)["name"] == "Authentication"
 
@@ -345,3 +351,119 @@ def test_an_unexpected_server_error_is_answered_without_its_text(
     assert logged.exc_info is not None
     token = world.tokens["app-padmin"]
     assert not [r for r in caplog.records if token in r.getMessage() or token in str(vars(r))]
+
+
+LONE = "\ud800"  # a lone surrogate: JSON's escape \ud800 decodes to it; no encoder takes it
+
+
+def test_lone_surrogates_in_text_are_refused_and_nothing_changes(world: World) -> None:
+    """JSON may escape a lone surrogate (\\ud800), which is no character: every text field
+    refuses it with a 400 naming the key, before anything is written (no 500)."""
+    api = world.api("app-padmin")
+    rid, aid = api.ids("base", "acc")
+    before = resource_names(world)
+    views = len(audit_rows(world.services, "view password"))
+    accounts = op(api.get(f"/resources/{rid}/accounts"))["Details"]["ACCOUNT LIST"]
+    cases = {
+        "RESOURCENAME": api.post("/resources", {"RESOURCENAME": f"lone{LONE}"}),
+        "ACCOUNTNAME": api.post("/resources", {"RESOURCENAME": "l1", "ACCOUNTNAME": LONE}),
+        "NOTES": api.post("/resources", {"RESOURCENAME": "l2", "ACCOUNTNAME": "a", "NOTES": LONE}),
+        "PASSWORD": api.post(
+            "/resources", {"RESOURCENAME": "l3", "ACCOUNTNAME": "a", "PASSWORD": f"Aa-1{LONE}"}
+        ),
+        "ACCOUNTLIST[1].ACCOUNTNAME": api.post(
+            f"/resources/{rid}/accounts",
+            {"ACCOUNTLIST": [{"ACCOUNTNAME": "first-good"}, {"ACCOUNTNAME": f"2nd{LONE}"}]},
+        ),
+        "NEWPASSWORD": api.put(
+            f"/resources/{rid}/accounts/{aid}/password", {"NEWPASSWORD": f"New-pass-1{LONE}"}
+        ),
+        "Details.REASON": api.get(f"/resources/{rid}/accounts/{aid}/password", {"REASON": LONE}),
+        "TICKETID": api.get(f"/resources/{rid}/accounts/{aid}/password", {"TICKETID": LONE}),
+        "USERNAME": api.get("/user/getUserId", {"USERNAME": LONE}),
+    }
+    for key, resp in cases.items():
+        msg = op(resp, 400)["result"]["message"]
+        assert key in msg and "not valid Unicode text" in msg, (key, msg)
+    assert resource_names(world) == before
+    assert op(api.get(f"/resources/{rid}/accounts"))["Details"]["ACCOUNT LIST"] == accounts
+    assert len(audit_rows(world.services, "view password")) == views
+    assert op(api.get(f"/resources/{rid}/accounts/{aid}/password"))["Details"] == {
+        "PASSWORD": "Base-pass-1"
+    }
+    # a surrogate pair is a character (U+1F511), and is kept
+    key = "\U0001f511"
+    op(api.post("/resources", {"RESOURCENAME": f"key-{key}"}))
+    assert f"key-{key}" in resource_names(world)
+
+
+def test_ids_in_other_scripts_digits_are_not_ids(world: World) -> None:
+    """Full-width and Arabic-Indic digits are digits to Python's int(), not ids here: a
+    path id written so is not found (as a missing one), an id in INPUT_DATA is refused."""
+    api = world.api("app-padmin")
+    rid, aid = api.ids("base", "acc")
+    for alias in ("\uff11", "\u0663", "\u0661"):  # full-width 1, Arabic-Indic 3 and 1
+        missing = api.get(f"/resources/{urllib.parse.quote(alias)}/accounts")
+        assert "no resource with id" in op(missing, 404)["result"]["message"]
+    user_id = op(api.get("/user/getUserId", {"USERNAME": "app-user"}))["Details"]["USERID"]
+    wide = "".join(chr(0xFF10 + int(c)) for c in user_id)
+    share = api.put(
+        f"/resources/{rid}/accounts/{aid}/share", {"ACCESSTYPE": "view", "USERID": wide}
+    )
+    assert "USERID must be a numeric id" in op(share, 400)["result"]["message"]
+    assert op(world.api("app-user").get(f"/resources/{rid}/accounts/{aid}/password"), 404)
+    long_id = api.get("/resources/" + "9" * 30 + "/accounts")
+    assert op(long_id, 404)["result"]["message"] == f"no resource with id {'9' * 20}..."
+
+
+def test_duplicate_keys_are_refused(world: World) -> None:
+    api = world.api("app-padmin")
+    before = resource_names(world)
+    raw = '{"operation": {"Details": {"RESOURCENAME": "dupk", "RESOURCENAME": "dupk2"}}}'
+    msg = op(api.post("/resources", raw_input=raw), 400)["result"]["message"]
+    assert "'RESOURCENAME' is given twice" in msg
+    assert resource_names(world) == before
+
+
+def test_a_delete_reads_and_checks_its_body(world: World) -> None:
+    """INPUT_DATA in a DELETE's body is checked like anywhere else: an unknown key there
+    refuses the call, and the resource stays."""
+    api = world.api("app-padmin")
+    op(api.post("/resources", {"RESOURCENAME": "del-body"}))
+    rid = op(api.get("/resources/resourcename/del-body"))["Details"]["RESOURCEID"]
+    body = urllib.parse.urlencode(
+        {"INPUT_DATA": json.dumps({"operation": {"Details": {"FOO": "1"}}})}
+    ).encode()
+    headers = {"AUTHTOKEN": world.tokens["app-padmin"], "Content-Type": "text/json"}
+    resp = api.browser.request(
+        "DELETE", f"/restapi/json/v1/resources/{rid}", body=body, headers=headers
+    )
+    assert "unknown key 'FOO'" in op(resp, 400)["result"]["message"]
+    assert "del-body" in resource_names(world)
+    op(api.delete(f"/resources/{rid}"))
+    assert "del-body" not in resource_names(world)
+
+
+def test_a_body_that_was_not_url_encoded_does_not_echo_a_piece_of_the_password(
+    world: World,
+) -> None:
+    """A client that forgets to URL-encode INPUT_DATA splits its body at a '&' of the new
+    password; the piece after it would be a form field's name. INPUT_DATA, cut short, is
+    refused as malformed instead, and no piece of the password is in the answer."""
+    api = world.api("app-padmin")
+    rid, aid = api.ids("base", "acc")
+    details = {"NEWPASSWORD": "Plus+sign&ampere=1x", "RESETTYPE": "LOCAL"}
+    body = "INPUT_DATA=" + json.dumps({"operation": {"Details": details}})
+    resp = api.browser.request(
+        "PUT",
+        f"/restapi/json/v1/resources/{rid}/accounts/{aid}/password",
+        body=body.encode(),
+        headers={"AUTHTOKEN": world.tokens["app-padmin"], "Content-Type": "text/json"},
+    )
+    msg = op(resp, 400)["result"]["message"]
+    assert "not valid JSON" in msg
+    for piece in ("ampere", "Plus", "sign", "1x"):
+        assert piece not in resp.text
+    assert op(api.get(f"/resources/{rid}/accounts/{aid}/password"))["Details"] == {
+        "PASSWORD": "Base-pass-1"
+    }

@@ -602,6 +602,44 @@ def test_get_password_fails_closed_when_the_audit_row_insert_fails(world: World)
     }
 
 
+def test_add_accounts_stops_at_a_failed_write_and_says_which_were_added(world: World) -> None:
+    """ADD ACCOUNTS adds each account in its own transaction. When a write fails after
+    some were added (here the audit row's insert, refused as by a full disk), the reply
+    says which were added and which were not, instead of a bare failure; with none added,
+    the call fails as a whole."""
+    api = world.api("app-padmin")
+    rid, _aid = one_account(api, "aa-stop", "Aa-secret-1")
+    with world.services.store.engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log "
+                "WHEN NEW.target LIKE '%stop-here%' "
+                "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+            )
+        )
+    try:
+        names = ["kept-1", "stop-here", "after-stop"]
+        resp = api.post(
+            f"/resources/{rid}/accounts", {"ACCOUNTLIST": [{"ACCOUNTNAME": n} for n in names]}
+        )
+        o = op(resp)
+        assert o["result"]["message"] == "1 of 3 account(s) added"
+        [kept, stopped, after] = o["Details"]
+        assert kept == {"kept-1": {"STATUS": "Account added successfully"}}
+        assert stopped["stop-here"]["STATUS"].startswith("Not added: ")
+        assert after["after-stop"]["STATUS"] == stopped["stop-here"]["STATUS"]
+        assert "disk is full" not in resp.text
+        alone = api.post(
+            f"/resources/{rid}/accounts", {"ACCOUNTLIST": [{"ACCOUNTNAME": "stop-here-2"}]}
+        )
+        assert op(alone, 500)["result"]["status"] == "Failed"
+    finally:
+        with world.services.store.engine.begin() as conn:
+            conn.execute(text("DROP TRIGGER refuse_audit"))
+    listed = op(api.get(f"/resources/{rid}/accounts"))["Details"]["ACCOUNT LIST"]
+    assert sorted(a["ACCOUNT NAME"] for a in listed) == ["a", "kept-1"]
+
+
 def test_concurrent_fetches_each_get_their_password_and_audit_row(world: World) -> None:
     """Fetches that arrive together share a commit of their audit rows; each still gets
     its own account's password, and the audit chain verifies."""

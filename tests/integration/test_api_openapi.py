@@ -74,4 +74,14 @@ def test_openapi_document_is_valid_and_complete(tmp_path: Path) -> None:
     envelope = listing["application/json"]["schema"]["properties"]["operation"]
     assert "totalRows" in envelope["properties"]
     assert set(doc["paths"]["/resources/{rid}"]["delete"]["responses"]) >= {"401", "403", "404"}
+    # what each operation may answer, its own failures included
+    common = {"200", "400", "401", "403", "404", "500", "503"}
+    paths = doc["paths"]
+    assert set(paths["/resources"]["post"]["responses"]) == common | {"409"}
+    assert set(paths["/resources/{rid}/accounts"]["post"]["responses"]) == common | {"409"}
+    change = paths["/resources/{rid}/accounts/{aid}/password"]["put"]["responses"]
+    assert set(change) == common | {"501"} and "REMOTE" in change["501"]["description"]
+    fetch = paths["/resources/{rid}/accounts/{aid}/password"]["get"]["responses"]
+    assert "fail closed" in fetch["500"]["description"]
+    assert set(paths["/user/getUserId"]["get"]["responses"]) == common
     assert not re.search(r"\\u003c|<script", resp.text)

@@ -242,7 +242,7 @@ def _custom_attributes(services: Services) -> None:
     assert services.vault.get_account(admin, made.account_id).custom_attributes == {
         "Expires": "2027-01-31"
     }
-    with pytest.raises(ValidationError, match="unknown custom attribute"):
+    with pytest.raises(ValidationError, match="unknown custom attribute 'Colour' for a resource"):
         services.vault.create_resource(
             admin, IP, NewResource(name="r2", custom_attributes={"Colour": "red"})
         )

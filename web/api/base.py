@@ -41,6 +41,7 @@ from node.errors import (
     StrongroomError,
     ValidationError,
 )
+from node.inputs import is_decimal, unique_keys
 from node.licence import Feature
 from node.permissions import Action, allowed
 from web.api.schema import NO_INPUT, Spec
@@ -127,6 +128,7 @@ class ApiHandler(BaseHandler):
         self.answer(message, status=status, failed=True)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.name_allowed_methods(status_code)
         exc_info = kwargs.get("exc_info")
         exc = exc_info[1] if exc_info else None
         if isinstance(exc, StrongroomError):
@@ -204,7 +206,7 @@ class ApiHandler(BaseHandler):
         return spec.parse(merged)
 
     def _body_input_data(self) -> bytes | None:
-        if self.request.method not in ("POST", "PUT") or not self.request.body.strip():
+        if not self.request.body.strip():  # any method: a DELETE's body is read (and checked) too
             return None
         ctype = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if ctype == "multipart/form-data":
@@ -225,6 +227,11 @@ class ApiHandler(BaseHandler):
             values = [v.encode() for v in pairs.get("INPUT_DATA", [])]
             extra = [k for k in pairs if k != "INPUT_DATA"]
         if extra:
+            # A body that was not URL-encoded splits at each '&' of a value, and the piece
+            # after it (of a password, perhaps) becomes a field's name: INPUT_DATA, cut
+            # there, is then refused as malformed first, naming nothing it held.
+            for value in values:
+                _details_of(_decode(value))
             raise ValidationError(
                 f"unknown form field {extra[0][:40]!r} (only INPUT_DATA is accepted)"
             )
@@ -238,8 +245,9 @@ class ApiHandler(BaseHandler):
     def path_id(text: str, what: str) -> int:
         """A numeric id from the path. An id that cannot exist gets the same 404 as one
         that does not exist or is not shared."""
-        if not text.isdigit() or len(text) > 18 or int(text) < 1:
-            raise NotFoundError(f"no {what} with id {text[:20]}")
+        if not is_decimal(text) or len(text) > 18 or int(text) < 1:
+            shown = text if len(text) <= 20 else f"{text[:20]}..."
+            raise NotFoundError(f"no {what} with id {shown}")
         return int(text)
 
 
@@ -258,9 +266,17 @@ def _reject_constant(name: str) -> Any:
     raise ValidationError(f"INPUT_DATA is not valid JSON ({name} is not allowed)")
 
 
+def _twice(key: str) -> ValidationError:
+    return ValidationError(f"INPUT_DATA is not valid: the key {key[:40]!r} is given twice")
+
+
 def _details_of(text: str) -> dict[str, Any]:
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = json.loads(
+            text,
+            parse_constant=_reject_constant,
+            object_pairs_hook=functools.partial(unique_keys, refuse=_twice),
+        )
     except (ValueError, RecursionError):
         raise ValidationError(
             'INPUT_DATA is not valid JSON; send {"operation": {"Details": {...}}}'
@@ -293,13 +309,15 @@ def operation(
     *,
     reply: dict[str, Any] | None = None,
     list_reply: bool = False,
+    failures: dict[int, str] | None = None,
 ) -> Callable[[ApiMethod], ApiMethod]:
     """Wrap an API handler method: authenticate the token, check that the caller's role
     allows ``action``, parse the input against ``spec``, then call the method with the path
     arguments and the parsed input. Every error becomes the PMP envelope with its status;
     unexpected errors are logged and answered without their text. ``reply`` (the JSON
-    schema of ``Details``) and ``list_reply`` (replies carry ``totalRows``) only feed the
-    OpenAPI document."""
+    schema of ``Details``), ``list_reply`` (replies carry ``totalRows``) and ``failures``
+    (statuses this operation answers beyond those every operation may, with their
+    meaning) only feed the OpenAPI document."""
 
     def decorate(method: ApiMethod) -> ApiMethod:
         @functools.wraps(method)
@@ -328,6 +346,7 @@ def operation(
         wrapper.input_spec = spec  # type: ignore[attr-defined]
         wrapper.reply_schema = reply  # type: ignore[attr-defined]
         wrapper.list_reply = list_reply  # type: ignore[attr-defined]
+        wrapper.failures = failures or {}  # type: ignore[attr-defined]
         return wrapper
 
     return decorate

@@ -22,9 +22,23 @@ _PARAM = re.compile(r"\{([a-zA-Z]+)\}")
 
 ENVELOPE_DESCRIPTION = (
     "Password Manager Pro's envelope. `result.status` is `Success` or `Failed`; failures "
-    "also carry a 4xx status. `Details` is absent on failures and on empty lists; "
+    "also carry a 4xx or 5xx status. `Details` is absent on failures (except `ADD "
+    "ACCOUNTS`, which lists each account's `STATUS` either way) and on empty lists; "
     "`totalRows` is present on list operations. Ids and flags are strings."
 )
+# What any operation may answer besides 200 (an operation adds its own: ``failures`` of
+# web.api.base.operation).
+COMMON_FAILURES = {
+    400: "Malformed INPUT_DATA, an unknown key, or a value that breaks a rule",
+    401: "Missing, unknown or revoked AUTHTOKEN (operation `Authentication`)",
+    403: "The API user's role does not allow this, or the share does not",
+    404: "No such object, or it is not shared with the API user",
+    500: "An unexpected error; it is logged, nothing of it is shown",
+    503: (
+        "This node does not take requests now (a standby, or a primary cut off from its "
+        "cluster); the `X-Strongroom-Primary` header names the primary when it is known"
+    ),
+}
 
 
 def _envelope(details: dict[str, Any] | None, list_reply: bool) -> dict[str, Any]:
@@ -97,10 +111,10 @@ def _operation(template: str, http_method: str, fn: Any) -> dict[str, Any]:
                 "description": "Success",
                 "content": {"application/json": {"schema": _envelope(reply, list_reply)}},
             },
-            "400": _error("Malformed INPUT_DATA, an unknown key, or a value that breaks a rule"),
-            "401": _error("Missing, unknown or revoked AUTHTOKEN (operation `Authentication`)"),
-            "403": _error("The API user's role does not allow this, or the share does not"),
-            "404": _error("No such object, or it is not shared with the API user"),
+            **{
+                str(status): _error(text)
+                for status, text in sorted({**COMMON_FAILURES, **fn.failures}.items())
+            },
         },
     }
     if spec.fields:

@@ -13,7 +13,7 @@ from typing import Any
 
 from node.access import Access
 from node.auth import SessionUser
-from node.errors import ConflictError, NotFoundError, ValidationError
+from node.errors import ConflictError, NotFoundError, StrongroomError, ValidationError
 from node.permissions import Action, require
 from node.services import Services
 from node.vault import AccountView, NewAccount, NewResource, ResourceView
@@ -419,12 +419,14 @@ def add_accounts(
     services: Services, actor: SessionUser, ip: str, rid: int, items: list[dict[str, Any]]
 ) -> tuple[list[dict[str, dict[str, str]]], int, bool]:
     """Add each account in its own transaction; returns per-account statuses, how many
-    were added, and whether every failure was a duplicate."""
+    were added, and whether every failure was a duplicate. Any other refusal (the role,
+    an audit row or the account not written) fails the call while nothing is added;
+    once some are, it stops there and the statuses say which were and which were not."""
     resource = services.vault.get_resource(actor, rid).resource  # 404 before anything else
     statuses: list[dict[str, dict[str, str]]] = []
     added = 0
     only_conflicts = True
-    for item in items:
+    for n, item in enumerate(items):
         name = item["ACCOUNTNAME"]
         try:
             spec = new_account(services, actor, item, resource.password_policy_id)
@@ -436,6 +438,13 @@ def add_accounts(
             only_conflicts = False
             statuses.append({name: {"STATUS": f"Not added: {exc}"}})
             continue
+        except StrongroomError as exc:
+            if not added:
+                raise
+            only_conflicts = False
+            for rest in items[n:]:
+                statuses.append({rest["ACCOUNTNAME"]: {"STATUS": f"Not added: {exc}"}})
+            break
         added += 1
         statuses.append({name: {"STATUS": "Account added successfully"}})
     return statuses, added, only_conflicts
@@ -484,7 +493,12 @@ class ResourcesHandler(ApiHandler):
             total_rows=len(rows),
         )
 
-    @operation("CREATE RESOURCE", Action.ADD_RESOURCE, CREATE_SPEC)
+    @operation(
+        "CREATE RESOURCE",
+        Action.ADD_RESOURCE,
+        CREATE_SPEC,
+        failures={409: "A resource of that name exists already (in the trash, perhaps)"},
+    )
     async def post(self, d: dict[str, Any]) -> None:
         """Create a resource, with its first account when ACCOUNTNAME is given"""
         name = await self.run(create_resource, self.services, self.api_user, self.source_ip, d)
@@ -512,6 +526,10 @@ class ResourceAccountsHandler(ApiHandler):
                 "type": "object",
                 "additionalProperties": _obj("STATUS"),
             },
+        },
+        failures={
+            400: "No account was added (`Details` gives each one's `STATUS`), or bad input",
+            409: "Every account named exists already: none added (`Details` as on success)",
         },
     )
     async def post(self, rid: str, d: dict[str, Any]) -> None:
@@ -572,6 +590,10 @@ class PasswordHandler(ApiHandler):
         Action.VIEW_PASSWORD,
         GET_PASSWORD_SPEC,
         reply={"type": "object", "properties": {"PASSWORD": {"type": "string"}}},
+        failures={
+            500: "The fetch could not be audited (or the password not decrypted): no "
+            "password is sent (fail closed); logged"
+        },
     )
     async def get(self, rid: str, aid: str, d: dict[str, Any]) -> None:
         """Retrieve an account's password (audited; REASON/TICKETID when required)"""
@@ -592,7 +614,14 @@ class PasswordHandler(ApiHandler):
         password = await self.ctx.commits.wait(vault.submit_reveal(request))
         self.answer("Password fetched successfully", {"PASSWORD": password})
 
-    @operation("CHANGE PASSWORD", Action.CHANGE_SHARED_PASSWORD, CHANGE_PASSWORD_SPEC)
+    @operation(
+        "CHANGE PASSWORD",
+        Action.CHANGE_SHARED_PASSWORD,
+        CHANGE_PASSWORD_SPEC,
+        failures={
+            501: "`RESETTYPE` `REMOTE`: remote password reset is not available yet; nothing changed"
+        },
+    )
     async def put(self, rid: str, aid: str, d: dict[str, Any]) -> None:
         """Change an account's password (RESETTYPE LOCAL stores it in the vault)"""
         rid_n, aid_n = self.path_id(rid, "resource"), self.path_id(aid, "account")

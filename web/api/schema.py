@@ -8,11 +8,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from node.errors import ValidationError
+from node.inputs import is_decimal
 
 STRING = "string"
 ID = "id"  # a positive whole number, sent as a string (or, leniently, a JSON number)
 CHOICE = "choice"  # one of ``choices``, compared without regard to case
 OBJECTS = "objects"  # a list of objects described by ``item``
+
+
+def _encodable(text: str) -> bool:
+    """Whether ``text`` can be stored and sent as UTF-8: JSON's ``\\ud800`` escape, alone,
+    decodes to a lone surrogate, which no encoder takes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -38,7 +49,7 @@ class Field:
         if self.kind == ID:
             if isinstance(value, int) and not isinstance(value, bool):
                 value = str(value)
-            if not isinstance(value, str) or not value.strip().isdigit():
+            if not isinstance(value, str) or not is_decimal(value.strip()):
                 raise ValidationError(f"{where} must be a numeric id")
             text = value.strip()
             if len(text) > 18 or int(text) < 1:
@@ -50,6 +61,11 @@ class Field:
             raise ValidationError(f"{where} is too long (at most {self.max_len} characters)")
         if "\x00" in value:
             raise ValidationError(f"{where} must not contain NUL characters")
+        if not value.isascii() and not _encodable(value):
+            raise ValidationError(
+                f"{where} is not valid Unicode text (it holds an unpaired surrogate, such as "
+                "the JSON escape \\ud800 alone)"
+            )
         if self.kind == CHOICE:
             for choice in self.choices:
                 if value.strip().casefold() == choice.casefold():
