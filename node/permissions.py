@@ -43,12 +43,15 @@ class Action(StrEnum):
     VIEW_CLUSTER = "view cluster"
 
 
-_USER = frozenset({Action.USE_VAULT, Action.VIEW_PASSWORD, Action.CHANGE_SHARED_PASSWORD})
+# SHARE for every role: a Full share may be passed on by whoever holds it (node/sharing.py
+# still requires Full or Owner on the object itself).
+_USER = frozenset(
+    {Action.USE_VAULT, Action.VIEW_PASSWORD, Action.CHANGE_SHARED_PASSWORD, Action.SHARE}
+)
 _AUDITOR = _USER | {Action.VIEW_AUDIT, Action.VIEW_REPORTS}
 _PASSWORD_ADMIN = _USER | {
     Action.ADD_RESOURCE,
     Action.MANAGE_OWN_RESOURCES,
-    Action.SHARE,
     Action.MANAGE_RESOURCE_GROUPS,
 }
 _ADMIN = frozenset(Action)

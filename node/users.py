@@ -10,9 +10,15 @@ Methods of :class:`UserService` take the acting user and source IP and audit eve
 - ``edit_user``, ``set_enabled`` (disabling ends the user's sessions), ``delete_user``
   (refused while the user owns resources or groups: transfer ownership first),
   ``change_role``, ``grant_super_admin`` / ``revoke_super_admin`` (an administrator-type
-  user, by another administrator, never by themself).
+  user, by another administrator, never by themself). Once a Super Administrator exists,
+  only a Super Administrator grants or revokes the scope, and a Super Administrator's
+  account is changed only by another one (``require_may_manage``: also for a new login
+  password): else an administrator without the scope could take it, through a second
+  administrator account of their own, or take over a scoped account.
 - ``list_users``, ``get_user``, ``user_id_by_name``: need MANAGE_USERS or SHARE (people who
-  share must pick users); a Password User gets PermissionDeniedError.
+  share must pick users; every role may pass on a Full share). Without MANAGE_USERS the
+  views are the directory only: id, name, full name, role, kind and status (no e-mail,
+  custom attributes, groups or login times).
 - user groups: ``create_user_group``, ``edit_user_group``, ``delete_user_group``,
   ``add_group_member``, ``remove_group_member``, ``list_user_groups``.
 - custom fields: ``define_field``, ``delete_field``, ``list_fields`` (values are checked by
@@ -29,7 +35,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -89,6 +95,21 @@ class UserView:
     created_at: dt.datetime
     custom_attributes: dict[str, Any] = field(default_factory=dict)
     groups: list[str] = field(default_factory=list)
+
+
+def _as_seen_by(actor: SessionUser, view: UserView) -> UserView:
+    """``view`` as ``actor`` may see it: whole for those who manage users, else only what
+    picking someone to share with needs."""
+    if allowed(actor.role, Action.MANAGE_USERS):
+        return view
+    return replace(
+        view,
+        email="",
+        must_change_password=False,
+        last_login_at=None,
+        custom_attributes={},
+        groups=[],
+    )
 
 
 @dataclass(frozen=True)
@@ -163,6 +184,38 @@ class UserService:
         if u is None:
             raise NotFoundError(f"no user with id {user_id}")
         return u
+
+    @staticmethod
+    def _guard_scoped(actor: SessionUser, u: User) -> None:
+        if u.super_admin and not actor.super_admin and u.id != actor.id:
+            raise PermissionDeniedError(
+                f"{u.username} is a Super Administrator: only a Super Administrator may "
+                "change their account"
+            )
+
+    @staticmethod
+    def _guard_scope_change(s: Session, actor: SessionUser) -> None:
+        """Who may grant or revoke the scope: a Super Administrator, or while no active one
+        exists (the first grant), any administrator allowed to."""
+        if actor.super_admin:
+            return
+        holders = s.scalar(
+            select(func.count())
+            .select_from(User)
+            .where(User.super_admin.is_(True), User.status == "active")
+        )
+        if holders:
+            raise PermissionDeniedError(
+                "only a Super Administrator may grant or revoke the Super Administrator scope"
+            )
+
+    def require_may_manage(self, actor: SessionUser, user_id: int) -> None:
+        """Raise PermissionDeniedError unless ``actor`` may manage the account ``user_id``
+        (a new login password, say): MANAGE_USERS, and a Super Administrator's account only
+        as a Super Administrator."""
+        require(actor.role, Action.MANAGE_USERS)
+        with self._store.sessions() as s:
+            self._guard_scoped(actor, self._user(s, user_id))
 
     @staticmethod
     def _can_list(actor: SessionUser) -> None:
@@ -240,6 +293,7 @@ class UserService:
         require(actor.role, Action.MANAGE_USERS)
         with self._store.transaction() as s:
             u = self._user(s, user_id)
+            self._guard_scoped(actor, u)
             changed = []
             if changes.full_name is not None:
                 u.full_name = one_line("full name", changes.full_name, 256)
@@ -258,6 +312,7 @@ class UserService:
             raise ValidationError("you cannot disable yourself")
         with self._store.transaction() as s:
             u = self._user(s, user_id)
+            self._guard_scoped(actor, u)
             if not enabled:
                 self._keeps_an_admin(s, u)
                 s.execute(delete(LoginSession).where(LoginSession.user_id == u.id))
@@ -270,6 +325,7 @@ class UserService:
             raise ValidationError("you cannot delete yourself")
         with self._store.transaction() as s:
             u = self._user(s, user_id)
+            self._guard_scoped(actor, u)
             self._keeps_an_admin(s, u)
             owned = (
                 s.scalar(
@@ -311,6 +367,7 @@ class UserService:
             raise ValidationError("you cannot change your own role")
         with self._store.transaction() as s:
             u = self._user(s, user_id)
+            self._guard_scoped(actor, u)
             old = Role(u.role)
             if old == the_role:
                 return
@@ -333,6 +390,7 @@ class UserService:
                 "you cannot grant the Super Administrator scope to yourself"
             )
         with self._store.transaction() as s:
+            self._guard_scope_change(s, actor)
             u = self._user(s, user_id)
             if not Role(u.role).is_admin_type:
                 raise ValidationError(
@@ -347,6 +405,7 @@ class UserService:
     def revoke_super_admin(self, actor: SessionUser, ip: str, user_id: int) -> None:
         require(actor.role, Action.GRANT_SUPER_ADMIN)
         with self._store.transaction() as s:
+            self._guard_scope_change(s, actor)
             u = self._user(s, user_id)
             u.super_admin = False
             u.super_admin_granted_by = None
@@ -389,13 +448,14 @@ class UserService:
             stmt = select(User).order_by(User.username)
             if term:
                 stmt = stmt.where(User.username.contains(term, autoescape=True))
-            return self._views(s, list(s.scalars(stmt)))
+            return [_as_seen_by(actor, v) for v in self._views(s, list(s.scalars(stmt)))]
 
     def get_user(self, actor: SessionUser, user_id: int) -> UserView:
         if user_id != actor.id:
             self._can_list(actor)
         with self._store.sessions() as s:
-            return self._views(s, [self._user(s, user_id)])[0]
+            view = self._views(s, [self._user(s, user_id)])[0]
+        return view if user_id == actor.id else _as_seen_by(actor, view)
 
     def user_id_by_name(self, actor: SessionUser, username: str) -> int:
         self._can_list(actor)

@@ -219,6 +219,7 @@ class UserResetPasswordPage(UserActionPage):
         if u.kind != "person":
             await self.finish_with(uid, "API users have no login password.", "")
             return
+        await self.call(self.services.users.require_may_manage, self.user, uid)
         password, error = await self.attempt(
             self.services.auth.reset_password, u.username, self.user.username, self.source_ip
         )

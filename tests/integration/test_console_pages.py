@@ -249,6 +249,11 @@ def test_users_groups_sharing_and_transfer(console: Console) -> None:
     assert own.status == 403
     assert "cannot grant the Super Administrator scope to yourself" in own.text
     assert not console.services.users.get_user(console.admin, dave.id).super_admin
+    # dave, without the scope, gets no new login password for the scoped admin
+    taken = console.browser(dave).post(f"/users/{console.admin.id}/reset-password", {})
+    assert taken.status == 403 and "only a Super Administrator" in taken.text
+    assert "one-time" not in taken.text.lower()
+    assert b.get("/").status == 200  # the admin's session was not ended either
     assert b.post(f"/users/{uid}/status", {"enabled": "0"}).status == 302
     assert carol.get("/resources").headers["location"] == "/login"
     b.post(f"/users/{uid}/status", {"enabled": "1"})
@@ -409,7 +414,17 @@ def test_share_levels_decide_what_a_password_user_may_do(console: Console) -> No
     )
     assert changed.status == 302
     assert "Other-pw-12345" in b.post(f"/accounts/{aid}/view", {}).text
-    assert v.get(f"/accounts/{aid}/share").status == 403
+    assert v.get(f"/accounts/{aid}/share").status == 403  # Modify: not to pass on
+    assert v.get(f"/resources/{rid}/edit").status == 403
+    # Full may re-share, a Password User's too
+    b.post(f"/accounts/{aid}/share", {"principal": f"user:{vic.id}", "access": "full"})
+    assert "Share" in v.get(f"/accounts/{aid}").text
+    wes = add_user(console.services, console.admin, "wes", Role.PASSWORD_USER)
+    dialog = v.get(f"/accounts/{aid}/share")
+    assert dialog.status == 200 and "wes" in dialog.text
+    passed = v.post(f"/accounts/{aid}/share", {"principal": f"user:{wes.id}", "access": "view"})
+    assert passed.status == 302
+    assert "Other-pw-12345" in console.browser(wes).post(f"/accounts/{aid}/view", {}).text
     assert v.get(f"/resources/{rid}/edit").status == 403
 
 

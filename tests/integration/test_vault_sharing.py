@@ -179,10 +179,16 @@ def test_access_level_decides_what_bob_can_do(services: Services, world: World) 
     assert services.vault.view_password(w.carol, IP, w.a2) == "new-pw-2"
     with pytest.raises(PermissionDeniedError):
         services.sharing.share_account(w.bob, IP, w.a1, "view", user_id=w.carol.id)
-    # a Password User with Full still has no role to share
+    # a Password User re-shares too, with Full only: carol has View on a2 (from bob) ...
+    with pytest.raises(PermissionDeniedError, match="Full"):
+        services.sharing.share_account(w.carol, IP, w.a2, "view", user_id=w.admin.id)
+    # ... and with Full on the resource passes it on (the share is hers to give)
     services.sharing.share_resource(w.owner, IP, w.rid, "full", user_id=w.carol.id)
-    with pytest.raises(PermissionDeniedError):
-        services.sharing.share_resource(w.carol, IP, w.rid, "view", user_id=w.bob.id)
+    services.sharing.share_resource(w.carol, IP, w.rid, "view", user_id=w.admin.id)
+    shares = services.sharing.list_shares(w.owner, "resource", w.rid)
+    assert ("admin", Access.VIEW, "carol") in {
+        (x.principal_name, x.access, x.granted_by) for x in shares
+    }
     with pytest.raises(ValidationError):
         services.sharing.share_resource(w.owner, IP, w.rid, "admin", user_id=w.bob.id)
     with pytest.raises(ValidationError):
@@ -220,8 +226,12 @@ def test_password_user_sees_only_shared_and_counts_do_not_leak(
         services.vault.account_id_by_name(w.carol, "db-prod", "sa")
     assert services.vault.list_resources(w.carol, search="hidden").total == 0
     assert services.resource_groups.list_groups(w.carol) == []
+    # she may pick people to share with (a Full share may be passed on), not manage them
+    assert "bob" in {u.username for u in services.users.list_users(w.carol)}
     with pytest.raises(PermissionDeniedError):
-        services.users.list_users(w.carol)
+        services.users.add_user(w.carol, IP, "newbie", Role.PASSWORD_USER)
+    with pytest.raises(PermissionDeniedError):
+        services.users.require_may_manage(w.carol, w.bob.id)
     # an Administrator without Super Administrator scope does not see others' resources
     other_admin = make_user(services, w.admin, "admin2", Role.ADMINISTRATOR)
     assert services.vault.list_resources(other_admin).total == 0

@@ -62,13 +62,19 @@ def _only_admins_manage_users(services: Services) -> None:
     with pytest.raises(PermissionDeniedError):
         services.users.add_user(pa, IP, "x", Role.PASSWORD_USER)
     assert {u.username for u in services.users.list_users(pa)} == {"admin", "pa", "pu"}
-    with pytest.raises(PermissionDeniedError):
-        services.users.list_users(user)
-    with pytest.raises(PermissionDeniedError):
-        services.users.user_id_by_name(user, "admin")
+    services.users.edit_user(admin, IP, pa.id, UserChanges(email="pa@example.org"))
+    assert services.users.get_user(pa, pa.id).email == "pa@example.org"  # oneself: whole
+    # a Password User may pick people to share with (a Full share may be passed on): the
+    # directory only, nothing an administrator's view adds
+    seen = {u.username: u for u in services.users.list_users(user)}
+    assert set(seen) == {"admin", "pa", "pu"}
+    assert seen["pa"].email == "" and seen["pa"].role == Role.PASSWORD_ADMINISTRATOR
+    assert services.users.get_user(user, pa.id).email == ""
+    assert services.users.get_user(admin, pa.id).email == "pa@example.org"
+    assert services.users.user_id_by_name(user, "admin") == admin.id
     assert services.users.get_user(user, user.id).username == "pu"  # oneself
     with pytest.raises(PermissionDeniedError):
-        services.users.get_user(user, admin.id)
+        services.users.set_enabled(user, IP, pa.id, False)
 
 
 def _disable_enable_edit_and_role(services: Services) -> None:
@@ -97,6 +103,8 @@ def _disable_enable_edit_and_role(services: Services) -> None:
 
 def test_the_last_administrator_stays(services: Services) -> None:
     admin = initial_admin(services)
+    # without the scope, which only a Super Administrator's changes may touch (below)
+    services.users.revoke_super_admin(admin, IP, admin.id)
     # an API user with the Administrator role does not count as a person who can log in
     robot = services.users.add_user(admin, IP, "robot", Role.ADMINISTRATOR, kind="api")
     assert robot.one_time_password is None
@@ -127,23 +135,68 @@ def test_delete_user_needs_ownership_transferred_first(services: Services) -> No
 
 
 def test_super_admin_scope_is_granted_by_another_admin_only(services: Services) -> None:
-    admin = initial_admin(services)
+    admin = initial_admin(services)  # holds the scope
     a2 = make_user(services, admin, "a2", Role.ADMINISTRATOR)
     pa = make_user(services, admin, "pa", Role.PASSWORD_ADMINISTRATOR)
     pu = make_user(services, admin, "pu", Role.PASSWORD_USER)
     with pytest.raises(PermissionDeniedError, match="yourself"):
         services.users.grant_super_admin(a2, IP, a2.id)
+    with pytest.raises(PermissionDeniedError, match="yourself"):
+        services.users.grant_super_admin(admin, IP, admin.id)
     with pytest.raises(ValidationError):
-        services.users.grant_super_admin(a2, IP, pu.id)  # not admin-type
+        services.users.grant_super_admin(admin, IP, pu.id)  # not admin-type
     with pytest.raises(PermissionDeniedError):
         services.users.grant_super_admin(pa, IP, pa.id)  # role lacks the action
-    services.users.grant_super_admin(a2, IP, pa.id)
+    services.users.grant_super_admin(admin, IP, pa.id)
     assert services.users.get_user(admin, pa.id).super_admin
-    services.users.change_role(a2, IP, pa.id, Role.PASSWORD_USER)  # scope goes with the role
+    services.users.change_role(admin, IP, pa.id, Role.PASSWORD_USER)  # scope goes with the role
     assert not services.users.get_user(admin, pa.id).super_admin
     with services.store.sessions() as s:
         ops = list(s.scalars(select(AuditRow.detail).where(AuditRow.operation == "change role")))
     assert "Super Administrator scope removed" in ops[-1]
+
+
+def test_only_a_super_administrator_manages_the_scope_and_scoped_accounts(
+    services: Services,
+) -> None:
+    """An administrator without the scope cannot take it through a second administrator
+    account of their own, nor revoke it, nor take over or remove a scoped account (a new
+    login password, role, disable, delete, edit). A Super Administrator can."""
+    admin = initial_admin(services)
+    boss = make_user(services, admin, "boss", Role.ADMINISTRATOR)
+    services.users.grant_super_admin(admin, IP, boss.id)
+    boss = snapshot(services, boss.id)
+    assert boss.super_admin
+    a2 = make_user(services, admin, "a2", Role.ADMINISTRATOR)
+    sock = make_user(services, a2, "sock", Role.ADMINISTRATOR)  # a2's second account
+    for grant in (services.users.grant_super_admin, services.users.revoke_super_admin):
+        for actor, target in ((sock, a2), (a2, sock), (a2, boss)):
+            with pytest.raises(PermissionDeniedError, match="only a Super Administrator may"):
+                grant(actor, IP, target.id)
+    changes = (
+        lambda: services.users.require_may_manage(a2, boss.id),
+        lambda: services.users.change_role(a2, IP, boss.id, Role.PASSWORD_USER),
+        lambda: services.users.set_enabled(a2, IP, boss.id, False),
+        lambda: services.users.delete_user(a2, IP, boss.id),
+        lambda: services.users.edit_user(a2, IP, boss.id, UserChanges(email="x@example.org")),
+    )
+    for change in changes:
+        with pytest.raises(PermissionDeniedError, match="boss is a Super Administrator"):
+            change()
+    view = services.users.get_user(admin, boss.id)
+    assert view.super_admin and view.role == Role.ADMINISTRATOR and view.email == ""
+    assert not services.users.get_user(admin, a2.id).super_admin
+    # a Super Administrator may; and anyone manages an account without the scope
+    services.users.require_may_manage(a2, sock.id)
+    services.users.grant_super_admin(boss, IP, a2.id)
+    services.users.revoke_super_admin(boss, IP, a2.id)
+    services.users.edit_user(boss, IP, admin.id, UserChanges(email="admin@example.org"))
+    services.users.require_may_manage(boss, admin.id)
+    # with no active Super Administrator left, the first grant is any administrator's
+    services.users.revoke_super_admin(admin, IP, boss.id)
+    services.users.revoke_super_admin(admin, IP, admin.id)
+    services.users.grant_super_admin(a2, IP, boss.id)
+    assert services.users.get_user(admin, boss.id).super_admin
 
 
 def test_user_groups_and_custom_attributes(services: Services) -> None:
