@@ -25,6 +25,7 @@ EXIT_UNCHECKED = 2
 def _verify(args: argparse.Namespace) -> int:
     from sqlalchemy.engine import make_url
 
+    from node.audit import UNREADABLE
     from node.audit_query import AuditQueryService, ChainState
     from node.export import cell_text
     from node.keyring import KeyRing
@@ -63,15 +64,26 @@ def _verify(args: argparse.Namespace) -> int:
             f"from {row.source_ip or '-'}: {row.operation} {row.target} ({row.result})"
         )
     elif state.report.first_broken_id is not None:
-        print(f"first broken row: #{state.report.first_broken_id} (no longer in the database)")
+        unreadable = state.report.problem == UNREADABLE
+        why = "its stored values cannot be read" if unreadable else "no longer in the database"
+        print(f"first broken row: #{state.report.first_broken_id} ({why})")
     return EXIT_BROKEN
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
         return _verify(args)
     except StrongroomError as exc:
         print(f"strongroom: cannot verify the audit trail: {exc}", file=sys.stderr)
+        return EXIT_UNCHECKED
+    except SQLAlchemyError as exc:
+        # the audit tables (or the database) cannot be read: a table dropped, say
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+        print(
+            f"strongroom: cannot verify the audit trail: cannot read it ({reason})", file=sys.stderr
+        )
         return EXIT_UNCHECKED
 
 

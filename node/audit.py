@@ -230,20 +230,72 @@ class ChainReport:
     def sentence(self) -> str:
         if self.ok:
             return f"audit chain intact: {self.rows_checked} rows verified"
+        if self.first_broken_id is None:
+            return f"audit chain BROKEN: {self.problem}"
         return f"audit chain BROKEN at row {self.first_broken_id}: {self.problem}"
 
 
-def _iter_rows(session: Session, batch: int = 5000) -> Iterator[AuditRow]:
-    last = 0
+UNREADABLE = "its content was altered (a stored value cannot be read)"
+
+
+@dataclass(frozen=True)
+class _Unreadable:
+    """A stored row whose values the database layer cannot turn into a row (a time that is
+    no time, say): only its id could be read."""
+
+    id: int
+
+
+# What reading or checking a row whose stored values were replaced by ill-typed ones raises
+# (SQLite keeps whatever is written into a column).
+_DAMAGED = (ValueError, TypeError, AttributeError, UnicodeError, OverflowError)
+
+
+def _iter_rows(session: Session, batch: int = 5000) -> Iterator[AuditRow | _Unreadable]:
+    """Every row in id order, those with an id below 1 too (the chain starts at 1: such a
+    row can only have been put there); the first unreadable one as :class:`_Unreadable`,
+    then nothing more."""
+    last: int | None = None
     while True:
-        rows = session.scalars(
-            select(AuditRow).where(AuditRow.id > last).order_by(AuditRow.id).limit(batch)
-        ).all()
+        after = [] if last is None else [AuditRow.id > last]
+        try:
+            rows = session.scalars(
+                select(AuditRow).where(*after).order_by(AuditRow.id).limit(batch)
+            ).all()
+        except _DAMAGED:
+            for rid in session.scalars(
+                select(AuditRow.id).where(*after).order_by(AuditRow.id).limit(batch)
+            ):
+                try:
+                    row = session.scalars(select(AuditRow).where(AuditRow.id == rid)).one()
+                except _DAMAGED:
+                    yield _Unreadable(rid)
+                    return
+                yield row
+            return  # a row failed as part of the batch: it was found above
         if not rows:
             return
         yield from rows
         last = rows[-1].id
         session.expunge_all()
+
+
+def _check_row(key: bytes, row: AuditRow | _Unreadable, expected_id: int, prev: str) -> str:
+    """What is wrong with ``row`` as the chain's row ``expected_id`` after ``prev``, or ""."""
+    if isinstance(row, _Unreadable):
+        return UNREADABLE
+    if row.id < expected_id:
+        return "a row was inserted before the chain's first row"
+    if row.id != expected_id:
+        return f"row {expected_id} is missing"
+    try:
+        if row.prev_hmac != prev:
+            return "does not follow the previous row (a row was deleted, inserted or reordered)"
+        if not hmac.compare_digest(row_hmac(key, row), row.hmac):
+            return "its content was altered"
+    except _DAMAGED:
+        return "its content was altered (a stored value is not of its kind)"
+    return ""
 
 
 def verify_chain(session: Session, key: bytes) -> ChainReport:
@@ -252,17 +304,11 @@ def verify_chain(session: Session, key: bytes) -> ChainReport:
     expected_id = 1
     count = 0
     for row in _iter_rows(session):
-        if row.id != expected_id:
-            return ChainReport(False, count, expected_id, f"row {expected_id} is missing")
-        if row.prev_hmac != prev:
-            return ChainReport(
-                False,
-                count,
-                row.id,
-                "does not follow the previous row (a row was deleted, inserted or reordered)",
-            )
-        if not hmac.compare_digest(row_hmac(key, row), row.hmac):
-            return ChainReport(False, count, row.id, "its content was altered")
+        problem = _check_row(key, row, expected_id, prev)
+        if problem:
+            missing = isinstance(row, AuditRow) and row.id > expected_id
+            return ChainReport(False, count, expected_id if missing else row.id, problem)
+        assert isinstance(row, AuditRow)
         prev = row.hmac
         expected_id += 1
         count += 1
@@ -278,8 +324,14 @@ def verify_chain(session: Session, key: bytes) -> ChainReport:
                 False, 0, 1, "the whole audit trail was deleted (users exist, but no audit rows)"
             )
         return ChainReport(True, 0, None, "")
-    if not hmac.compare_digest(head_hmac(key, head.last_id, head.last_hmac), head.head_hmac):
-        return ChainReport(False, count, head.last_id, "the chain head record was altered")
+    try:
+        head_ok = isinstance(head.last_id, int) and hmac.compare_digest(
+            head_hmac(key, head.last_id, head.last_hmac), head.head_hmac
+        )
+    except _DAMAGED:
+        head_ok = False
+    if not head_ok:
+        return ChainReport(False, count, None, "the chain head record was altered")
     if head.last_id != last_id or head.last_hmac != prev:
         return ChainReport(
             False,

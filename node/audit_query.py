@@ -235,6 +235,9 @@ class AuditQueryService:
             report = verify_chain(session, self._key)
             broken = None
             if report.first_broken_id is not None:
-                row = session.get(AuditRow, report.first_broken_id)
-                broken = None if row is None else _entry(row)
+                try:
+                    row = session.get(AuditRow, report.first_broken_id)
+                    broken = None if row is None else _entry(row)
+                except (ValueError, TypeError, AttributeError, UnicodeError, OverflowError):
+                    broken = None  # its stored values cannot be read (the report says so)
             return ChainState(report, broken)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, update
+from sqlalchemy import delete, text, update
 
 from appliance.cli import main
 from node.audit import AuditEvent
@@ -104,3 +104,64 @@ def test_installed_command_exit_codes(tmp_path: Path) -> None:
     broken = run_cli("audit", "verify", "--data-dir", str(settings.data_dir))
     assert broken.returncode == 1, broken.stderr
     assert "BROKEN at row 1" in broken.stdout and "first broken row: #1" in broken.stdout
+
+
+def test_verify_catches_rows_outside_the_chain_and_damaged_values(
+    services: Services, settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A row put in with an id below the chain's first, a stored value that is no value of
+    its column (SQLite keeps what it is given), an altered head: each is named, exit 1; a
+    missing table is "cannot verify", exit 2. None of it is a traceback."""
+    with services.store.transaction() as s:
+        for i in range(3):
+            services.audit.append(
+                s, AuditEvent(operation="view password", username=f"u{i}", source_ip="10.0.0.1")
+            )
+    config = _config(tmp_path, settings)
+    with services.store.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO audit_log (id, ts, category, username, source_ip, operation, "
+                "target, resource_id, account_id, reason, result, detail, prev_hmac, hmac) "
+                "SELECT 0, ts, category, 'forger', source_ip, operation, target, resource_id, "
+                "account_id, reason, result, detail, 'x', 'y' FROM audit_log WHERE id = 1"
+            )
+        )
+    code, out = _verify(config, capsys)
+    assert code == 1 and "BROKEN at row 0: a row was inserted before" in out
+    assert "first broken row: #0" in out and "forger" in out
+    with services.store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_log WHERE id = 0"))
+    assert _verify(config, capsys)[0] == 0
+
+    if settings.uses_sqlite:  # PostgreSQL's column types refuse such values
+        for column, value in (("ts", "'garbage'"), ("ts", "12345"), ("hmac", "X'00'")):
+            with services.store.engine.begin() as conn:
+                old = conn.execute(text(f"SELECT {column} FROM audit_log WHERE id = 2")).scalar()
+                conn.execute(text(f"UPDATE audit_log SET {column} = {value} WHERE id = 2"))
+            code, out = _verify(config, capsys)
+            assert code == 1 and "BROKEN at row 2: its content was altered" in out, out
+            assert "Traceback" not in out
+            with services.store.engine.begin() as conn:
+                conn.execute(text(f"UPDATE audit_log SET {column} = :v WHERE id = 2"), {"v": old})
+            assert _verify(config, capsys)[0] == 0
+        with services.store.engine.begin() as conn:
+            conn.execute(text("UPDATE audit_log SET ts = 'garbage' WHERE id = 2"))
+        code, out = _verify(config, capsys)
+        assert "first broken row: #2 (its stored values cannot be read)" in out
+        with services.store.engine.begin() as conn:
+            conn.execute(text("UPDATE audit_head SET last_id = 'x'"))
+        code, out = _verify(config, capsys)
+        assert code == 1 and "BROKEN at row 2" in out  # the first problem is named first
+
+    with services.store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_log WHERE id >= 2"))
+        conn.execute(text("UPDATE audit_head SET last_hmac = 'forged'"))
+    code, out = _verify(config, capsys)
+    assert code == 1 and "audit chain BROKEN: the chain head record was altered" in out
+
+    with services.store.engine.begin() as conn:
+        conn.execute(text("DROP TABLE audit_head"))
+    code, out = _verify(config, capsys)
+    assert code == 2 and "cannot verify the audit trail: cannot read it" in out
+    assert "Traceback" not in out
