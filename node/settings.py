@@ -6,6 +6,7 @@ key is a :class:`ConfigError` whose one-line message names the key and where it 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -94,6 +95,14 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where} must be a list of strings")
+        if name == "trusted_proxies":
+            for text in value:
+                try:
+                    ipaddress.ip_network(text.strip(), strict=False)
+                except ValueError:
+                    raise ConfigError(
+                        f"{where}: {text[:60]!r} is not an IP address or network"
+                    ) from None
         return tuple(value)
     if not isinstance(value, str):
         raise ConfigError(f"{where} must be a string, not {type(value).__name__}")

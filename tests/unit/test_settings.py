@@ -39,6 +39,8 @@ def test_unknown_key_named(tmp_path: Path) -> None:
         ("port = 70000", "between 1 and 65535"),
         ("session_idle_timeout = true", "whole number"),
         ("trusted_proxies = 5", "list of strings"),
+        ('trusted_proxies = ["not-an-ip"]', "'not-an-ip' is not an IP address or network"),
+        ('trusted_proxies = ["10.0.0.0/33"]', "'10.0.0.0/33' is not an IP address"),
         ('database_url = "mysql://x"', "sqlite:/// or postgresql://"),
         ("port = [", "not valid TOML"),
     ],
@@ -48,6 +50,11 @@ def test_ill_typed_values_named(tmp_path: Path, text: str, message: str) -> None
     cfg.write_text(text + "\n")
     with pytest.raises(ConfigError, match=message):
         load_settings(cfg, environ={})
+
+
+def test_a_bad_proxy_in_the_environment_is_named() -> None:
+    with pytest.raises(ConfigError, match="trusted_proxies.*'::g' is not an IP address"):
+        load_settings(None, environ={"STRONGROOM_TRUSTED_PROXIES": "10.0.0.1, ::g"})
 
 
 def test_env_lists_and_ints() -> None:
