@@ -90,12 +90,23 @@ class AuthService:
 
     # logins -----------------------------------------------------------------------------
 
+    @property
+    def failure_message(self) -> str:
+        minutes = int(self.lockout.total_seconds() // 60)
+        return (
+            f"Invalid username or password. After {self.lockout_threshold} failed logins in a "
+            f"row an account is locked for {minutes} minutes (an administrator can unlock it "
+            "by giving a new login password)."
+        )
+
     def authenticate(
         self, username: str, password: str, source_ip: str, now: dt.datetime | None = None
     ) -> SessionUser:
         """Check a username and password. Raises :class:`AuthenticationError` with the same
-        message for an unknown user and a wrong password, and locks the account after the
-        configured number of failures. Every attempt is audited."""
+        message for an unknown user, a wrong password and a locked account (a different
+        one for a lock would tell which names exist; the message says how locking works),
+        and locks the account after the configured number of failures. Every attempt is
+        audited, a locked account's as such."""
         now = now or utcnow()
         name = normalize_username(username)
         with self._store.sessions() as session:
@@ -107,10 +118,7 @@ class AuthService:
             user = session.scalars(select(User).where(User.username == name)).first()
             if user is not None and user.locked_until is not None and user.locked_until > now:
                 self._record(session, name, source_ip, "failed login", "account locked")
-                failure = AccountLockedError(
-                    "This account is locked after too many failed logins. Try again later "
-                    "or ask an administrator."
-                )
+                failure = AccountLockedError(self.failure_message)
             elif not ok or user is None or user.status != "active" or user.kind != "person":
                 if user is not None and user.kind == "person":
                     user.failed_logins += 1
@@ -125,7 +133,7 @@ class AuthService:
                             f"{self.lockout_threshold} failed logins",
                         )
                 self._record(session, name, source_ip, "failed login", "")
-                failure = AuthenticationError()
+                failure = AuthenticationError(self.failure_message)
             else:
                 user.failed_logins = 0
                 user.locked_until = None

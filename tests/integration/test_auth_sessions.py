@@ -40,13 +40,20 @@ def test_lockout_lifts_after_its_time(services: Services) -> None:
     for _ in range(services.auth.lockout_threshold):
         with pytest.raises(AuthenticationError):
             services.auth.authenticate("admin", "nope-nope-nope", "10.1.1.1", now=t0)
-    with pytest.raises(AccountLockedError):
+    with pytest.raises(AccountLockedError) as locked:
         services.auth.authenticate("admin", otp, "10.1.1.1", now=t0 + dt.timedelta(minutes=1))
     later = t0 + services.auth.lockout + dt.timedelta(seconds=1)
     assert services.auth.authenticate("admin", otp, "10.1.1.1", now=later).username == "admin"
     with services.store.sessions() as s:
         ops = [r.operation for r in s.scalars(select(AuditRow).order_by(AuditRow.id))]
     assert ops.count("failed login") == 6 and "account locked" in ops and ops[-1] == "login"
+    # a locked account answers as an unknown name does, ever so many tries (no name leaks)
+    for _ in range(services.auth.lockout_threshold + 2):
+        with pytest.raises(AuthenticationError) as unknown:
+            services.auth.authenticate("nobody-here", "x", "10.1.1.1", now=t0)
+        assert type(unknown.value) is AuthenticationError
+    assert str(locked.value) == str(unknown.value)
+    assert "locked for 15 minutes" in str(locked.value)
 
 
 def test_usernames_normalised_once() -> None:
