@@ -94,9 +94,11 @@ from node.reveal_writer import InProcessWriter, RevealWriter
 from node.reveals import REVEALS, SETTING_REASON, RevealRequest
 from node.roles import Role
 from node.store.db import Store
+from node.store.dialect import unused_id
 from node.store.models import (
     Account,
     AppSetting,
+    AuditRow,
     PasswordHistory,
     PasswordPolicy,
     Resource,
@@ -447,6 +449,7 @@ class VaultService:
         if exists is not None:
             raise ConflictError(f"the resource already has an account named '{username}'")
         account = Account(
+            id=unused_id(s, Account.id, AuditRow.account_id),
             resource=resource,
             username=username,
             notes=multi_line("notes", spec.notes, MAX_TEXT),
@@ -487,6 +490,7 @@ class VaultService:
             self._licence.check_add_resource(s)
             owner = actor.id if owner_id is None else self._new_owner(s, owner_id)
             resource = Resource(
+                id=unused_id(s, Resource.id, AuditRow.resource_id),
                 name=name,
                 dns_name=one_line("DNS name or IP", spec.dns_name, 256),
                 resource_type=self._resource_type(s, spec.resource_type or "Generic"),

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Select, create_engine, event
+from sqlalchemy import Connection, Select, create_engine, event, func, select
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
@@ -28,6 +28,17 @@ def for_update(session: Session, stmt: Select[T]) -> Select[T]:
 
 def is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
+
+
+def unused_id(session: Session, key: Any, *named_by: Any) -> int | None:
+    """An id for a new row of ``key``'s table (its primary key column) that no row has had:
+    None on PostgreSQL, whose sequences never give an id twice; on SQLite, which gives
+    max(id) + 1 again once the highest row is deleted, one above both the table's ids and
+    those the columns ``named_by`` hold (the audit trail's, so that its rows about a
+    deleted account never become rows about a new one). Each column needs an index."""
+    if is_postgres(session):
+        return None
+    return 1 + max(session.scalar(select(func.max(col))) or 0 for col in (key, *named_by))
 
 
 # --- read-only access (audit verification, query reports) ----------------------------------

@@ -295,6 +295,7 @@ class AuditRow(Base):
         Index("ix_audit_ts", "ts"),
         Index("ix_audit_user", "username"),
         Index("ix_audit_resource", "resource_id"),
+        Index("ix_audit_account", "account_id"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     ts: Mapped[dt.datetime] = mapped_column(UTCDateTime)

@@ -13,7 +13,9 @@ from node.audit_query import AuditFilter, parse_time_bound
 from node.errors import PermissionDeniedError, ValidationError
 from node.services import Services
 from node.store.models import AuditHead, AuditRow
+from node.vault import NewAccount, NewResource
 from tests.integration.report_world import World, build_world
+from tests.integration.vault_helpers import IP
 
 
 @pytest.fixture
@@ -102,6 +104,32 @@ def test_auditor_sees_user_audit_and_only_shared_resources(
     assert q.search(world.admin2, AuditFilter()).total == q.search(world.admin, AuditFilter()).total
     with pytest.raises(PermissionDeniedError):
         q.search(world.user, AuditFilter())
+
+
+def test_a_new_account_or_resource_never_takes_an_id_the_audit_trail_names(
+    services: Services, world: World
+) -> None:
+    """SQLite hands out the highest id again once its row is deleted: an account (or a
+    purged resource) gone, the next one would inherit its audit rows, and an auditor shown
+    the new one would read rows about the old. Ids are therefore never given twice."""
+    q = services.audit_query
+    owner = world.pwadmin
+    gone = services.vault.create_resource(
+        owner, IP, NewResource(name="gone-box"), NewAccount("gone-acct", "Gone-pass-123")
+    )
+    assert gone.account_id is not None
+    services.vault.view_password(owner, IP, gone.account_id)
+    services.vault.delete_account(owner, IP, gone.account_id)  # the highest account id
+    services.vault.delete_resource(owner, IP, gone.resource_id)
+    services.vault.purge_resource(world.admin, IP, gone.resource_id)  # the highest resource id
+    new = services.vault.create_resource(
+        owner, IP, NewResource(name="new-box"), NewAccount("new-acct", "New-pass-1234")
+    )
+    assert new.resource_id > gone.resource_id and new.account_id is not None
+    assert new.account_id > gone.account_id
+    services.sharing.share_resource(owner, IP, new.resource_id, "view", user_id=world.auditor.id)
+    seen = {e.target for e in q.search(world.auditor, AuditFilter(), page_size=500).entries}
+    assert "new-box" in seen and not [t for t in seen if "gone-" in t]
 
 
 def test_verify_names_the_first_broken_row(services: Services, world: World) -> None:
