@@ -145,6 +145,24 @@ class AuthService:
             raise failure
         return snapshot
 
+    def record_refusal(self, username: str, source_ip: str, request: str, why: str) -> None:
+        """Audit a request refused for want of permission (HTTP 403): who (empty when not
+        logged in), from where, what they asked for (``request``: method and path, never a
+        query string) and the refusal's message (which never holds a secret)."""
+        with self._store.transaction() as session:
+            self._audit.append(
+                session,
+                AuditEvent(
+                    operation="refused",
+                    username=username,
+                    source_ip=source_ip,
+                    target=request,
+                    category="user",
+                    result="failure",
+                    detail=why,
+                ),
+            )
+
     def _record(
         self, session: Session, name: str, ip: str, op: str, detail: str, result: str = "failure"
     ) -> None:

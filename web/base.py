@@ -247,6 +247,30 @@ class BaseHandler(tornado.web.RequestHandler):
         if status_code == 405:
             self.set_header("Allow", ", ".join(self.allowed_methods()))
 
+    def audit_refusal(self, status_code: int, message: str) -> None:
+        """A request refused for want of permission (403) gets a user-audit row, "refused",
+        written off the event loop; the answer does not wait for it (the request was
+        refused either way), and a row that cannot be written is logged."""
+        if status_code != 403:
+            return
+        user = self.get_current_user() or getattr(self, "api_user", None)
+        ctx = getattr(self, "ctx", None)
+        if ctx is None:
+            return
+        done = ctx.executor.submit(
+            ctx.services.auth.record_refusal,
+            user.username if user is not None else "",
+            self.source_ip,
+            f"{self.request.method} {self.request.path}"[:512],
+            message,
+        )
+
+        def check(future: Any) -> None:
+            if future.exception() is not None:
+                log.error("a refused request could not be audited", exc_info=future.exception())
+
+        done.add_done_callback(check)
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.name_allowed_methods(status_code)
         message = self._reason or "Something went wrong."
@@ -255,6 +279,7 @@ class BaseHandler(tornado.web.RequestHandler):
             message = str(exc_info[1])
         elif status_code >= 500:
             message = "The server could not complete the request. The error has been logged."
+        self.audit_refusal(status_code, message)
         self.render("error.html", status=status_code, message=message)
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:

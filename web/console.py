@@ -133,6 +133,7 @@ class ConsolePage(BaseHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc_info = kwargs.get("exc_info")
         if exc_info and isinstance(exc_info[1], Refused):
+            self.audit_refusal(status_code, exc_info[1].message)
             self.render("error.html", status=status_code, message=exc_info[1].message)
             return
         super().write_error(status_code, **kwargs)

@@ -19,7 +19,7 @@ from node.audit import verify_chain
 from node.errors import LicenceError
 from node.licence import Feature
 from node.policies import check_password
-from node.store.models import Account
+from node.store.models import Account, AuditRow
 from node.vault import AccountChanges
 from tests.integration.api_helpers import World, api_world, audit_rows, one_account, op
 
@@ -535,6 +535,14 @@ def test_roles_are_enforced_with_the_operation_name_kept(world: World) -> None:
     assert refused.status == 403
     assert op(refused, 403)["name"] == "CREATE RESOURCE"
     assert "Password User" in op(refused, 403)["result"]["message"]
+    # and audited (off the event loop, after the answer)
+    deadline = time.monotonic() + 10
+    rows: list[AuditRow] = []
+    while not rows and time.monotonic() < deadline:
+        rows = [r for r in audit_rows(world.services, "refused") if r.username == "app-user"]
+        time.sleep(0.05)
+    assert rows and rows[0].target == "POST /restapi/json/v1/resources"
+    assert "Password User" in rows[0].detail and rows[0].result == "failure"
     # an auditor may look a user up (to pass on a Full share), not manage one
     looked_up = world.api("app-auditor").get("/user/getUserId", query={"USERNAME": "admin"})
     assert op(looked_up)["Details"]["USERID"].isdigit()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -481,3 +482,32 @@ def test_new_account_with_a_generated_password(console: Console) -> None:
         and "must not be empty" in empty.text
         and ">kept</textarea>" in empty.text
     )
+
+
+def _refusals(services: Services, username: str, count: int) -> list[AuditRow]:
+    """The user's "refused" audit rows, once there are ``count`` of them: they are
+    written off the event loop, after the answer (at most 10 s)."""
+    deadline = time.monotonic() + 10
+    while True:
+        rows = [r for r in _audit(services, "refused") if r.username == username]
+        if len(rows) >= count or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.05)
+
+
+def test_a_refused_request_is_audited(console: Console) -> None:
+    """A request refused for want of permission (403) leaves a user-audit row: who, from
+    where, the method and path (no query string), and why."""
+    pat = add_user(console.services, console.admin, "pat-refused", Role.PASSWORD_USER)
+    p = console.browser(pat)
+    assert p.post("/users/new", {"username": "evil", "role": "administrator"}).status == 403
+    eve = add_user(console.services, console.admin, "eve-admin", Role.ADMINISTRATOR)
+    own = console.browser(eve).post(f"/users/{eve.id}/super-admin?x=1", {"grant": "1"})
+    assert own.status == 403
+    [row] = _refusals(console.services, "pat-refused", 1)
+    assert (row.target, row.result, row.category) == ("POST /users/new", "failure", "user")
+    assert row.source_ip == "127.0.0.1" and "role" in row.detail
+    [grab] = _refusals(console.services, "eve-admin", 1)
+    assert grab.target == f"POST /users/{eve.id}/super-admin"  # no query string
+    assert "cannot grant the Super Administrator scope to yourself" in grab.detail
+    assert "evil" not in {r.username for r in _audit(console.services, "add user")}

@@ -123,6 +123,7 @@ class ApiHandler(BaseHandler):
         self.finish(encode_json({"operation": op}))
 
     def answer_failure(self, status: int, message: str) -> None:
+        self.audit_refusal(status, message)
         if status == 401:
             self.set_header("WWW-Authenticate", 'AUTHTOKEN realm="Strongroom"')
         self.answer(message, status=status, failed=True)
@@ -142,6 +143,7 @@ class ApiHandler(BaseHandler):
         else:
             message = "The server could not complete the request. The error has been logged."
         self.clear_header("WWW-Authenticate")
+        self.audit_refusal(status_code, message)
         self.answer(message, status=status_code, failed=True)
 
     # authentication and input -----------------------------------------------------------
