@@ -74,6 +74,8 @@ def _png_size(data: bytes) -> tuple[int, int]:
             size = (width, height)
             first = False
         if kind == b"IEND":
+            if end != len(data):  # a file that is a PNG and something else as well
+                raise _bad(f"{len(data) - end} bytes follow the PNG's end")
             break
         pos = end
     assert size is not None
@@ -117,7 +119,8 @@ def inspect_logo(data: bytes) -> LogoInfo:
         raise ValidationError("choose an image file to upload")
     if len(data) > MAX_LOGO_BYTES:
         raise ValidationError(
-            f"the logo is {len(data) // 1024} KB; at most {MAX_LOGO_BYTES // 1024} KB is allowed"
+            f"the logo is {len(data):,} bytes; at most {MAX_LOGO_BYTES:,} bytes "
+            f"({MAX_LOGO_BYTES // 1024} KB) are allowed"
         )
     if data.startswith(PNG_SIGNATURE):
         content_type = "image/png"
@@ -125,6 +128,8 @@ def inspect_logo(data: bytes) -> LogoInfo:
     elif data.startswith(b"\xff\xd8\xff"):
         content_type = "image/jpeg"
         width, height = _jpeg_size(data)
+        if not data.endswith(b"\xff\xd9"):  # nothing after the end-of-image marker
+            raise _bad("the JPEG file does not end with its end-of-image marker")
     else:
         raise _bad("this file is neither")
     if not (1 <= width <= MAX_DIMENSION and 1 <= height <= MAX_DIMENSION):

@@ -34,6 +34,7 @@ Methods of :class:`VaultService`:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Mapping, Sequence
@@ -1105,6 +1106,12 @@ class VaultService:
                 default_policy=str(get_setting(s, SETTING_DEFAULT_POLICY, DEFAULT_POLICY)),
             )
 
+    def _log_setting(self, s: Session, actor: SessionUser, ip: str, name: str, value: str) -> None:
+        """A settings change: a user-audit row, as every settings change is
+        (docs/audit-and-reports.md)."""
+        event = _resource_event(actor, ip, "settings", name, None, None, "", value, "success")
+        self._audit.append(s, dataclasses.replace(event, category="user"))
+
     def set_password_reason(self, actor: SessionUser, ip: str, mode: str) -> None:
         """Whether a reason is "optional" or "required" to view or copy any password."""
         require(actor.role, Action.MANAGE_SETTINGS)
@@ -1112,7 +1119,7 @@ class VaultService:
             raise ValidationError("password reason must be 'optional' or 'required'")
         with self._store.transaction() as s:
             put_setting(s, SETTING_REASON, mode)
-            self._log(s, actor, ip, "settings", SETTING_REASON, detail=mode)
+            self._log_setting(s, actor, ip, SETTING_REASON, mode)
 
     def set_default_policy(self, actor: SessionUser, ip: str, policy_id: int) -> None:
         require(actor.role, Action.MANAGE_SETTINGS)
@@ -1121,4 +1128,4 @@ class VaultService:
             if row is None:
                 raise NotFoundError(f"no password policy with id {policy_id}")
             put_setting(s, SETTING_DEFAULT_POLICY, row.name)
-            self._log(s, actor, ip, "settings", SETTING_DEFAULT_POLICY, detail=row.name)
+            self._log_setting(s, actor, ip, SETTING_DEFAULT_POLICY, row.name)

@@ -511,3 +511,12 @@ def test_a_refused_request_is_audited(console: Console) -> None:
     assert grab.target == f"POST /users/{eve.id}/super-admin"  # no query string
     assert "cannot grant the Super Administrator scope to yourself" in grab.detail
     assert "evil" not in {r.username for r in _audit(console.services, "add user")}
+
+
+def test_the_add_a_type_form_starts_empty(console: Console) -> None:
+    """The type list's loop variable once filled the "Add a type" field with the last type
+    listed (a trap: submitting it added a duplicate)."""
+    page = console.browser().get("/resource-types").text
+    assert "Windows Domain" in page
+    [field] = re.findall(r'<input name="name"[^>]*>', page)
+    assert 'value=""' in field

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
+from node.audit_query import AuditFilter
 from node.errors import AuditWriteError, PermissionDeniedError, ValidationError
 from node.keyring import KeyRing
 from node.roles import Role
@@ -65,6 +66,12 @@ def _reason_required_by_the_vault_setting(services: Services) -> None:
         services.vault.set_password_reason(admin, IP, "sometimes")
     services.vault.set_password_reason(admin, IP, "required")
     assert services.vault.get_settings(admin).password_reason == "required"
+    [changed] = services.audit_query.search(admin, AuditFilter(operation="settings")).entries
+    assert (changed.category, changed.target, changed.detail) == (
+        "user",  # a settings change is in the user audit, with rebranding and the rest
+        "password_reason",
+        "required",
+    )
     before = len(_audit_rows(services))
     for op in (services.vault.view_password, services.vault.copy_password):
         with pytest.raises(ValidationError, match="reason is required"):

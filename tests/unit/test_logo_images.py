@@ -22,7 +22,9 @@ def test_png_and_jpeg_sizes_come_from_the_header() -> None:
 def test_size_limit_is_200_kb() -> None:
     exactly = png(10, 10, pad_to=MAX_LOGO_BYTES)
     assert len(exactly) == MAX_LOGO_BYTES and inspect_logo(exactly).width == 10
-    with pytest.raises(ValidationError, match="at most 200 KB"):
+    with pytest.raises(
+        ValidationError, match=r"is 204,801 bytes; at most 204,800 bytes \(200 KB\)"
+    ):
         inspect_logo(png(10, 10, pad_to=MAX_LOGO_BYTES + 1))
 
 
@@ -42,6 +44,8 @@ def test_size_limit_is_200_kb() -> None:
         (b"\xff\xd8\xff\xd9", "no frame header"),
         (jpeg(10, 10)[:24], "truncated"),
         (b"\xff\xd8\xff\xe0\x00\x10JFIF" + b"\x00" * 4 + b"XX", "truncated"),
+        (png(40, 10) + b"<html><script>alert(1)</script>", "31 bytes follow the PNG's end"),
+        (jpeg(40, 10) + b"<html><script>", "does not end with its end-of-image marker"),
     ],
     ids=[
         "empty",
@@ -57,6 +61,8 @@ def test_size_limit_is_200_kb() -> None:
         "jpeg-no-frame",
         "jpeg-truncated",
         "jpeg-short-segment",
+        "png-with-html-after",
+        "jpeg-with-html-after",
     ],
 )
 def test_refusals_name_the_rule(data: bytes, rule: str) -> None:
