@@ -134,14 +134,14 @@ class BaseHandler(tornado.web.RequestHandler):
         for hop in reversed([h for h in hops if h]):
             if not self._trusted(hop):
                 try:
-                    return str(ipaddress.ip_address(hop))
+                    return str(_plain(ipaddress.ip_address(hop)))
                 except ValueError:
                     return remote
         return remote
 
     def _trusted(self, addr: str) -> bool:
         try:
-            ip = ipaddress.ip_address(addr)
+            ip = _plain(ipaddress.ip_address(addr))
         except ValueError:
             return False
         return any(ip in net for net in self.ctx.trusted_proxies)
@@ -369,6 +369,13 @@ def authenticated_page(
         await method(self, *args, **kwargs)
 
     return wrapper
+
+
+def _plain(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Any:
+    """An IPv4 address written as IPv6 (``::ffff:10.0.0.2``, as dual-stack sockets and
+    some proxies give it) as the IPv4 address it is."""
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return mapped if mapped is not None else ip
 
 
 _ACCESS = logging.getLogger("strongroom.access")

@@ -166,3 +166,11 @@ def test_x_forwarded_for_only_from_trusted_proxies(services: Services, tmp_path:
     assert _failed_login_ip(services, tmp_path, ("127.0.0.1",), "<script>") == "127.0.0.1"
     # a proxy that is not trusted cannot set it
     assert _failed_login_ip(services, tmp_path, ("192.0.2.0/24",), "203.0.113.5") == "127.0.0.1"
+    # an IPv4 address written as IPv6 is that address: trusted, and recorded as IPv4
+    mapped = "1.2.3.4, ::ffff:203.0.113.5"
+    assert _failed_login_ip(services, tmp_path, ("127.0.0.1", "203.0.113.0/24"), mapped) == (
+        "1.2.3.4"
+    )
+    assert _failed_login_ip(services, tmp_path, ("127.0.0.1",), "::ffff:198.51.100.7") == (
+        "198.51.100.7"
+    )
