@@ -40,6 +40,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_admin_reset(args: argparse.Namespace) -> int:
+    from node.auth import normalize_username
+
     settings = settings_from_args(args)
     setup_logging("WARNING")
 
@@ -50,7 +52,7 @@ def cmd_admin_reset(args: argparse.Namespace) -> int:
         return {"password": services.auth.reset_password(args.user, "local admin", "local")}
 
     result = on_node(settings, "admin.reset_password", {"username": args.user}, offline)
-    print(f"One-time password for {args.user} (must be changed at next login):")
+    print(f"One-time password for {normalize_username(args.user)} (must be changed at next login):")
     print(f"    {result['password']}")
     return 0
 

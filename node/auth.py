@@ -260,8 +260,13 @@ class AuthService:
         new_hash = hash_password(otp)
         with self._store.transaction() as session:
             user = session.scalars(select(User).where(User.username == name)).first()
-            if user is None or user.kind != "person":
+            if user is None:
                 raise ValidationError(f"no user named '{name}'")
+            if user.kind != "person":
+                raise ValidationError(
+                    f"'{name}' is an API user: it has no login password (revoke its token "
+                    "and add it again for a new one)"
+                )
             user.password_hash = new_hash
             user.must_change_password = True
             user.failed_logins = 0

@@ -146,3 +146,20 @@ def test_offline_verbs_never_create_a_vault(tmp_path: Path) -> None:
         assert f"no vault in {missing}" in result.stderr
     assert not (missing / "strongroom.db").exists()
     assert not (missing / "keys").exists()
+
+
+def test_admin_reset_password_names_the_user_as_stored(stopped_node: NodeProcess) -> None:
+    data = str(stopped_node.data_dir)
+    reset = run_cli("admin", "reset-password", "  ADMIN ", "--data-dir", data)
+    assert reset.returncode == 0, reset.stderr
+    assert "One-time password for admin (must be changed" in reset.stdout
+    assert (
+        run_cli(
+            "apiuser", "add", "robot-cli", "--role", "password_user", "--data-dir", data
+        ).returncode
+        == 0
+    )
+    api = run_cli("admin", "reset-password", "robot-cli", "--data-dir", data)
+    assert api.returncode == 1 and "'robot-cli' is an API user" in api.stderr
+    missing = run_cli("admin", "reset-password", "nobody", "--data-dir", data)
+    assert missing.returncode == 1 and "no user named 'nobody'" in missing.stderr
