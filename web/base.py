@@ -7,6 +7,7 @@ import functools
 import ipaddress
 import json
 import logging
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
@@ -359,8 +360,8 @@ def authenticated_page(
     async def wrapper(self: BaseHandler, *args: Any, **kwargs: Any) -> None:
         user = self.get_current_user()
         if user is None:
-            if self.request.method in ("GET", "HEAD"):
-                self.redirect("/login")
+            if self.request.method in ("GET", "HEAD"):  # back here once logged in
+                self.redirect("/login?" + urllib.parse.urlencode({"next": self.request.uri}))
                 return
             raise tornado.web.HTTPError(401)
         if user.must_change_password:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -18,27 +19,43 @@ MAX_FIELD = 256
 HERE = Path(__file__).parent
 
 
+def local_page(text: str) -> str:
+    """``text`` if it is a path on this site (what a login may go on to), else "/": never
+    another host (``//host``, ``/\\host``, a scheme), never a control character."""
+    if (
+        not text.startswith("/")
+        or text.startswith(("//", "/\\"))
+        or len(text) > 512
+        or any(ord(c) < 0x20 or c == "\x7f" for c in text)
+    ):
+        return "/"
+    parts = urllib.parse.urlsplit(text)
+    return "/" if parts.scheme or parts.netloc else text
+
+
 class LoginPage(BaseHandler):
     async def get(self) -> None:
+        after = local_page(self.get_query_argument("next", "/"))
         if self.get_current_user() is not None:
-            self.redirect("/")
+            self.redirect(after)
             return
-        self.render("login.html", error=None, username="")
+        self.render("login.html", error=None, username="", after=after)
 
     async def post(self) -> None:
         username = self.get_body_argument("username", "")[:MAX_FIELD]
         password = self.get_body_argument("password", "")[:MAX_FIELD]
+        after = local_page(self.get_body_argument("next", "/"))
         try:
             user = await self.run(
                 self.services.auth.authenticate, username, password, self.source_ip
             )
         except AuthenticationError as exc:
             self.set_status(401)
-            self.render("login.html", error=str(exc), username=username)
+            self.render("login.html", error=str(exc), username=username, after=after)
             return
         token = await self.run(self.services.auth.create_session, user.id, self.source_ip)
         self.start_session(token)
-        self.redirect("/change-password" if user.must_change_password else "/")
+        self.redirect("/change-password" if user.must_change_password else after)
 
 
 class ChangePasswordPage(BaseHandler):

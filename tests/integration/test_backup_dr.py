@@ -52,7 +52,8 @@ def test_console_cli_bucket_and_restore_on_a_fresh_machine(
     node = NodeProcess(tmp_path / "prod", free_port(), env=dict(AWS_ENV)).start()
     try:
         anonymous = node.client().get("/admin/backup")
-        assert anonymous.status == 302 and anonymous.headers["location"] == "/login"
+        assert anonymous.status == 302
+        assert anonymous.headers["location"] == "/login?next=%2Fadmin%2Fbackup"
         admin = _admin(node)
         page = admin.get("/admin/backup")
         assert (

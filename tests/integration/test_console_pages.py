@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 import re
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,7 +257,7 @@ def test_users_groups_sharing_and_transfer(console: Console) -> None:
     assert "one-time" not in taken.text.lower()
     assert b.get("/").status == 200  # the admin's session was not ended either
     assert b.post(f"/users/{uid}/status", {"enabled": "0"}).status == 302
-    assert carol.get("/resources").headers["location"] == "/login"
+    assert carol.get("/resources").headers["location"] == "/login?next=%2Fresources"
     b.post(f"/users/{uid}/status", {"enabled": "1"})
 
     # Transfer everything admin owns to carol (now an administrator type), then back.
@@ -520,3 +521,22 @@ def test_the_add_a_type_form_starts_empty(console: Console) -> None:
     assert "Windows Domain" in page
     [field] = re.findall(r'<input name="name"[^>]*>', page)
     assert 'value=""' in field
+
+
+def test_login_goes_on_to_the_page_asked_for_on_this_site_only(console: Console) -> None:
+    """A page asked for while logged out is where the login goes on to; a ``next`` that
+    names another site (or is no path) goes home instead."""
+    add_user(console.services, console.admin, "nina-next", Role.PASSWORD_USER)
+    login = {"username": "nina-next", "password": "nina-next-own-password"}
+    anon = Browser(console.port)
+    asked = anon.get("/resources?q=web")
+    assert asked.headers["location"] == "/login?next=%2Fresources%3Fq%3Dweb"
+    assert 'name="next" value="/resources?q=web"' in anon.get(asked.headers["location"]).text
+    landed = anon.post("/login", {**login, "next": "/resources?q=web"})
+    assert landed.status == 302 and landed.headers["location"] == "/resources?q=web"
+    for elsewhere in ("//evil.example/x", "/\\evil.example", "https://evil.example/", "x"):
+        other = Browser(console.port)
+        form = other.get("/login?" + urllib.parse.urlencode({"next": elsewhere})).text
+        assert 'name="next" value="/"' in form, elsewhere
+        sent = other.post("/login", {**login, "next": elsewhere})
+        assert sent.status == 302 and sent.headers["location"] == "/", elsewhere
