@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from node.audit import AuditEvent, AuditLog
 from node.errors import AccountLockedError, AuthenticationError, ValidationError
+from node.inputs import visible
 from node.passwords import dummy_hash, hash_password, one_time_password, verify_password
 from node.roles import Role
 from node.store.db import Store
@@ -166,13 +167,14 @@ class AuthService:
     def _record(
         self, session: Session, name: str, ip: str, op: str, detail: str, result: str = "failure"
     ) -> None:
+        shown = visible(name)  # a failed login's name is whatever was typed
         self._audit.append(
             session,
             AuditEvent(
                 operation=op,
-                username=name,
+                username=shown,
                 source_ip=ip,
-                target=name,
+                target=shown,
                 category="user",
                 result=result,
                 detail=detail,

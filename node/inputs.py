@@ -61,12 +61,32 @@ def is_decimal(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+# Text-direction embeddings, overrides and isolates: they reorder the text around them
+# when shown, so a name could read as another (an audit row, say). The marks LRM and RLM,
+# which right-to-left writing needs, are not among them.
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 def _has_control(text: str, allowed: str = "") -> bool:
-    return any(unicodedata.category(c) == "Cc" and c not in allowed for c in text)
+    return any(
+        (unicodedata.category(c) == "Cc" and c not in allowed) or c in BIDI_CONTROLS for c in text
+    )
+
+
+def visible(text: str) -> str:
+    """``text`` with its control and text-direction characters written as ``\\uXXXX``:
+    for recording what someone typed that no check has passed (a failed login's name)."""
+    if text.isprintable() and not BIDI_CONTROLS.intersection(text):
+        return text
+    return "".join(
+        f"\\u{ord(c):04x}" if unicodedata.category(c) == "Cc" or c in BIDI_CONTROLS else c
+        for c in text
+    )
 
 
 def one_line(field: str, value: object, max_len: int, *, required: bool = False) -> str:
-    """A single-line text field: stripped, no control characters, at most ``max_len``."""
+    """A single-line text field: stripped, no control characters (text-direction controls
+    included), at most ``max_len``."""
     if value is None:
         value = ""
     if not isinstance(value, str):

@@ -59,3 +59,14 @@ def test_lockout_lifts_after_its_time(services: Services) -> None:
 def test_usernames_normalised_once() -> None:
     assert normalize_username("  ADMIN ") == "admin"
     assert normalize_username("\uff21dmin") == "admin"  # full-width A (NFKC)
+
+
+def test_a_failed_login_records_what_was_typed_without_its_controls(services: Services) -> None:
+    """The name of a failed login is whatever was typed: its text-direction and control
+    characters are written as escapes, so the row cannot read as another user's."""
+    with pytest.raises(AuthenticationError):
+        services.auth.authenticate("adm\u202enimda", "x", "10.2.2.2")
+    with services.store.sessions() as s:
+        row = s.scalars(select(AuditRow).order_by(AuditRow.id.desc())).first()
+    assert row is not None and row.operation == "failed login"
+    assert row.username == row.target == "adm\\u202enimda"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from node.inputs import is_decimal
+import pytest
+
+from node.errors import ValidationError
+from node.inputs import is_decimal, multi_line, one_line, visible
 
 
 def test_only_the_digits_0_to_9_make_a_decimal() -> None:
@@ -10,3 +13,17 @@ def test_only_the_digits_0_to_9_make_a_decimal() -> None:
     # str.isdigit() (and int()) take all of these but the last five as numbers
     for text in ("\uff11", "\u0663", "\u0967", "\u00b2", "1\uff10", "", "1 ", "-1", "1_0", "+1"):
         assert not is_decimal(text), repr(text)
+
+
+def test_text_direction_controls_are_refused_and_shown_escaped() -> None:
+    """A right-to-left override (U+202E) makes "txt.exe" read as "exe.txt": refused in
+    names and free text, and written as an escape where typed text is only recorded."""
+    for control in ("\u202e", "\u2066", "\u202a"):
+        with pytest.raises(ValidationError, match="control characters"):
+            one_line("resource name", f"web{control}01", 256)
+        with pytest.raises(ValidationError, match="control characters"):
+            multi_line("notes", f"line\n{control}two", 1000)
+    assert one_line("reason", "\u05e9\u05dc\u05d5\u05dd\u200f ok", 256)  # RLM is a mark: kept
+    assert visible("adm\u202enimda") == "adm\\u202enimda"
+    assert visible("a\x00b\nc") == "a\\u0000b\\u000ac"
+    assert visible("plain name") == "plain name"
