@@ -146,6 +146,18 @@ class AuthService:
             raise failure
         return snapshot
 
+    def record_failed_api_login(self, token_prefix: str, source_ip: str) -> None:
+        """Audit a REST API request whose AUTHTOKEN is unknown or revoked (a failed login of
+        an application): the token's first characters only, as the node's log has them."""
+        with self._store.transaction() as session:
+            self._record(
+                session,
+                "",
+                source_ip,
+                "failed login",
+                f"REST API: unknown or revoked AUTHTOKEN {visible(token_prefix)}...",
+            )
+
     def record_refusal(self, username: str, source_ip: str, request: str, why: str) -> None:
         """Audit a request refused for want of permission (HTTP 403): who (empty when not
         logged in), from where, what they asked for (``request``: method and path, never a

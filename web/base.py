@@ -258,7 +258,8 @@ class BaseHandler(tornado.web.RequestHandler):
         ctx = getattr(self, "ctx", None)
         if ctx is None:
             return
-        done = ctx.executor.submit(
+        self.in_background(
+            "a refused request could not be audited",
             ctx.services.auth.record_refusal,
             user.username if user is not None else "",
             self.source_ip,
@@ -266,9 +267,14 @@ class BaseHandler(tornado.web.RequestHandler):
             message,
         )
 
+    def in_background(self, failed: str, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the worker threads without waiting for it (an audit row
+        of a request answered either way); if it raises, log ``failed`` with the error."""
+        done = self.ctx.executor.submit(fn, *args)
+
         def check(future: Any) -> None:
             if future.exception() is not None:
-                log.error("a refused request could not be audited", exc_info=future.exception())
+                log.error(failed, exc_info=future.exception())
 
         done.add_done_callback(check)
 

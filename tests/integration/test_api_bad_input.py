@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -247,6 +248,18 @@ def test_revoked_token_and_disabled_api_user(world: World) -> None:
     uid = services.users.user_id_by_name(world.admin, "short-lived")
     services.users.set_enabled(world.admin, "127.0.0.1", uid, False)
     assert op(world.api(fresh.token).get("/resources"), 401)["name"] == "Authentication"
+    # each refused token is a failed login in the user audit, named by its first characters
+    revoked = f"REST API: unknown or revoked AUTHTOKEN {issued.token[:8]}..."
+    disabled = f"REST API: unknown or revoked AUTHTOKEN {fresh.token[:8]}..."
+    deadline = time.monotonic() + 10
+    failed: list[str] = []
+    while time.monotonic() < deadline:  # written after the answers, off the event loop
+        failed = [r.detail for r in audit_rows(services, "failed login")]
+        if failed.count(revoked) >= 3 and disabled in failed:
+            break
+        time.sleep(0.05)
+    assert failed.count(revoked) == 3 and failed.count(disabled) == 1
+    assert not [d for d in failed if issued.token[8:16] in d]  # never more of the token
 
 
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>&amp;\'"'
