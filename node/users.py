@@ -95,6 +95,7 @@ class UserView:
     created_at: dt.datetime
     custom_attributes: dict[str, Any] = field(default_factory=dict)
     groups: list[str] = field(default_factory=list)
+    locked_until: dt.datetime | None = None  # after failed logins (naive UTC), if any
 
 
 def _as_seen_by(actor: SessionUser, view: UserView) -> UserView:
@@ -109,6 +110,7 @@ def _as_seen_by(actor: SessionUser, view: UserView) -> UserView:
         last_login_at=None,
         custom_attributes={},
         groups=[],
+        locked_until=None,
     )
 
 
@@ -437,6 +439,7 @@ class UserService:
                 created_at=u.created_at,
                 custom_attributes=dict(u.custom_attributes or {}),
                 groups=groups.get(u.id, []),
+                locked_until=u.locked_until,
             )
             for u in rows
         ]

@@ -13,6 +13,7 @@ from node.errors import ValidationError
 from node.inputs import FIELD_KINDS, FIELD_TYPES
 from node.permissions import Action
 from node.roles import Role, parse_role
+from node.store.models import utcnow
 from node.users import UserChanges, UserView
 from web.base import needs
 from web.console import ConsolePage, NamedGroupListPage
@@ -114,6 +115,7 @@ class UserPage(PeoplePage):
             roles=ROLES,
             owned=owned,
             error=error,
+            now=utcnow(),
         )
 
     @needs(Action.MANAGE_USERS)

@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from node.auth import SessionUser
+from node.errors import AuthenticationError
 from node.roles import Role
 from node.services import Services
 from node.store.models import AuditRow
@@ -540,3 +541,17 @@ def test_login_goes_on_to_the_page_asked_for_on_this_site_only(console: Console)
         assert 'name="next" value="/"' in form, elsewhere
         sent = other.post("/login", {**login, "next": elsewhere})
         assert sent.status == 302 and sent.headers["location"] == "/", elsewhere
+
+
+def test_a_locked_account_shows_on_its_page_until_reset(console: Console) -> None:
+    services = console.services
+    lou = add_user(services, console.admin, "lou-locked", Role.PASSWORD_USER)
+    b = console.browser()
+    assert "Locked after failed logins" not in b.get(f"/users/{lou.id}").text
+    for _ in range(services.auth.lockout_threshold):
+        with pytest.raises(AuthenticationError):
+            services.auth.authenticate("lou-locked", "wrong-password", "127.0.0.1")
+    page = b.get(f"/users/{lou.id}").text
+    assert "Locked after failed logins until" in page and "UTC" in page
+    assert b.post(f"/users/{lou.id}/reset-password", {}).status == 200
+    assert "Locked after failed logins" not in b.get(f"/users/{lou.id}").text
