@@ -53,6 +53,7 @@ from node.store.models import (
     User,
     UserGroup,
 )
+from node.users import guard_scoped
 
 ObjectKind = Literal["account", "resource", "group"]
 
@@ -343,6 +344,7 @@ class SharingService:
                 raise NotFoundError(f"no user with id {from_user_id}")
             if taker is None:
                 raise NotFoundError(f"no user with id {to_user_id}")
+            guard_scoped(actor, giver, "transfer what they own")
             if not Role(taker.role).is_admin_type or taker.status != "active":
                 raise ValidationError(
                     f"{taker.username} is not an active administrator or password administrator"

@@ -98,6 +98,16 @@ class UserView:
     locked_until: dt.datetime | None = None  # after failed logins (naive UTC), if any
 
 
+def guard_scoped(actor: SessionUser, u: User, what: str) -> None:
+    """Refuse ``what`` on the Super Administrator ``u`` to an actor without the scope (their
+    account, group memberships, the ownership of their resources: each would hand an
+    administrator without the scope what the scope guards)."""
+    if u.super_admin and not actor.super_admin and u.id != actor.id:
+        raise PermissionDeniedError(
+            f"{u.username} is a Super Administrator: only a Super Administrator may {what}"
+        )
+
+
 def _as_seen_by(actor: SessionUser, view: UserView) -> UserView:
     """``view`` as ``actor`` may see it: whole for those who manage users, else only what
     picking someone to share with needs."""
@@ -189,11 +199,7 @@ class UserService:
 
     @staticmethod
     def _guard_scoped(actor: SessionUser, u: User) -> None:
-        if u.super_admin and not actor.super_admin and u.id != actor.id:
-            raise PermissionDeniedError(
-                f"{u.username} is a Super Administrator: only a Super Administrator may "
-                "change their account"
-            )
+        guard_scoped(actor, u, "change their account")
 
     @staticmethod
     def _guard_scope_change(s: Session, actor: SessionUser) -> None:
@@ -530,6 +536,7 @@ class UserService:
         with self._store.transaction() as s:
             g = self._group(s, group_id)
             u = self._user(s, user_id)
+            guard_scoped(actor, u, "change their group memberships")
             if s.get(UserGroupMember, (g.id, u.id)) is None:
                 s.add(UserGroupMember(group_id=g.id, user_id=u.id))
             self._log(s, actor, ip, "add group member", g.name, u.username)
@@ -539,6 +546,7 @@ class UserService:
         with self._store.transaction() as s:
             g = self._group(s, group_id)
             u = self._user(s, user_id)
+            guard_scoped(actor, u, "change their group memberships")
             row = s.get(UserGroupMember, (g.id, u.id))
             if row is None:
                 raise NotFoundError(f"{u.username} is not in the group '{g.name}'")

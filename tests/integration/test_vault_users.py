@@ -180,9 +180,18 @@ def test_only_a_super_administrator_manages_the_scope_and_scoped_accounts(
         lambda: services.users.delete_user(a2, IP, boss.id),
         lambda: services.users.edit_user(a2, IP, boss.id, UserChanges(email="x@example.org")),
     )
+    boss_box = services.vault.create_resource(boss, IP, NewResource(name="boss-box"))
+    team = services.users.create_user_group(admin, IP, "team")
+    changes += (
+        lambda: services.sharing.transfer_ownership(a2, IP, boss.id, a2.id),
+        lambda: services.users.add_group_member(a2, IP, team, boss.id),
+    )
     for change in changes:
         with pytest.raises(PermissionDeniedError, match="boss is a Super Administrator"):
             change()
+    assert services.vault.get_resource(boss, boss_box.resource_id).resource.owner_name == "boss"
+    with pytest.raises(NotFoundError):
+        services.vault.get_resource(a2, boss_box.resource_id)
     view = services.users.get_user(admin, boss.id)
     assert view.super_admin and view.role == Role.ADMINISTRATOR and view.email == ""
     assert not services.users.get_user(admin, a2.id).super_admin
