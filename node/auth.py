@@ -146,16 +146,19 @@ class AuthService:
             raise failure
         return snapshot
 
-    def record_failed_api_login(self, token_prefix: str, source_ip: str) -> None:
+    def record_failed_api_login(self, token_prefix: str, source_ip: str, left_out: int = 0) -> None:
         """Audit a REST API request whose AUTHTOKEN is unknown or revoked (a failed login of
-        an application): the token's first characters only, as the node's log has them."""
+        an application): the token's first characters only, as the node's log has them;
+        ``left_out``: how many such failures from ``source_ip`` got no row of their own
+        since its last one (the web layer writes at most one every few seconds)."""
+        more = f" ({left_out} more from this address since its last row)" if left_out else ""
         with self._store.transaction() as session:
             self._record(
                 session,
                 "",
                 source_ip,
                 "failed login",
-                f"REST API: unknown or revoked AUTHTOKEN {visible(token_prefix)}...",
+                f"REST API: unknown or revoked AUTHTOKEN {visible(token_prefix)}...{more}",
             )
 
     def record_refusal(self, username: str, source_ip: str, request: str, why: str) -> None:

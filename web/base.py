@@ -7,6 +7,9 @@ import functools
 import ipaddress
 import json
 import logging
+import math
+import threading
+import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -62,12 +65,74 @@ def status_for(exc: StrongroomError) -> int:
     return 500
 
 
+class Background:
+    """Audit rows of requests answered either way (a refusal, a bad AUTHTOKEN), written by
+    one thread of their own, so that many of them never hold up the workers that serve
+    requests; at most ``MAX_PENDING`` wait, more are dropped (each drop logged)."""
+
+    MAX_PENDING = 1000
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sr-audit-bg")
+        self._lock = threading.Lock()
+        self._pending = 0
+
+    def submit(self, failed: str, fn: Callable[..., Any], *args: Any) -> bool:
+        """Run ``fn(*args)`` later; log ``failed`` if it raises. False if it was dropped."""
+        with self._lock:
+            if self._pending >= self.MAX_PENDING:
+                log.warning("too many audit rows waiting: one dropped", extra={"what": failed})
+                return False
+            self._pending += 1
+        done = self._pool.submit(fn, *args)
+
+        def check(future: Any) -> None:
+            with self._lock:
+                self._pending -= 1
+            if future.exception() is not None:
+                log.error(failed, exc_info=future.exception())
+
+        done.add_done_callback(check)
+        return True
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+class FailureThrottle:
+    """How often a source address gets an audit row for a failure anyone can repeat at no
+    cost (a made-up AUTHTOKEN): the first at once, then at most one per ``every`` seconds,
+    which counts the ones left out since. The node's log has each."""
+
+    MAX_ADDRESSES = 10_000
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self._lock = threading.Lock()
+        self._seen: dict[str, tuple[float, int]] = {}  # address -> (last row, left out)
+
+    def admit(self, address: str, now: float | None = None) -> int | None:
+        """None: no row now (counted); else a row, with how many were left out before it."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            last, left_out = self._seen.get(address, (-math.inf, 0))
+            if now - last < self.every:
+                self._seen[address] = (last, left_out + 1)
+                return None
+            if address not in self._seen and len(self._seen) >= self.MAX_ADDRESSES:
+                self._seen.pop(next(iter(self._seen)))  # the oldest address
+            self._seen[address] = (now, 0)
+            return left_out
+
+
 class WebContext:
     """What every handler reaches through ``self.ctx``."""
 
     def __init__(self, services: Services, executor: ThreadPoolExecutor) -> None:
         self.services = services
         self.executor = executor
+        self.background = Background()
+        self.bad_tokens = FailureThrottle()
         # awaits the reveals' audit rows (the store's group commit, or a writer process)
         self.commits = CommitWaiter(services.vault.reveals)
         self.version = __version__
@@ -249,34 +314,25 @@ class BaseHandler(tornado.web.RequestHandler):
             self.set_header("Allow", ", ".join(self.allowed_methods()))
 
     def audit_refusal(self, status_code: int, message: str) -> None:
-        """A request refused for want of permission (403) gets a user-audit row, "refused",
-        written off the event loop; the answer does not wait for it (the request was
-        refused either way), and a row that cannot be written is logged."""
+        """A logged-in user's (or API user's) request refused for want of permission (403)
+        gets a user-audit row, "refused", written in the background (``ctx.background``):
+        the answer does not wait for it. Refusals of requests from nobody in particular
+        (a form posted without its XSRF token, logged out) are in the access log only:
+        anyone could write rows by the thousand with them."""
         if status_code != 403:
             return
         user = self.get_current_user() or getattr(self, "api_user", None)
         ctx = getattr(self, "ctx", None)
-        if ctx is None:
+        if ctx is None or user is None:
             return
-        self.in_background(
+        ctx.background.submit(
             "a refused request could not be audited",
             ctx.services.auth.record_refusal,
-            user.username if user is not None else "",
+            user.username,
             self.source_ip,
             f"{self.request.method} {self.request.path}"[:512],
             message,
         )
-
-    def in_background(self, failed: str, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn(*args)`` on the worker threads without waiting for it (an audit row
-        of a request answered either way); if it raises, log ``failed`` with the error."""
-        done = self.ctx.executor.submit(fn, *args)
-
-        def check(future: Any) -> None:
-            if future.exception() is not None:
-                log.error(failed, exc_info=future.exception())
-
-        done.add_done_callback(check)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.name_allowed_methods(status_code)

@@ -513,6 +513,11 @@ def test_a_refused_request_is_audited(console: Console) -> None:
     assert grab.target == f"POST /users/{eve.id}/super-admin"  # no query string
     assert "cannot grant the Super Administrator scope to yourself" in grab.detail
     assert "evil" not in {r.username for r in _audit(console.services, "add user")}
+    # a form posted by nobody in particular (no session, no XSRF token): the access log only
+    nobody = Browser(console.port).request("POST", "/logout", body=b"")
+    assert nobody.status == 403
+    time.sleep(0.5)
+    assert not [r for r in _audit(console.services, "refused") if r.username == ""]
 
 
 def test_the_add_a_type_form_starts_empty(console: Console) -> None:

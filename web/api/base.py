@@ -171,12 +171,15 @@ class ApiHandler(BaseHandler):
                 "API request with an unknown or revoked token",
                 extra={"token_prefix": token[:8], "ip": self.source_ip},
             )
-            self.in_background(
-                "a failed REST API login could not be audited",
-                self.services.auth.record_failed_api_login,
-                token[:8],
-                self.source_ip,
-            )
+            left_out = self.ctx.bad_tokens.admit(self.source_ip)
+            if left_out is not None:
+                self.ctx.background.submit(
+                    "a failed REST API login could not be audited",
+                    self.services.auth.record_failed_api_login,
+                    token[:8],
+                    self.source_ip,
+                    left_out,
+                )
             raise _AuthFailure(BAD_TOKEN)
         check = _licence_checks.setdefault(id(self.services), _LicenceCheck())
         if time.monotonic() - check.passed_at > LICENCE_RECHECK:
