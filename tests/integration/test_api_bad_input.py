@@ -470,26 +470,38 @@ def test_a_delete_reads_and_checks_its_body(world: World) -> None:
     assert "del-body" not in resource_names(world)
 
 
-def test_a_body_that_was_not_url_encoded_does_not_echo_a_piece_of_the_password(
-    world: World,
-) -> None:
-    """A client that forgets to URL-encode INPUT_DATA splits its body at a '&' of the new
-    password; the piece after it would be a form field's name. INPUT_DATA, cut short, is
-    refused as malformed instead, and no piece of the password is in the answer."""
+def test_a_body_sent_as_typed_is_taken_as_it_is(world: World) -> None:
+    """A client that does not URL-encode INPUT_DATA (curl --data 'INPUT_DATA={...}'): read
+    as a form, a '+' in the new password would become a space, '%41' an 'A', and an '&'
+    would cut it. JSON's braces and quotes never appear raw in a form, so such a body is
+    taken as it is: the password stored is the one typed. A %-encoded byte that is not
+    UTF-8 in a real form is refused, not stored as U+FFFD."""
     api = world.api("app-padmin")
     rid, aid = api.ids("base", "acc")
-    details = {"NEWPASSWORD": "Plus+sign&ampere=1x", "RESETTYPE": "LOCAL"}
+    headers = {"AUTHTOKEN": world.tokens["app-padmin"], "Content-Type": "text/json"}
+    path = f"/restapi/json/v1/resources/{rid}/accounts/{aid}/password"
+    typed = "Plus+sign%41&ampere=1x"
+    details = {"NEWPASSWORD": typed, "RESETTYPE": "LOCAL"}
     body = "INPUT_DATA=" + json.dumps({"operation": {"Details": details}})
-    resp = api.browser.request(
-        "PUT",
-        f"/restapi/json/v1/resources/{rid}/accounts/{aid}/password",
-        body=body.encode(),
-        headers={"AUTHTOKEN": world.tokens["app-padmin"], "Content-Type": "text/json"},
-    )
-    msg = op(resp, 400)["result"]["message"]
-    assert "not valid JSON" in msg
-    for piece in ("ampere", "Plus", "sign", "1x"):
-        assert piece not in resp.text
+    op(api.browser.request("PUT", path, body=body.encode(), headers=headers))
     assert op(api.get(f"/resources/{rid}/accounts/{aid}/password"))["Details"] == {
-        "PASSWORD": "Base-pass-1"
+        "PASSWORD": typed
     }
+    not_utf8 = (
+        b"INPUT_DATA="
+        + urllib.parse.quote(
+            json.dumps(
+                {"operation": {"Details": {"NEWPASSWORD": "Caf\u00e9-pass-1"}}}, ensure_ascii=False
+            )
+        ).encode()
+    )
+    assert b"%C3%A9" in not_utf8
+    not_utf8 = not_utf8.replace(b"%C3%A9", b"%E9")  # Latin-1, as an old client might send
+    refused = api.browser.request("PUT", path, body=not_utf8, headers=headers)
+    assert "must be a form with an INPUT_DATA field" in op(refused, 400)["result"]["message"]
+    stray = api.browser.request("PUT", path, body=b'NEWPASSWORD="x"&{', headers=headers)
+    assert "must be a form with an INPUT_DATA field" in op(stray, 400)["result"]["message"]
+    assert op(api.get(f"/resources/{rid}/accounts/{aid}/password"))["Details"] == {
+        "PASSWORD": typed
+    }
+    op(api.put(f"/resources/{rid}/accounts/{aid}/password", {"NEWPASSWORD": "Base-pass-1"}))

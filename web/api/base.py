@@ -227,9 +227,22 @@ class ApiHandler(BaseHandler):
             body = self.request.body.strip()
             if body.startswith(b"{"):
                 return body  # the JSON itself, as a few clients send it
+            if b"{" in body or b'"' in body:
+                # JSON's braces and quotes are always %-encoded in a form: this body was
+                # sent as typed (curl --data 'INPUT_DATA={...}'). Decoding it as a form
+                # would turn a '+' into a space and '%41' into 'A' in a password, and cut
+                # it at an '&': what follows INPUT_DATA= is taken as it is.
+                if not body.startswith(b"INPUT_DATA="):
+                    raise ValidationError(
+                        "the request body must be a form with an INPUT_DATA field"
+                    )
+                return body[len(b"INPUT_DATA=") :]
             try:
                 pairs = urllib.parse.parse_qs(
-                    body.decode("utf-8"), keep_blank_values=True, strict_parsing=True
+                    body.decode("utf-8"),
+                    keep_blank_values=True,
+                    strict_parsing=True,
+                    errors="strict",  # %-encoded bytes that are not UTF-8: refused
                 )
             except (UnicodeDecodeError, ValueError):
                 raise ValidationError(
