@@ -71,6 +71,23 @@ _INT_LIMITS: dict[str, tuple[int, int]] = {
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _proxy_network(where: str, text: str) -> str:
+    """A trusted proxy's address or network, as web/base.py will read it (stripped), or a
+    ConfigError naming it."""
+    text = text.strip()
+    try:
+        net = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ConfigError(f"{where}: {text[:60]!r} is not an IP address or network") from None
+    if isinstance(net, ipaddress.IPv6Network) and net.subnet_of(_MAPPED):
+        # addresses are compared as IPv4 (web/base.py reads ::ffff:a.b.c.d as a.b.c.d)
+        raise ConfigError(f"{where}: write {text[:60]!r} as the IPv4 address or network it is")
+    return text
+
+
 def _coerce(name: str, value: Any, source: str) -> Any:
     kind = str(_FIELDS[name].type)
     where = f"setting '{name}' from {source}"
@@ -96,13 +113,7 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where} must be a list of strings")
         if name == "trusted_proxies":
-            for text in value:
-                try:
-                    ipaddress.ip_network(text.strip(), strict=False)
-                except ValueError:
-                    raise ConfigError(
-                        f"{where}: {text[:60]!r} is not an IP address or network"
-                    ) from None
+            value = [_proxy_network(where, text) for text in value]
         return tuple(value)
     if not isinstance(value, str):
         raise ConfigError(f"{where} must be a string, not {type(value).__name__}")

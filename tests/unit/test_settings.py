@@ -41,6 +41,7 @@ def test_unknown_key_named(tmp_path: Path) -> None:
         ("trusted_proxies = 5", "list of strings"),
         ('trusted_proxies = ["not-an-ip"]', "'not-an-ip' is not an IP address or network"),
         ('trusted_proxies = ["10.0.0.0/33"]', "'10.0.0.0/33' is not an IP address"),
+        ('trusted_proxies = ["::ffff:10.0.0.0/104"]', "as the IPv4 address or network it is"),
         ('database_url = "mysql://x"', "sqlite:/// or postgresql://"),
         ("port = [", "not valid TOML"),
     ],
@@ -50,6 +51,12 @@ def test_ill_typed_values_named(tmp_path: Path, text: str, message: str) -> None
     cfg.write_text(text + "\n")
     with pytest.raises(ConfigError, match=message):
         load_settings(cfg, environ={})
+
+
+def test_proxies_are_kept_as_they_will_be_read(tmp_path: Path) -> None:
+    cfg = tmp_path / "s.toml"
+    cfg.write_text('trusted_proxies = [" 10.0.0.1 ", "fd00::/8"]\n')
+    assert load_settings(cfg, environ={}).trusted_proxies == ("10.0.0.1", "fd00::/8")
 
 
 def test_a_bad_proxy_in_the_environment_is_named() -> None:
