@@ -29,6 +29,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # frame headers: C0-CF except DHT (C4), JPG (C8) and DAC (CC)
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
+_IN_SCAN = frozenset({0x00, 0xFF, *range(0xD0, 0xD8)})  # after 0xFF in scan data: no marker
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,39 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
     raise _bad("the JPEG file has no frame header")
 
 
+def _jpeg_end(data: bytes) -> int:
+    """Where the JPEG's first end-of-image marker ends: walk its segments and, after each
+    start-of-scan, its entropy-coded data (where 0xFF is followed by 0x00 or a restart
+    marker), so that a second file hidden behind the image, itself ending 0xFF 0xD9, is
+    not taken for the image's own end."""
+    pos, n = 2, len(data)
+    while pos < n:
+        if data[pos] != 0xFF:
+            raise _bad("the JPEG file is damaged (no marker where one is due)")
+        while pos < n and data[pos] == 0xFF:
+            pos += 1
+        if pos >= n:
+            break
+        marker = data[pos]
+        pos += 1
+        if marker == 0xD9:
+            return pos
+        if marker in _STANDALONE:
+            continue
+        if pos + 2 > n:
+            break
+        (length,) = struct.unpack(">H", data[pos : pos + 2])
+        if length < 2:
+            raise _bad("the JPEG file is damaged (a segment is too short)")
+        pos += length
+        if marker == 0xDA:  # entropy-coded data up to the next marker
+            while pos + 1 < n and not (data[pos] == 0xFF and data[pos + 1] not in _IN_SCAN):
+                pos += 1
+            if pos + 1 >= n:
+                break  # the scan runs to the end of the file
+    raise _bad("the JPEG file is truncated (no end-of-image marker)")
+
+
 def inspect_logo(data: bytes) -> LogoInfo:
     """Check that ``data`` is a PNG or JPEG logo of an allowed size; raise
     ValidationError naming the rule that failed."""
@@ -128,8 +162,9 @@ def inspect_logo(data: bytes) -> LogoInfo:
     elif data.startswith(b"\xff\xd8\xff"):
         content_type = "image/jpeg"
         width, height = _jpeg_size(data)
-        if not data.endswith(b"\xff\xd9"):  # nothing after the end-of-image marker
-            raise _bad("the JPEG file does not end with its end-of-image marker")
+        end = _jpeg_end(data)
+        if end != len(data):  # a file that is a JPEG and something else as well
+            raise _bad(f"{len(data) - end} bytes follow the JPEG's end")
     else:
         raise _bad("this file is neither")
     if not (1 <= width <= MAX_DIMENSION and 1 <= height <= MAX_DIMENSION):

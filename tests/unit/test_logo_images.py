@@ -45,7 +45,9 @@ def test_size_limit_is_200_kb() -> None:
         (jpeg(10, 10)[:24], "truncated"),
         (b"\xff\xd8\xff\xe0\x00\x10JFIF" + b"\x00" * 4 + b"XX", "truncated"),
         (png(40, 10) + b"<html><script>alert(1)</script>", "31 bytes follow the PNG's end"),
-        (jpeg(40, 10) + b"<html><script>", "does not end with its end-of-image marker"),
+        (jpeg(40, 10) + b"<html><script>", "14 bytes follow the JPEG's end"),
+        (jpeg(40, 10) + b"<html><script>\xff\xd9", "16 bytes follow the JPEG's end"),
+        (jpeg(40, 10)[:-2], "no end-of-image marker"),
     ],
     ids=[
         "empty",
@@ -63,6 +65,8 @@ def test_size_limit_is_200_kb() -> None:
         "jpeg-short-segment",
         "png-with-html-after",
         "jpeg-with-html-after",
+        "jpeg-with-html-and-a-second-end-after",
+        "jpeg-without-its-end",
     ],
 )
 def test_refusals_name_the_rule(data: bytes, rule: str) -> None:
