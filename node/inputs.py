@@ -67,9 +67,15 @@ def is_decimal(text: str) -> bool:
 BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
+# Control characters, and the line and paragraph separators U+2028/U+2029 (which some
+# viewers break a line at, as at a newline).
+_CONTROL_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
+
+
 def _has_control(text: str, allowed: str = "") -> bool:
     return any(
-        (unicodedata.category(c) == "Cc" and c not in allowed) or c in BIDI_CONTROLS for c in text
+        (unicodedata.category(c) in _CONTROL_CATEGORIES and c not in allowed) or c in BIDI_CONTROLS
+        for c in text
     )
 
 
@@ -79,7 +85,9 @@ def visible(text: str) -> str:
     if text.isprintable() and not BIDI_CONTROLS.intersection(text):
         return text
     return "".join(
-        f"\\u{ord(c):04x}" if unicodedata.category(c) == "Cc" or c in BIDI_CONTROLS else c
+        f"\\u{ord(c):04x}"
+        if unicodedata.category(c) in _CONTROL_CATEGORIES or c in BIDI_CONTROLS
+        else c
         for c in text
     )
 

@@ -18,7 +18,7 @@ def test_only_the_digits_0_to_9_make_a_decimal() -> None:
 def test_text_direction_controls_are_refused_and_shown_escaped() -> None:
     """A right-to-left override (U+202E) makes "txt.exe" read as "exe.txt": refused in
     names and free text, and written as an escape where typed text is only recorded."""
-    for control in ("\u202e", "\u2066", "\u202a"):
+    for control in ("\u202e", "\u2066", "\u202a", "\u2028", "\u2029"):
         with pytest.raises(ValidationError, match="control characters"):
             one_line("resource name", f"web{control}01", 256)
         with pytest.raises(ValidationError, match="control characters"):
@@ -27,3 +27,4 @@ def test_text_direction_controls_are_refused_and_shown_escaped() -> None:
     assert visible("adm\u202enimda") == "adm\\u202enimda"
     assert visible("a\x00b\nc") == "a\\u0000b\\u000ac"
     assert visible("plain name") == "plain name"
+    assert visible("two\u2028lines") == "two\\u2028lines"
