@@ -38,12 +38,15 @@ class LogoInfo:
     width: int
     height: int
     size: int
+    problem: str = ""  # a stored logo that a later version's checks refuse: why
 
     @property
     def kind(self) -> str:
         return "PNG" if self.content_type == "image/png" else "JPEG"
 
     def describe(self) -> str:
+        if self.problem:
+            return f"{self.size} bytes, which the current checks refuse ({self.problem})"
         return f"{self.kind}, {self.width}x{self.height} pixels, {self.size} bytes"
 
 
@@ -163,7 +166,8 @@ def inspect_logo(data: bytes) -> LogoInfo:
         content_type = "image/jpeg"
         width, height = _jpeg_size(data)
         end = _jpeg_end(data)
-        if end != len(data):  # a file that is a JPEG and something else as well
+        if end != len(data):  # a second file behind the image (what is inside it is not
+            # looked at: metadata segments may hold anything, and are served as the image)
             raise _bad(f"{len(data) - end} bytes follow the JPEG's end")
     else:
         raise _bad("this file is neither")
@@ -186,7 +190,10 @@ class BrandingService:
             row = session.scalars(select(BrandingLogo).order_by(BrandingLogo.id.desc())).first()
             if row is None:
                 return None
-            return inspect_logo(row.data)
+            try:
+                return inspect_logo(row.data)
+            except ValidationError as exc:  # uploaded before a check was added
+                return LogoInfo(row.content_type, 0, 0, len(row.data), problem=str(exc))
 
     def upload(self, actor: SessionUser, source_ip: str, data: bytes) -> LogoInfo:
         require(actor.role, Action.REBRAND)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from node.audit_query import AuditFilter
 from node.services import Services
@@ -163,6 +163,14 @@ def test_rebranding(services: Services, site: tuple[World, int]) -> None:
     assert admin.get("/branding/logo").headers["content-type"] == "image/jpeg"
     with services.store.sessions() as s:
         assert s.scalar(select(func.count()).select_from(BrandingLogo)) == 1
+
+    # a logo stored before a check was added (two JPEGs in one file, as a phone's MPO):
+    # the page still shows, says so, and offers the way out
+    with services.store.transaction() as s:
+        s.execute(update(BrandingLogo).values(data=jpg + jpeg(30, 8)))
+    old = admin.get("/admin/branding")
+    assert old.status == 200 and "which the current checks refuse" in old.text
+    assert "Use the built-in logo" in old.text
 
     assert browser(services, port, world.pwadmin).get("/admin/branding").status == 403
     assert _upload(browser(services, port, world.auditor), logo) == 403
