@@ -472,21 +472,32 @@ def test_a_delete_reads_and_checks_its_body(world: World) -> None:
 
 def test_a_body_sent_as_typed_is_taken_as_it_is(world: World) -> None:
     """A client that does not URL-encode INPUT_DATA (curl --data 'INPUT_DATA={...}'): read
-    as a form, a '+' in the new password would become a space, '%41' an 'A', and an '&'
-    would cut it. JSON's braces and quotes never appear raw in a form, so such a body is
-    taken as it is: the password stored is the one typed. A %-encoded byte that is not
-    UTF-8 in a real form is refused, not stored as U+FFFD."""
+    as a form, an '&' in the new password would cut it. JSON's braces and quotes never
+    appear raw in a form, so such a body is taken as it is: the password stored is the one
+    typed. A '+' or a %-escape in it could be meant either way (PMP decodes the body as a
+    form): refused, nothing stored. A %-encoded byte that is not UTF-8 in a real form is
+    refused, not stored as U+FFFD."""
     api = world.api("app-padmin")
     rid, aid = api.ids("base", "acc")
     headers = {"AUTHTOKEN": world.tokens["app-padmin"], "Content-Type": "text/json"}
     path = f"/restapi/json/v1/resources/{rid}/accounts/{aid}/password"
-    typed = "Plus+sign%41&ampere=1x"
-    details = {"NEWPASSWORD": typed, "RESETTYPE": "LOCAL"}
-    body = "INPUT_DATA=" + json.dumps({"operation": {"Details": details}})
-    op(api.browser.request("PUT", path, body=body.encode(), headers=headers))
+
+    def typed_body(password: str) -> bytes:
+        details = {"NEWPASSWORD": password, "RESETTYPE": "LOCAL"}
+        return ("INPUT_DATA=" + json.dumps({"operation": {"Details": details}})).encode()
+
+    typed = "Amp&ersand=1x!"
+    op(api.browser.request("PUT", path, body=typed_body(typed), headers=headers))
     assert op(api.get(f"/resources/{rid}/accounts/{aid}/password"))["Details"] == {
         "PASSWORD": typed
     }
+    for two_ways in ("Plus+sign-1x", "Zz9!p%2Bq%26r%25s"):
+        sent = api.browser.request("PUT", path, body=typed_body(two_ways), headers=headers)
+        assert "could be read two ways" in op(sent, 400)["result"]["message"]
+        assert two_ways not in sent.text
+    # the same, URL-encoded, means itself
+    op(api.put(f"/resources/{rid}/accounts/{aid}/password", {"NEWPASSWORD": "Plus+sign-1x"}))
+    typed = "Plus+sign-1x"
     not_utf8 = (
         b"INPUT_DATA="
         + urllib.parse.quote(

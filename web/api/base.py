@@ -229,14 +229,22 @@ class ApiHandler(BaseHandler):
                 return body  # the JSON itself, as a few clients send it
             if b"{" in body or b'"' in body:
                 # JSON's braces and quotes are always %-encoded in a form: this body was
-                # sent as typed (curl --data 'INPUT_DATA={...}'). Decoding it as a form
-                # would turn a '+' into a space and '%41' into 'A' in a password, and cut
-                # it at an '&': what follows INPUT_DATA= is taken as it is.
+                # sent as typed (curl --data 'INPUT_DATA={...}'). Read as a form, an '&' in
+                # a value would cut it: what follows INPUT_DATA= is the JSON. A '+' or a
+                # %-escape in it could mean itself or (as PMP reads forms) a space or the
+                # escaped character: rather than guess a password, such a body is refused.
                 if not body.startswith(b"INPUT_DATA="):
                     raise ValidationError(
                         "the request body must be a form with an INPUT_DATA field"
                     )
-                return body[len(b"INPUT_DATA=") :]
+                raw = body[len(b"INPUT_DATA=") :]
+                if b"+" in raw or _PERCENT_ESCAPE.search(raw):
+                    raise ValidationError(
+                        "INPUT_DATA was sent without URL-encoding and holds a '+' or a "
+                        "%-escape, which could be read two ways: URL-encode it (curl "
+                        "--data-urlencode 'INPUT_DATA=...')"
+                    )
+                return raw
             try:
                 pairs = urllib.parse.parse_qs(
                     body.decode("utf-8"),
@@ -316,6 +324,7 @@ def _details_of(text: str) -> dict[str, Any]:
     return details
 
 
+_PERCENT_ESCAPE = re.compile(rb"%[0-9A-Fa-f]{2}")
 _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
