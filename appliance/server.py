@@ -227,7 +227,9 @@ async def run_node(
     sock_path.unlink(missing_ok=True)
     await server.close_all_connections()
     node.executor.shutdown(wait=True)
-    app.settings["strongroom_ctx"].background.close()  # the audit rows still waiting
+    ctx = app.settings["strongroom_ctx"]
+    ctx.background.close()  # the audit rows still waiting
+    ctx.anonymous.close()
     if writer is not None:
         writer.close()
     node.store.dispose()

@@ -146,12 +146,17 @@ class AuthService:
             raise failure
         return snapshot
 
-    def record_failed_api_login(self, token_prefix: str, source_ip: str, left_out: int = 0) -> None:
+    def record_failed_api_login(
+        self, token_prefix: str, source_ip: str, left_out: int = 0, elsewhere: int = 0
+    ) -> None:
         """Audit a REST API request whose AUTHTOKEN is unknown or revoked (a failed login of
         an application): the token's first characters only, as the node's log has them;
         ``left_out``: how many such failures from ``source_ip`` got no row of their own
         since its last one (the web layer writes at most one every few seconds)."""
-        more = f" ({left_out} more from this address since its last row)" if left_out else ""
+        counts = [f"{left_out} more from this address since its last row"] if left_out else []
+        if elsewhere:
+            counts.append(f"{elsewhere} from other addresses without a row of their own")
+        more = f" ({'; '.join(counts)})" if counts else ""
         with self._store.transaction() as session:
             self._record(
                 session,

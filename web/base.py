@@ -68,23 +68,29 @@ def status_for(exc: StrongroomError) -> int:
 class Background:
     """Audit rows of requests answered either way (a refusal, a bad AUTHTOKEN), written by
     one thread of their own, so that many of them never hold up the workers that serve
-    requests; at most ``MAX_PENDING`` wait, more are dropped (each drop logged)."""
+    requests; at most ``max_pending`` wait, more are dropped (each drop logged)."""
 
-    MAX_PENDING = 1000
-
-    def __init__(self) -> None:
+    def __init__(self, max_pending: int) -> None:
+        self.max_pending = max_pending
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sr-audit-bg")
         self._lock = threading.Lock()
         self._pending = 0
 
     def submit(self, failed: str, fn: Callable[..., Any], *args: Any) -> bool:
-        """Run ``fn(*args)`` later; log ``failed`` if it raises. False if it was dropped."""
+        """Run ``fn(*args)`` later; log ``failed`` if it raises. False if it was dropped
+        (``max_pending`` wait already, or the node is stopping), which is logged."""
         with self._lock:
-            if self._pending >= self.MAX_PENDING:
+            if self._pending >= self.max_pending:
                 log.warning("too many audit rows waiting: one dropped", extra={"what": failed})
                 return False
             self._pending += 1
-        done = self._pool.submit(fn, *args)
+        try:
+            done = self._pool.submit(fn, *args)
+        except RuntimeError:  # shut down: the node is stopping
+            with self._lock:
+                self._pending -= 1
+            log.warning("the node is stopping: an audit row dropped", extra={"what": failed})
+            return False
 
         def check(future: Any) -> None:
             with self._lock:
@@ -100,29 +106,58 @@ class Background:
 
 
 class FailureThrottle:
-    """How often a source address gets an audit row for a failure anyone can repeat at no
-    cost (a made-up AUTHTOKEN): the first at once, then at most one per ``every`` seconds,
-    which counts the ones left out since. The node's log has each."""
+    """How often a failure anyone can repeat at no cost (a made-up AUTHTOKEN) gets an audit
+    row. Per source (an IPv4 address; an IPv6 /64, which one client commonly holds whole):
+    the first at once, then at most one every ``every`` seconds. In all: at most
+    ``per_second`` rows a second, whatever the number of sources. A row counts the
+    failures left out before it, from its source and from all others; the node's log has
+    each failure."""
 
-    MAX_ADDRESSES = 10_000
+    MAX_SOURCES = 10_000
 
-    def __init__(self, every: float = 10.0) -> None:
+    def __init__(self, every: float = 10.0, per_second: float = 5.0) -> None:
         self.every = every
+        self.per_second = per_second
         self._lock = threading.Lock()
-        self._seen: dict[str, tuple[float, int]] = {}  # address -> (last row, left out)
+        self._seen: dict[str, tuple[float, int]] = {}  # source -> (last row, left out)
+        self._budget = (0.0, per_second)  # (when counted, rows allowed now)
+        self._elsewhere = 0  # left out for want of the budget, any source
 
-    def admit(self, address: str, now: float | None = None) -> int | None:
-        """None: no row now (counted); else a row, with how many were left out before it."""
+    @staticmethod
+    def source(address: str) -> str:
+        try:
+            ip = _plain(ipaddress.ip_address(address))
+        except ValueError:
+            return address
+        if ip.version == 6:
+            return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+        return str(ip)
+
+    def admit(self, address: str, now: float | None = None) -> tuple[int, int] | None:
+        """None: no row now (counted); else a row, with how many were left out before it
+        from this source and from the others."""
         now = time.monotonic() if now is None else now
+        key = self.source(address)
         with self._lock:
-            last, left_out = self._seen.get(address, (-math.inf, 0))
-            if now - last < self.every:
-                self._seen[address] = (last, left_out + 1)
+            known = self._seen.pop(key, None)  # put back below: the last to be forgotten
+            if known is None and len(self._seen) >= self.MAX_SOURCES:
+                self._seen.pop(next(iter(self._seen)))  # the longest unheard-of source
+            last, left_out = known or (-math.inf, 0)
+            when, allowed = self._budget
+            allowed = min(self.per_second, allowed + (now - when) * self.per_second)
+            if now - last < self.every:  # this source had its row lately
+                self._seen[key] = (last, left_out + 1)
+                self._budget = (now, allowed)
                 return None
-            if address not in self._seen and len(self._seen) >= self.MAX_ADDRESSES:
-                self._seen.pop(next(iter(self._seen)))  # the oldest address
-            self._seen[address] = (now, 0)
-            return left_out
+            if allowed < 1:  # too many rows from everywhere this second
+                self._seen[key] = (last, left_out)
+                self._elsewhere += 1
+                self._budget = (now, allowed)
+                return None
+            self._seen[key] = (now, 0)
+            self._budget = (now, allowed - 1)
+            elsewhere, self._elsewhere = self._elsewhere, 0
+            return left_out, elsewhere
 
 
 class WebContext:
@@ -131,7 +166,9 @@ class WebContext:
     def __init__(self, services: Services, executor: ThreadPoolExecutor) -> None:
         self.services = services
         self.executor = executor
-        self.background = Background()
+        # two lanes: what a logged-in user did wrong, and what anyone can send (throttled)
+        self.background = Background(max_pending=100_000)
+        self.anonymous = Background(max_pending=1_000)
         self.bad_tokens = FailureThrottle()
         # awaits the reveals' audit rows (the store's group commit, or a writer process)
         self.commits = CommitWaiter(services.vault.reveals)

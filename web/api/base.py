@@ -173,12 +173,12 @@ class ApiHandler(BaseHandler):
             )
             left_out = self.ctx.bad_tokens.admit(self.source_ip)
             if left_out is not None:
-                self.ctx.background.submit(
+                self.ctx.anonymous.submit(
                     "a failed REST API login could not be audited",
                     self.services.auth.record_failed_api_login,
                     token[:8],
                     self.source_ip,
-                    left_out,
+                    *left_out,
                 )
             raise _AuthFailure(BAD_TOKEN)
         check = _licence_checks.setdefault(id(self.services), _LicenceCheck())
