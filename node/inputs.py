@@ -110,11 +110,13 @@ def one_line(field: str, value: object, max_len: int, *, required: bool = False)
 
 
 def multi_line(field: str, value: object, max_len: int) -> str:
-    """A free-text field that may span lines (tabs and line breaks allowed)."""
+    """A free-text field that may span lines (tabs and line breaks allowed; the Unicode
+    line and paragraph separators become line breaks)."""
     if value is None:
         value = ""
     if not isinstance(value, str):
         raise ValidationError(f"{field} must be text")
+    value = value.replace("\u2028", "\n").replace("\u2029", "\n")
     if len(value) > max_len:
         raise ValidationError(f"{field} is too long (at most {max_len} characters)")
     if _has_control(value, "\n\r\t"):

@@ -21,6 +21,9 @@ def test_text_direction_controls_are_refused_and_shown_escaped() -> None:
     for control in ("\u202e", "\u2066", "\u202a", "\u2028", "\u2029"):
         with pytest.raises(ValidationError, match="control characters"):
             one_line("resource name", f"web{control}01", 256)
+        if control in "\u2028\u2029":  # a line break where lines may break
+            assert multi_line("notes", f"line{control}two", 1000) == "line\ntwo"
+            continue
         with pytest.raises(ValidationError, match="control characters"):
             multi_line("notes", f"line\n{control}two", 1000)
     assert one_line("reason", "\u05e9\u05dc\u05d5\u05dd\u200f ok", 256)  # RLM is a mark: kept
