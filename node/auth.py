@@ -167,34 +167,33 @@ class AuthService:
             )
 
     def record_refusal(self, username: str, source_ip: str, request: str, why: str) -> None:
-        """Audit a request refused for want of permission (HTTP 403): who (empty when not
-        logged in), from where, what they asked for (``request``: method and path, never a
-        query string) and the refusal's message (which never holds a secret)."""
+        """Audit a request refused for want of permission (HTTP 403): who, from where, what
+        they asked for (``request``: method and path, never a query string) and the
+        refusal's message (which never holds a secret)."""
         with self._store.transaction() as session:
-            self._audit.append(
-                session,
-                AuditEvent(
-                    operation="refused",
-                    username=username,
-                    source_ip=source_ip,
-                    target=request,
-                    category="user",
-                    result="failure",
-                    detail=why,
-                ),
-            )
+            self._record(session, username, source_ip, "refused", why, target=request)
 
     def _record(
-        self, session: Session, name: str, ip: str, op: str, detail: str, result: str = "failure"
+        self,
+        session: Session,
+        name: str,
+        ip: str,
+        op: str,
+        detail: str,
+        result: str = "failure",
+        *,
+        target: str | None = None,
     ) -> None:
-        shown = visible(name)  # a failed login's name is whatever was typed
+        """A user-audit row about ``name`` (the target too, unless given); a failed login's
+        name is whatever was typed, so it is recorded :func:`visible`."""
+        shown = visible(name)
         self._audit.append(
             session,
             AuditEvent(
                 operation=op,
                 username=shown,
                 source_ip=ip,
-                target=shown,
+                target=shown if target is None else visible(target),
                 category="user",
                 result=result,
                 detail=detail,

@@ -80,8 +80,9 @@ def _has_control(text: str, allowed: str = "") -> bool:
 
 
 def visible(text: str) -> str:
-    """``text`` with its control and text-direction characters written as ``\\uXXXX``:
-    for recording what someone typed that no check has passed (a failed login's name)."""
+    """``text`` with its control and text-direction characters written as ``\\u`` and
+    four hex digits: for recording what someone typed that no check has passed (a failed
+    login's name)."""
     if text.isprintable() and not BIDI_CONTROLS.intersection(text):
         return text
     return "".join(
