@@ -248,7 +248,7 @@ class _Unreadable:
 
 # What reading or checking a row whose stored values were replaced by ill-typed ones raises
 # (SQLite keeps whatever is written into a column).
-_DAMAGED = (ValueError, TypeError, AttributeError, UnicodeError, OverflowError)
+DAMAGED = (ValueError, TypeError, AttributeError, UnicodeError, OverflowError)
 
 
 def _iter_rows(session: Session, batch: int = 5000) -> Iterator[AuditRow | _Unreadable]:
@@ -262,13 +262,13 @@ def _iter_rows(session: Session, batch: int = 5000) -> Iterator[AuditRow | _Unre
             rows = session.scalars(
                 select(AuditRow).where(*after).order_by(AuditRow.id).limit(batch)
             ).all()
-        except _DAMAGED:
+        except DAMAGED:
             for rid in session.scalars(
                 select(AuditRow.id).where(*after).order_by(AuditRow.id).limit(batch)
             ):
                 try:
                     row = session.scalars(select(AuditRow).where(AuditRow.id == rid)).one()
-                except _DAMAGED:
+                except DAMAGED:
                     yield _Unreadable(rid)
                     return
                 yield row
@@ -293,7 +293,7 @@ def _check_row(key: bytes, row: AuditRow | _Unreadable, expected_id: int, prev: 
             return "does not follow the previous row (a row was deleted, inserted or reordered)"
         if not hmac.compare_digest(row_hmac(key, row), row.hmac):
             return "its content was altered"
-    except _DAMAGED:
+    except DAMAGED:
         return "its content was altered (a stored value is not of its kind)"
     return ""
 
@@ -328,7 +328,7 @@ def verify_chain(session: Session, key: bytes) -> ChainReport:
         head_ok = isinstance(head.last_id, int) and hmac.compare_digest(
             head_hmac(key, head.last_id, head.last_hmac), head.head_hmac
         )
-    except _DAMAGED:
+    except DAMAGED:
         head_ok = False
     if not head_ok:
         return ChainReport(False, count, None, "the chain head record was altered")

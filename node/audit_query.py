@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, and_, func, or_, select, true
 
 from node.access import visible_accounts, visible_resources
-from node.audit import ChainReport, verify_chain
+from node.audit import DAMAGED, ChainReport, verify_chain
 from node.auth import SessionUser, normalize_username
 from node.errors import PermissionDeniedError, ValidationError
 from node.permissions import Action, allowed
@@ -238,6 +238,6 @@ class AuditQueryService:
                 try:
                     row = session.get(AuditRow, report.first_broken_id)
                     broken = None if row is None else _entry(row)
-                except (ValueError, TypeError, AttributeError, UnicodeError, OverflowError):
+                except DAMAGED:
                     broken = None  # its stored values cannot be read (the report says so)
             return ChainState(report, broken)

@@ -3,7 +3,7 @@
 New accounts and resources take an id that no row of the audit trail names yet
 (node/store/dialect.py ``unused_id``): on SQLite that is the next id above the highest the
 trail names, found through this index (and ix_audit_resource) without reading the trail.
-It also serves the audit pages' filter by account.
+It also serves the auditors' view of the trail, which selects rows by account.
 
 Revision ID: 0003
 Revises: 0002
