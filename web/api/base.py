@@ -259,9 +259,8 @@ class ApiHandler(BaseHandler):
             values = [v.encode() for v in pairs.get("INPUT_DATA", [])]
             extra = [k for k in pairs if k != "INPUT_DATA"]
         if extra:
-            # A body that was not URL-encoded splits at each '&' of a value, and the piece
-            # after it (of a password, perhaps) becomes a field's name: INPUT_DATA, cut
-            # there, is then refused as malformed first, naming nothing it held.
+            # INPUT_DATA first: a malformed one is named as such before any other field
+            # (a piece of a value split at an '&' would be that field's name).
             for value in values:
                 _details_of(_decode(value))
             raise ValidationError(
