@@ -68,6 +68,20 @@ class AuditEvent:
     account_id: int | None = None
 
 
+def user_event(
+    actor: SessionUser, ip: str, operation: str, target: str, detail: str = ""
+) -> AuditEvent:
+    """A user-audit row of ``actor``'s operation (on users, settings, ownership)."""
+    return AuditEvent(
+        operation=operation,
+        username=actor.username,
+        source_ip=ip,
+        target=target,
+        category="user",
+        detail=detail,
+    )
+
+
 def resource_event(
     actor: SessionUser,
     ip: str,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from node.audit import AuditEvent, AuditLog
+from node.audit import AuditLog, user_event
 from node.auth import SessionUser
 from node.errors import ValidationError
 from node.permissions import Action, require
@@ -214,14 +214,4 @@ class BrandingService:
             self._log(session, actor, source_ip, "restored the built-in logo")
 
     def _log(self, session: Session, actor: SessionUser, ip: str, detail: str) -> None:
-        self._audit.append(
-            session,
-            AuditEvent(
-                operation="settings",
-                username=actor.username,
-                source_ip=ip,
-                target="branding logo",
-                category="user",
-                detail=detail,
-            ),
-        )
+        self._audit.append(session, user_event(actor, ip, "settings", "branding logo", detail))

@@ -28,7 +28,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from node.audit import AuditEvent, AuditLog
+from node.audit import AuditLog, user_event
 from node.auth import SessionUser
 from node.errors import ConflictError, NotFoundError, ValidationError
 from node.inputs import get_row, one_line
@@ -243,17 +243,7 @@ class PolicyService:
         return generate_password(self.get_policy(actor, policy_id))
 
     def _audit_row(self, s: Session, actor: SessionUser, ip: str, op: str, name: str) -> None:
-        self._audit.append(
-            s,
-            AuditEvent(
-                operation=op,
-                username=actor.username,
-                source_ip=ip,
-                target=name,
-                category="user",
-                detail="password policy",
-            ),
-        )
+        self._audit.append(s, user_event(actor, ip, op, name, "password policy"))
 
     def create_policy(self, actor: SessionUser, ip: str, spec: PolicySpec) -> int:
         require(actor.role, Action.MANAGE_POLICIES)

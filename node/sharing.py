@@ -38,7 +38,7 @@ from node.access import (
     visible_groups,
     visible_resources,
 )
-from node.audit import AuditEvent, AuditLog
+from node.audit import AuditEvent, AuditLog, user_event
 from node.auth import SessionUser
 from node.errors import NotFoundError, PermissionDeniedError, ValidationError
 from node.inputs import get_row, in_range
@@ -372,16 +372,9 @@ class SharingService:
                 )
             for g in groups:
                 g.owner_id = taker.id
+            summary = f"{detail}: {len(resources)} resources, {len(groups)} groups"
             self._audit.append(
-                s,
-                AuditEvent(
-                    operation="transfer ownership",
-                    username=actor.username,
-                    source_ip=ip,
-                    target=giver.username,
-                    category="user",
-                    detail=f"{detail}: {len(resources)} resources, {len(groups)} groups",
-                ),
+                s, user_event(actor, ip, "transfer ownership", giver.username, summary)
             )
             return TransferResult(resources=len(resources), groups=len(groups))
 

@@ -41,7 +41,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from node.audit import AuditEvent, AuditLog
+from node.audit import AuditLog, user_event
 from node.auth import SessionUser, normalize_username
 from node.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
 from node.inputs import (
@@ -178,17 +178,7 @@ class UserService:
     def _log(
         self, s: Session, actor: SessionUser, ip: str, op: str, target: str, detail: str = ""
     ) -> None:
-        self._audit.append(
-            s,
-            AuditEvent(
-                operation=op,
-                username=actor.username,
-                source_ip=ip,
-                target=target,
-                category="user",
-                detail=detail,
-            ),
-        )
+        self._audit.append(s, user_event(actor, ip, op, target, detail))
 
     @staticmethod
     def _user(s: Session, user_id: int) -> User:

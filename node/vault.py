@@ -34,7 +34,6 @@ Methods of :class:`VaultService`:
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Mapping, Sequence
@@ -61,7 +60,7 @@ from node.access import (
     visible_accounts,
     visible_resources,
 )
-from node.audit import AuditLog
+from node.audit import AuditLog, user_event
 from node.audit import resource_event as _resource_event
 from node.auth import SessionUser
 from node.errors import (
@@ -1109,8 +1108,7 @@ class VaultService:
     def _log_setting(self, s: Session, actor: SessionUser, ip: str, name: str, value: str) -> None:
         """A settings change: a user-audit row, as every settings change is
         (docs/audit-and-reports.md)."""
-        event = _resource_event(actor, ip, "settings", name, None, None, "", value, "success")
-        self._audit.append(s, dataclasses.replace(event, category="user"))
+        self._audit.append(s, user_event(actor, ip, "settings", name, value))
 
     def set_password_reason(self, actor: SessionUser, ip: str, mode: str) -> None:
         """Whether a reason is "optional" or "required" to view or copy any password."""
