@@ -58,7 +58,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +203,9 @@ class Result:
     total_ok: int  # successful requests, warm-up included
     server_cpu_s: float = 0.0  # CPU time the server used over the whole run
     left_in_flight: int = 0  # at most this many requests were dropped unanswered (wrk)
+    changes: list[float] = field(default_factory=list)  # --changers: their latencies, ms
+    change_errors: int = 0
+    change_seconds: float = 0.0  # how long they ran (warm-up included)
 
     @property
     def cpu_ms_per_request(self) -> float:
@@ -490,14 +493,83 @@ def start_seeded_node(label: str, data: Path, source: Path | None, args: Any) ->
     return node
 
 
-def measure_on(pid: int, name: str, target: Target, args: Any) -> Result:
+class Changers:
+    """``count`` clients changing passwords (PUT .../password, RESETTYPE LOCAL) one after
+    another on keep-alive connections, beside the fetches (``--changers``): what else a node
+    writes while it serves them. Their latencies are kept; none is retried."""
+
+    def __init__(self, target: Target, count: int) -> None:
+        self.target = target
+        self.latencies_ms: list[float] = []
+        self.errors = 0
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(k,), daemon=True) for k in range(count)
+        ]
+
+        self.seconds = 0.0
+
+    def __enter__(self) -> Changers:
+        self._started = time.perf_counter()
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+        self.seconds = time.perf_counter() - self._started
+
+    def _run(self, k: int) -> None:
+        conn = http.client.HTTPSConnection(
+            "127.0.0.1", self.target.port, context=client_context(), timeout=60
+        )
+        headers = {**self.target.headers, "Content-Type": "application/x-www-form-urlencoded"}
+        paths = self.target.paths
+        n = 0
+        while not self._stop.is_set():
+            n += 1
+            details = {
+                "NEWPASSWORD": f"Changed-{k}-{n}-{random.random():.6f}!",
+                "RESETTYPE": "LOCAL",
+            }
+            body = urllib.parse.urlencode(
+                {"INPUT_DATA": json.dumps({"operation": {"Details": details}})}
+            )
+            started = time.perf_counter()
+            try:
+                conn.request("PUT", random.choice(paths), body=body, headers=headers)
+                answer = conn.getresponse()
+                answer.read()
+            except OSError:
+                self.errors += 1
+                conn.close()
+                continue
+            if answer.status != 200:
+                self.errors += 1
+                continue
+            self.latencies_ms.append(1000 * (time.perf_counter() - started))
+        conn.close()
+
+
+def measure_on(pid: int, name: str, target: Target, args: Any, changers: int = 0) -> Result:
     cpu0 = cpu_seconds(pid)
-    if args.client == "wrk":
-        result = measure_wrk(name, target, args.clients, args.seconds, args.warmup)
-    else:
-        result = measure(name, target, args.clients, args.procs, args.seconds, args.warmup)
+    with Changers(target, changers) as changing:
+        if args.client == "wrk":
+            result = measure_wrk(name, target, args.clients, args.seconds, args.warmup)
+        else:
+            result = measure(name, target, args.clients, args.procs, args.seconds, args.warmup)
     result.server_cpu_s = cpu_seconds(pid) - cpu0
+    result.changes = sorted(changing.latencies_ms)
+    result.change_errors = changing.errors
+    result.change_seconds = changing.seconds
     return result
+
+
+def percentile(ordered: list[float], p: float) -> float:
+    """The ``p``-th percentile of the sorted, non-empty ``ordered`` (nearest rank)."""
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
 
 
 def median(values: list[float]) -> float:
@@ -518,6 +590,12 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument(
         "--rounds", type=int, default=3, help="rounds; the endpoints take turns in each"
+    )
+    parser.add_argument(
+        "--changers",
+        type=int,
+        default=0,
+        help="clients changing passwords through the API during the node's runs (default 0)",
     )
     parser.add_argument("--resources", type=int, default=20)
     parser.add_argument("--accounts", type=int, default=5, help="accounts per resource")
@@ -576,7 +654,7 @@ def main() -> int:
                         )
                     else:
                         node.results.append(
-                            measure_on(node.proc.pid, node.label, node.target, args)
+                            measure_on(node.proc.pid, node.label, node.target, args, args.changers)
                         )
             for node in nodes:
                 node.audited = audited_views(node.data / "strongroom.db") - node.views_before
@@ -616,6 +694,23 @@ def main() -> int:
                 f"{i + 1:<6} {label:<10} {r.rps:>8.0f} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f} "
                 f"{r.errors:>7} {r.cpu_ms_per_request:>18.2f} {r.rps / ref.rps:>14.2f}"
             )
+    if args.changers:
+        print(
+            f"password changes by {args.changers} more clients during the node's runs "
+            "(warm-up included):"
+        )
+        for i in range(len(bare_results)):
+            for node in nodes:
+                r = node.results[i]
+                if r.changes:
+                    rate = len(r.changes) / r.change_seconds
+                    print(
+                        f"{i + 1:<6} {r.name:<10} {rate:>8.1f} changes/s, "
+                        f"p50 {percentile(r.changes, 50):.1f} ms, "
+                        f"p99 {percentile(r.changes, 99):.1f} ms, errors {r.change_errors}"
+                    )
+                else:
+                    print(f"{i + 1:<6} {r.name:<10} no change succeeded ({r.change_errors} errors)")
     print("medians over the rounds:")
     for node in nodes:
         ratios = [r.rps / ref.rps for r, ref in zip(node.results, bare_results, strict=True)]
