@@ -94,7 +94,7 @@ from node.reveal_writer import InProcessWriter, RevealWriter
 from node.reveals import REVEALS, SETTING_REASON, RevealRequest
 from node.roles import Role
 from node.store.db import Store
-from node.store.dialect import unused_id
+from node.store.dialect import serialize_on, unused_id
 from node.store.models import (
     Account,
     AppSetting,
@@ -379,10 +379,19 @@ class VaultService:
 
     @staticmethod
     def _unique_name(s: Session, name: str, except_id: int | None = None) -> None:
-        other = s.scalars(select(Resource).where(Resource.name == name)).first()
-        if other is not None and other.id != except_id:
-            where = " (in the trash)" if other.deleted_at is not None else ""
-            raise ConflictError(f"a resource named '{name}' exists already{where}")
+        """Resource names are unique regardless of letter case (``web-01`` and ``WEB-01``
+        name one server), as the database folds it: every letter on PostgreSQL, A-Z on
+        SQLite. Writers of names that fold alike take turns (SQLite's write transactions
+        already do), so two of them cannot both pass this check."""
+        serialize_on(s, "resource name", name.casefold())
+        others = s.scalars(
+            select(Resource).where(func.lower(Resource.name) == func.lower(name))
+        ).all()
+        for other in others:
+            if other.id != except_id:
+                where = " (in the trash)" if other.deleted_at is not None else ""
+                same = "" if other.name == name else " (names are unique regardless of case)"
+                raise ConflictError(f"a resource named '{other.name}' exists already{where}{same}")
 
     def _effective_policy(self, s: Session, account: Account) -> PolicySpec:
         pid = account.password_policy_id or account.resource.password_policy_id
@@ -677,11 +686,14 @@ class VaultService:
         require(actor.role, Action.USE_VAULT)
         text = one_line("resource name", name, 256, required=True)
         with self._store.sessions() as s:
-            rid = s.scalars(
-                select(Resource.id).where(
-                    Resource.name == text, Resource.deleted_at.is_(None), visible_resources(actor)
+            found = s.execute(
+                select(Resource.id, Resource.name).where(
+                    func.lower(Resource.name) == func.lower(text),
+                    Resource.deleted_at.is_(None),
+                    visible_resources(actor),
                 )
-            ).first()
+            ).all()
+            rid = _by_name(found, text)
             if rid is None:
                 raise NotFoundError(f"no resource named '{text}'")
             return rid
@@ -866,19 +878,20 @@ class VaultService:
         rname = one_line("resource name", resource_name, 256, required=True)
         aname = one_line("account name", account_name, 256, required=True)
         with self._store.sessions() as s:
-            row = s.execute(
-                select(Resource.id, Account.id)
+            rows = s.execute(
+                select(Resource.id, Resource.name, Account.id)
                 .join(Account, Account.resource_id == Resource.id)
                 .where(
-                    Resource.name == rname,
-                    Account.username == aname,
+                    func.lower(Resource.name) == func.lower(rname),
+                    Account.username == aname,  # account names keep their case (root, Root)
                     Resource.deleted_at.is_(None),
                     visible_accounts(actor),
                 )
-            ).first()
-            if row is None:
+            ).all()
+            rid = _by_name([(r[0], r[1]) for r in rows], rname)
+            if rid is None:
                 raise NotFoundError(f"no account '{aname}' on a resource named '{rname}'")
-            return int(row[0]), int(row[1])
+            return rid, next(int(r[2]) for r in rows if r[0] == rid)
 
     def delete_account(self, actor: SessionUser, ip: str, account_id: int) -> None:
         require(actor.role, Action.MANAGE_OWN_RESOURCES)
@@ -1127,3 +1140,14 @@ class VaultService:
                 raise NotFoundError(f"no password policy with id {policy_id}")
             put_setting(s, SETTING_DEFAULT_POLICY, row.name)
             self._log_setting(s, actor, ip, SETTING_DEFAULT_POLICY, row.name)
+
+
+def _by_name(found: Sequence[tuple[int, str]], name: str) -> int | None:
+    """The id of the resource named ``name`` among ``found`` (those whose names fold to the
+    same): the one named exactly so; else the only one. Two that differ only in case can
+    exist from before names were unique regardless of case: then only the exact name
+    finds one."""
+    exact = [rid for rid, rname in found if rname == name]
+    if exact:
+        return int(exact[0])
+    return int(found[0][0]) if len(found) == 1 else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import time
 import urllib.parse
@@ -10,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Select, create_engine, event, func, select
+from sqlalchemy import Connection, Select, create_engine, event, func, select, text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
@@ -28,6 +29,19 @@ def for_update(session: Session, stmt: Select[T]) -> Select[T]:
 
 def is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
+
+
+def serialize_on(session: Session, *key: str) -> None:
+    """Make write transactions that name the same ``key`` take turns until they end, so
+    that a check followed by a write (a name unique regardless of case, which no index
+    here enforces) cannot be passed by two of them at once. PostgreSQL: a transaction-level
+    advisory lock on a 64-bit hash of the key. SQLite: nothing to do, its write
+    transactions (BEGIN IMMEDIATE) already run one at a time."""
+    if not is_postgres(session):
+        return
+    digest = hashlib.sha256("\x1f".join(key).encode()).digest()
+    lock_id = int.from_bytes(digest[:8], "big", signed=True)
+    session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
 
 
 def unused_id(session: Session, key: Any, *named_by: Any) -> int | None:

@@ -121,27 +121,97 @@ def test_duplicates_and_bad_input_change_nothing(services: Services) -> None:
         ):
             with pytest.raises(NotFoundError):
                 call()
-    # two administrators adding the same name at once: one wins, the other gets a conflict
+    # administrators adding the same name at once (in any case): one wins, the others get
+    # a conflict
     barrier = threading.Barrier(4)
     outcomes: list[str] = []
 
-    def add_same() -> None:
+    def add_same(name: str) -> None:
         barrier.wait()
         try:
-            services.vault.create_resource(admin, IP, NewResource(name="raced"))
+            services.vault.create_resource(admin, IP, NewResource(name=name))
             outcomes.append("made")
         except ConflictError:
             outcomes.append("conflict")
 
-    threads = [threading.Thread(target=add_same) for _ in range(4)]
+    spellings = ("raced", "RACED", "Raced", "rAcEd")
+    threads = [threading.Thread(target=add_same, args=(n,)) for n in spellings]
     for th in threads:
         th.start()
     for th in threads:
         th.join()
     assert sorted(outcomes) == ["conflict", "conflict", "conflict", "made"]
     names = [r.name for r in services.vault.list_resources(admin).items]
-    assert names == ["db1", "raced"]
+    assert names[0] == "db1" and names[1].lower() == "raced" and len(names) == 2
     assert len(services.vault.get_resource(admin, rid).accounts) == 1
+
+
+def test_resource_names_are_unique_regardless_of_case(services: Services) -> None:
+    admin = initial_admin(services)
+    vault = services.vault
+    web = vault.create_resource(admin, IP, NewResource(name="web-01")).resource_id
+    vault.add_account(admin, IP, web, NewAccount("root", "pw-1234"))
+    vault.add_account(admin, IP, web, NewAccount("Root", "pw-5678"))  # accounts keep case
+    with pytest.raises(ConflictError, match="'web-01' exists already.*regardless of case"):
+        vault.create_resource(admin, IP, NewResource(name="WEB-01"))
+    other = vault.create_resource(admin, IP, NewResource(name="db-01")).resource_id
+    with pytest.raises(ConflictError, match="'web-01'"):
+        vault.edit_resource(admin, IP, other, ResourceChanges(name="Web-01"))
+    vault.edit_resource(admin, IP, web, ResourceChanges(name="WEB-01"))  # its own name
+    assert vault.get_resource(admin, web).resource.name == "WEB-01"
+    # found by name in any case; account names only as written
+    assert vault.resource_id_by_name(admin, "web-01") == web
+    rid, root = vault.account_id_by_name(admin, "Web-01", "root")
+    assert rid == web and vault.account_id_by_name(admin, "web-01", "Root")[1] != root
+    with pytest.raises(NotFoundError):
+        vault.account_id_by_name(admin, "web-01", "ROOT")
+    vault.delete_resource(admin, IP, other)
+    with pytest.raises(ConflictError, match="'db-01' exists already \\(in the trash\\)"):
+        vault.create_resource(admin, IP, NewResource(name="DB-01"))
+
+
+def test_renames_to_names_that_differ_only_in_case_at_once_leave_one(services: Services) -> None:
+    admin = initial_admin(services)
+    ids = [
+        services.vault.create_resource(admin, IP, NewResource(name=f"box-{i}")).resource_id
+        for i in range(4)
+    ]
+    barrier = threading.Barrier(4)
+    outcomes: list[str] = []
+
+    def rename(rid: int, name: str) -> None:
+        barrier.wait()
+        try:
+            services.vault.edit_resource(admin, IP, rid, ResourceChanges(name=name))
+            outcomes.append("renamed")
+        except ConflictError:
+            outcomes.append("conflict")
+
+    spellings = ("shared", "SHARED", "Shared", "sHaReD")
+    threads = [threading.Thread(target=rename, args=a) for a in zip(ids, spellings, strict=True)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert sorted(outcomes) == ["conflict", "conflict", "conflict", "renamed"]
+    names = [r.name for r in services.vault.list_resources(admin).items]
+    assert sum(n.lower() == "shared" for n in names) == 1
+
+
+def test_names_that_differ_only_in_case_from_before_are_found_as_written(
+    services: Services,
+) -> None:
+    """Two resources whose names differ only in case can exist from an older version: the
+    exact name finds each, a third spelling finds neither (it could mean either)."""
+    admin = initial_admin(services)
+    first = services.vault.create_resource(admin, IP, NewResource(name="mail")).resource_id
+    second = services.vault.create_resource(admin, IP, NewResource(name="other")).resource_id
+    with services.store.transaction() as s:  # as an older version let it be written
+        s.execute(text("UPDATE resources SET name = 'MAIL' WHERE id = :id"), {"id": second})
+    assert services.vault.resource_id_by_name(admin, "mail") == first
+    assert services.vault.resource_id_by_name(admin, "MAIL") == second
+    with pytest.raises(NotFoundError):
+        services.vault.resource_id_by_name(admin, "Mail")
 
 
 def _xss_strings_are_stored_verbatim(services: Services) -> None:
