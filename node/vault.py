@@ -1033,15 +1033,38 @@ class VaultService:
         )
 
     def change_password(
-        self, actor: SessionUser, ip: str, account_id: int, new_password: str, reason: str = ""
+        self,
+        actor: SessionUser,
+        ip: str,
+        account_id: int,
+        new_password: str,
+        reason: str = "",
+        *,
+        ticket: str = "",
+        resource_id: int | None = None,
+        asked_as: tuple[str, str] = ("a reason", "a ticket id"),
     ) -> None:
-        """Store a new password (local change; the target system is not touched)."""
+        """Store a new password (local change; the target system is not touched). An
+        account that asks for a reason or a ticket id to be shown asks for them to be
+        changed too (``asked_as``: what the refusal calls them). ``resource_id``: the
+        account must belong to it (else the same NotFoundError as for no account)."""
         require(actor.role, Action.CHANGE_SHARED_PASSWORD)
         why = one_line("reason", reason, 1024)
+        ticket_id = one_line("ticket id", ticket, 128)
         check_basic(new_password)
         with self._store.transaction() as s:
             a = self._account(s, actor, account_id)
+            if resource_id is not None and a.resource_id != resource_id:
+                raise NotFoundError(f"no account with id {account_id}")
             self._need(account_access(s, actor, a), Access.MODIFY, "changing this password")
+            for needed, given, name in (
+                (a.reason_required, why, asked_as[0]),
+                (a.ticket_required, ticket_id, asked_as[1]),
+            ):
+                if needed and not given.strip():
+                    raise ValidationError(f"{name} is required to change this password")
+            if ticket_id.strip():
+                why = f"{why} (ticket {ticket_id})".strip()
             self._set_password(s, actor, a, new_password, utcnow())
             self._log(
                 s,

@@ -429,6 +429,7 @@ class ChangePasswordPage(VaultPage):
         back: dict[str, Any] = {"a": a, "policy": await self.policy_of(a)}
         try:
             reason = self.field("reason", 1024)
+            ticket = self.field("ticket", 128)
             generate = self.checkbox("generate")
             new = self.secret_field("new")
             if not generate and new != self.secret_field("confirm"):
@@ -439,7 +440,13 @@ class ChangePasswordPage(VaultPage):
         if generate:
             new = await self.call(self.services.vault.generate_for_account, self.user, aid)
         _, error = await self.attempt(
-            self.services.vault.change_password, self.user, self.source_ip, aid, new, reason
+            self.services.vault.change_password,
+            self.user,
+            self.source_ip,
+            aid,
+            new,
+            reason,
+            ticket=ticket,
         )
         if error is not None:
             self.refuse("vault_change_password.html", error, **back)

@@ -457,6 +457,25 @@ def test_ticket_id_and_over_long_reason(console: Console) -> None:
     assert ok.status == 200 and "Root-pw-12345" in ok.text
     rows = _audit(console.services, "view password")
     assert any(r.detail == "ticket T-1" and r.account_id == aid for r in rows)
+    # a change asks for what a view asks for
+    b.post(
+        f"/accounts/{aid}/edit",
+        {"username": "root", "ticket_required": "on", "reason_required": "on"},
+    )
+    form = b.get(f"/accounts/{aid}/password").text
+    assert 'name="reason" maxlength="1024" required' in form
+    assert 'name="ticket" maxlength="128" required' in form
+    new = {"new": "Root-pw-67890", "confirm": "Root-pw-67890"}
+    no_reason = b.post(f"/accounts/{aid}/password", {**new, "ticket": "T-2"})
+    assert no_reason.status == 400 and "a reason is required to change" in no_reason.text
+    no_ticket = b.post(f"/accounts/{aid}/password", {**new, "reason": "rotation"})
+    assert no_ticket.status == 400 and "a ticket id is required to change" in no_ticket.text
+    assert "Root-pw-12345" in b.post(f"/accounts/{aid}/view", {"reason": "r", "ticket": "T-1"}).text
+    done = b.post(f"/accounts/{aid}/password", {**new, "reason": "rotation", "ticket": "T-2"})
+    assert done.status == 302
+    assert "Root-pw-67890" in b.post(f"/accounts/{aid}/view", {"reason": "r", "ticket": "T-1"}).text
+    change = _audit(console.services, "change password")[-1]
+    assert (change.account_id, change.reason) == (aid, "rotation (ticket T-2)")
 
 
 def test_new_account_with_a_generated_password(console: Console) -> None:

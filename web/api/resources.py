@@ -569,17 +569,17 @@ class AccountHandler(ApiHandler):
 def change(
     services: Services, actor: SessionUser, ip: str, rid: int, aid: int, d: dict[str, Any]
 ) -> None:
-    account = account_of(services, actor, rid, aid)
-    # The account's settings that ask for a reason and a ticket id hold for changes made
-    # through the API too.
-    if account.reason_required and not d.get("REASON", "").strip():
-        raise ValidationError("a reason (REASON) is required to change this password")
-    if account.ticket_required and not d.get("TICKETID", "").strip():
-        raise ValidationError("a ticket id (TICKETID) is required to change this password")
-    reason = d.get("REASON", "")
-    if d.get("TICKETID"):
-        reason = f"{reason} (ticket {d['TICKETID']})".strip()
-    services.vault.change_password(actor, ip, aid, d["NEWPASSWORD"], reason)
+    # The account's settings that ask for a reason and a ticket id hold for changes too.
+    services.vault.change_password(
+        actor,
+        ip,
+        aid,
+        d["NEWPASSWORD"],
+        d.get("REASON", ""),
+        ticket=d.get("TICKETID", ""),
+        resource_id=rid,
+        asked_as=("a reason (REASON)", "a ticket id (TICKETID)"),
+    )
 
 
 class PasswordHandler(ApiHandler):
