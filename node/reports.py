@@ -387,6 +387,8 @@ class ReportService:
             .outerjoin(grantee, Share.user_id == grantee.id)
             .outerjoin(UserGroup, Share.user_group_id == UserGroup.id)
             .outerjoin(granter, Share.granted_by == granter.id)
+            # nothing in the trash, as in every report
+            .where(Resource.deleted_at.is_(None), acc_res.deleted_at.is_(None))
             .order_by(Share.id)
         )
         if not sees_everything(viewer):

@@ -163,10 +163,12 @@ class ResourceGroupService:
             if r is None:
                 raise NotFoundError(f"no resource with id {resource_id}")
             level = resource_access(s, actor, r)
-            if level < Access.FULL:
+            if level < Access.OWNER:
+                # A group's shares reach its resources: putting someone else's resource in
+                # a group would share it past its owner, out of their sight.
                 raise PermissionDeniedError(
                     f"your access ({level.label}) does not allow grouping this resource "
-                    "(needs Full)"
+                    "(only its owner can)"
                 )
             if s.get(ResourceGroupMember, (g.id, r.id)) is None:
                 s.add(ResourceGroupMember(group_id=g.id, resource_id=r.id))
@@ -176,11 +178,29 @@ class ResourceGroupService:
         require(actor.role, Action.MANAGE_RESOURCE_GROUPS)
         with self._store.transaction() as s:
             g = self._group(s, actor, group_id, Access.MODIFY, "changing this group")
-            row = s.get(ResourceGroupMember, (g.id, resource_id)) if in_range(resource_id) else None
-            if row is None:
+            member = (
+                s.scalars(
+                    select(Resource)
+                    .join(ResourceGroupMember, ResourceGroupMember.resource_id == Resource.id)
+                    .where(
+                        ResourceGroupMember.group_id == g.id,
+                        Resource.id == resource_id,
+                        Resource.deleted_at.is_(None),
+                        visible_resources(actor),  # what the caller cannot see, they cannot probe
+                    )
+                ).first()
+                if in_range(resource_id)
+                else None
+            )
+            if member is None:
                 raise NotFoundError(f"no resource with id {resource_id} in this group")
-            s.delete(row)
-            self._log(s, actor, ip, "remove from resource group", g.name, resource_id)
+            s.execute(
+                delete(ResourceGroupMember).where(
+                    ResourceGroupMember.group_id == g.id,
+                    ResourceGroupMember.resource_id == member.id,
+                )
+            )
+            self._log(s, actor, ip, "remove from resource group", g.name, member.id, member.name)
 
     def _views(
         self, s: Session, actor: SessionUser, groups: list[ResourceGroup]

@@ -25,12 +25,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import ColumnElement, delete, func, select
+from sqlalchemy import ColumnElement, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from node.access import (
     Access,
     account_access,
+    account_levels,
     group_access,
     parse_access,
     resource_access,
@@ -49,6 +50,7 @@ from node.store.models import (
     Account,
     Resource,
     ResourceGroup,
+    ResourceGroupMember,
     Share,
     User,
     UserGroup,
@@ -82,6 +84,7 @@ class _Target:
     owner_id: int
     resource_id: int | None
     account_id: int | None
+    level: Access  # the caller's access on it: Full or Owner
 
 
 class SharingService:
@@ -110,6 +113,7 @@ class SharingService:
                 a.resource.owner_id,
                 a.resource_id,
                 a.id,
+                level,
             )
         elif kind == "resource":
             r = s.scalars(
@@ -120,7 +124,7 @@ class SharingService:
             if r is None:
                 raise NotFoundError(f"no resource with id {oid}")
             level = resource_access(s, actor, r)
-            target = _Target("resource", r.id, r.name, r.owner_id, r.id, None)
+            target = _Target("resource", r.id, r.name, r.owner_id, r.id, None, level)
         else:
             g = s.scalars(
                 select(ResourceGroup).where(ResourceGroup.id == oid, visible_groups(actor))
@@ -128,12 +132,41 @@ class SharingService:
             if g is None:
                 raise NotFoundError(f"no resource group with id {oid}")
             level = group_access(s, actor, g)
-            target = _Target("group", g.id, g.name, g.owner_id, None, None)
+            target = _Target("group", g.id, g.name, g.owner_id, None, None, level)
         if level < Access.FULL:
             raise PermissionDeniedError(
                 f"your access ({level.label}) does not allow sharing this {kind} (needs Full)"
             )
         return target
+
+    @staticmethod
+    def _lowest_reached(s: Session, actor: SessionUser, t: _Target) -> tuple[Access, str]:
+        """The caller's lowest access on what a share of ``t`` reaches (each account of a
+        resource; each account of each resource of a group), and where it is: a share
+        passed on by someone who is not the owner may give no more than that."""
+        lowest, where = t.level, f"this {t.kind}"
+        if t.kind == "account":
+            return lowest, where
+        if t.kind == "resource":
+            resources = list(s.scalars(select(Resource).where(Resource.id == t.id)))
+        else:
+            resources = list(
+                s.scalars(
+                    select(Resource)
+                    .join(ResourceGroupMember, ResourceGroupMember.resource_id == Resource.id)
+                    .where(ResourceGroupMember.group_id == t.id, Resource.deleted_at.is_(None))
+                    .order_by(Resource.id)
+                )
+            )
+        for r in resources:
+            level = resource_access(s, actor, r)
+            if level < lowest:
+                lowest, where = level, f"resource {r.name}"
+            accounts = {a.id: a.username for a in r.accounts}
+            for aid, level in account_levels(s, actor, r, list(accounts)).items():
+                if level < lowest:
+                    lowest, where = level, f"account {r.name}/{accounts[aid]}"
+        return lowest, where
 
     @staticmethod
     def _object_filter(t: _Target) -> list[ColumnElement[bool]]:
@@ -153,6 +186,8 @@ class SharingService:
             u = get_row(s, User, user_id)
             if u is None:
                 raise NotFoundError(f"no user with id {user_id}")
+            if u.status != "active":
+                raise ValidationError(f"{u.username} is disabled: share with an active user")
             return "user", u.id, u.username
         assert user_group_id is not None
         g = get_row(s, UserGroup, user_group_id)
@@ -179,6 +214,16 @@ class SharingService:
 
     # sharing ------------------------------------------------------------------------------
 
+    @staticmethod
+    def _may_pass_on(actor: SessionUser, t: _Target, row: Share | None, pname: str) -> None:
+        """A Full share holder passes access on; they change or remove only the shares
+        they granted (the owner's, or another holder's, stay as those made them)."""
+        if row is not None and row.granted_by != actor.id:
+            raise PermissionDeniedError(
+                f"the share of this {t.kind} with {pname} was granted by someone else: only "
+                "its owner can change or remove it"
+            )
+
     def _share(
         self,
         actor: SessionUser,
@@ -200,6 +245,14 @@ class SharingService:
                 raise ValidationError(f"{pname} owns this {kind} already")
             col = Share.user_id if pkind == "user" else Share.user_group_id
             row = s.scalars(select(Share).where(*self._object_filter(t), col == pid)).first()
+            if t.level < Access.OWNER:  # passed on by a Full share holder
+                self._may_pass_on(actor, t, row, pname)
+                lowest, where = self._lowest_reached(s, actor, t)
+                if level > lowest:
+                    raise PermissionDeniedError(
+                        f"you hold {lowest.label} on {where}: you cannot share this {kind} "
+                        f"at {level.label}"
+                    )
             if row is None:
                 row = Share(
                     account_id=t.id if kind == "account" else None,
@@ -263,9 +316,12 @@ class SharingService:
             t = self._target(s, actor, kind, oid)
             pkind, pid, pname = self._principal(s, user_id, user_group_id)
             col = Share.user_id if pkind == "user" else Share.user_group_id
-            gone = s.execute(delete(Share).where(*self._object_filter(t), col == pid))
-            if not getattr(gone, "rowcount", 0):
+            row = s.scalars(select(Share).where(*self._object_filter(t), col == pid)).first()
+            if row is None:
                 raise NotFoundError(f"this {kind} is not shared with {pname}")
+            if t.level < Access.OWNER:
+                self._may_pass_on(actor, t, row, pname)
+            s.delete(row)
             self._log(s, actor, ip, "unshare", t, f"{pkind.replace('_', ' ')} {pname}")
 
     def unshare_account(
@@ -372,6 +428,17 @@ class SharingService:
                 )
             for g in groups:
                 g.owner_id = taker.id
+            # The new owner needs no share of what they own now: one left behind would
+            # keep their access after they, in turn, hand it on.
+            resource_ids = [r.id for r in resources]
+            owned = or_(
+                Share.resource_id.in_(resource_ids),
+                Share.account_id.in_(
+                    select(Account.id).where(Account.resource_id.in_(resource_ids))
+                ),
+                Share.resource_group_id.in_([g.id for g in groups]),
+            )
+            s.execute(delete(Share).where(Share.user_id == taker.id, owned))
             summary = f"{detail}: {len(resources)} resources, {len(groups)} groups"
             self._audit.append(
                 s, user_event(actor, ip, "transfer ownership", giver.username, summary)

@@ -554,7 +554,13 @@ class VaultService:
             self._store.transaction() as s,
         ):
             r = self._resource(s, actor, resource_id)
-            self._need(resource_access(s, actor, r), Access.MODIFY, "editing this resource")
+            level = resource_access(s, actor, r)
+            self._need(level, Access.MODIFY, "editing this resource")
+            if (
+                changes.password_policy_id is not None
+                and (changes.password_policy_id or None) != r.password_policy_id
+            ):
+                self._need(level, Access.OWNER, "changing this resource's password policy")
             changed: list[str] = []
             if changes.name is not None:
                 name = one_line("resource name", changes.name, 256, required=True)
@@ -783,7 +789,18 @@ class VaultService:
             self._store.transaction() as s,
         ):
             a = self._account(s, actor, account_id)
-            self._need(account_access(s, actor, a), Access.MODIFY, "editing this account")
+            level = account_access(s, actor, a)
+            self._need(level, Access.MODIFY, "editing this account")
+            controls = (
+                changes.password_policy_id is not None
+                and (changes.password_policy_id or None) != a.password_policy_id,
+                changes.reason_required is not None
+                and bool(changes.reason_required) != a.reason_required,
+                changes.ticket_required is not None
+                and bool(changes.ticket_required) != a.ticket_required,
+            )
+            if any(controls):  # what guards the password is its owner's to set
+                self._need(level, Access.OWNER, "changing this account's policy or reveal rules")
             changed: list[str] = []
             if changes.username is not None:
                 name = one_line("account name", changes.username, 256, required=True)
@@ -897,7 +914,8 @@ class VaultService:
         require(actor.role, Action.MANAGE_OWN_RESOURCES)
         with self._store.transaction() as s:
             a = self._account(s, actor, account_id)
-            self._need(account_access(s, actor, a), Access.FULL, "deleting this account")
+            # the owner's call, as deleting the resource is (an account has no trash)
+            self._need(account_access(s, actor, a), Access.OWNER, "deleting this account")
             self._log(
                 s,
                 actor,

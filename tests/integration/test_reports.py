@@ -133,6 +133,11 @@ def test_sharing_report_visibility(services: Services, world: World) -> None:
     mine = services.reports.run(world.auditor, "sharing", IP)
     assert "zz-hidden-9" not in set(_column(mine, "Shared object"))
     assert len(mine.rows) == 2
+    # a resource in the trash, and its accounts, leave the report with it
+    services.vault.delete_resource(world.pwadmin, IP, world.hidden)
+    assert "zz-hidden-9" not in set(
+        _column(services.reports.run(world.admin, "sharing", IP), "Shared object")
+    )
 
 
 def test_csv_is_formula_safe_and_xml_escaped(services: Services, world: World) -> None:

@@ -14,7 +14,7 @@ from node.errors import NotFoundError, PermissionDeniedError, ValidationError
 from node.roles import Role
 from node.services import Services
 from node.store.models import AuditRow, Share
-from node.vault import NewAccount, NewResource
+from node.vault import AccountChanges, NewAccount, NewResource, ResourceChanges
 from tests.integration.vault_helpers import IP, initial_admin, make_user, snapshot
 
 
@@ -118,8 +118,8 @@ def _apply(services: Services, w: World, shares: list[tuple[str, str, str]]) -> 
         s.execute(delete(Share))
     for obj, who, level in shares:
         principal = (
-            {"user_id": w.bob.id}
-            if who == "bob"
+            {"user_id": w.bob.id if who == "bob" else w.carol.id}
+            if who in ("bob", "carol")
             else {"user_group_id": w.ops if who == "ops" else w.dba}
         )
         if obj == "group":
@@ -299,3 +299,123 @@ def test_super_admin_scope_sees_everything(services: Services, world: World) -> 
     boss = snapshot(services, boss.id)
     assert services.vault.list_resources(boss).total == 1
     assert services.vault.view_password(boss, IP, w.a1) == "pw-one-1"
+
+
+def test_a_full_holder_passes_on_no_more_than_they_hold(services: Services, world: World) -> None:
+    """bob has Full on the resource but only View on its account sa: sharing the resource
+    at Modify or Full would give carol more on sa than bob has."""
+    w = world
+    _apply(services, w, [("resource", "bob", "full"), ("a1", "bob", "view")])
+    for level in ("full", "modify"):
+        with pytest.raises(PermissionDeniedError, match="View on account db-prod/sa"):
+            services.sharing.share_resource(w.bob, IP, w.rid, level, user_id=w.carol.id)
+    services.sharing.share_resource(w.bob, IP, w.rid, "view", user_id=w.carol.id)
+    assert services.vault.view_password(w.carol, IP, w.a1) == "pw-one-1"
+    # the same through a group: Full on the group, View on a resource in it
+    services.sharing.unshare_resource(w.owner, IP, w.rid, user_id=w.bob.id)
+    _apply(services, w, [("group", "bob", "full"), ("resource", "bob", "view")])
+    with pytest.raises(PermissionDeniedError, match="View on resource db-prod"):
+        services.sharing.share_group(w.bob, IP, w.gid, "full", user_id=w.carol.id)
+    # the owner passes on anything
+    services.sharing.share_resource(w.owner, IP, w.rid, "full", user_id=w.carol.id)
+
+
+def test_a_full_holder_changes_or_removes_only_the_shares_they_granted(
+    services: Services, world: World
+) -> None:
+    w = world
+    _apply(services, w, [("resource", "bob", "full"), ("a1", "carol", "view")])
+    with pytest.raises(PermissionDeniedError, match="granted by someone else"):
+        services.sharing.unshare_account(w.bob, IP, w.a1, user_id=w.carol.id)
+    with pytest.raises(PermissionDeniedError, match="granted by someone else"):
+        services.sharing.share_account(w.bob, IP, w.a1, "full", user_id=w.carol.id)
+    assert account_access_by_id_of(services, w.carol, w.a1) == Access.VIEW
+    # bob's own share he changes and takes back; the owner removes anyone's
+    services.sharing.share_account(w.bob, IP, w.a2, "view", user_id=w.carol.id)
+    services.sharing.share_account(w.bob, IP, w.a2, "modify", user_id=w.carol.id)
+    assert account_access_by_id_of(services, w.carol, w.a2) == Access.MODIFY
+    services.sharing.unshare_account(w.bob, IP, w.a2, user_id=w.carol.id)
+    services.sharing.share_account(w.bob, IP, w.a2, "view", user_id=w.carol.id)
+    services.sharing.unshare_account(w.owner, IP, w.a2, user_id=w.carol.id)
+    assert account_access_by_id_of(services, w.carol, w.a2) == Access.NONE
+
+
+def account_access_by_id_of(services: Services, user: SessionUser, account_id: int) -> Access:
+    try:
+        return services.vault.get_account(user, account_id).access
+    except NotFoundError:
+        return Access.NONE
+
+
+def test_only_the_owner_deletes_an_account_or_changes_what_guards_it(
+    services: Services, world: World
+) -> None:
+    w = world
+    _apply(services, w, [("resource", "bob", "full")])
+    with pytest.raises(PermissionDeniedError, match="needs Owner"):
+        services.vault.delete_account(w.bob, IP, w.a2)
+    for changes in (
+        AccountChanges(reason_required=True),
+        AccountChanges(ticket_required=True),
+        AccountChanges(password_policy_id=_policy_id(services, w.owner, "Strong")),
+    ):
+        with pytest.raises(PermissionDeniedError, match="needs Owner"):
+            services.vault.edit_account(w.bob, IP, w.a2, changes)
+    with pytest.raises(PermissionDeniedError, match="needs Owner"):
+        services.vault.edit_resource(
+            w.bob,
+            IP,
+            w.rid,
+            ResourceChanges(password_policy_id=_policy_id(services, w.owner, "Strong")),
+        )
+    # what does not guard the password, Modify and up may change (the flags as they are too)
+    services.vault.edit_account(
+        w.bob, IP, w.a2, AccountChanges(notes="rotated monthly", reason_required=False)
+    )
+    services.vault.edit_resource(w.bob, IP, w.rid, ResourceChanges(location="DC 2"))
+    services.vault.edit_account(w.owner, IP, w.a2, AccountChanges(reason_required=True))
+    services.vault.delete_account(w.owner, IP, w.a2)
+    assert [a.id for a in services.vault.get_resource(w.owner, w.rid).accounts] == [w.a1]
+
+
+def _policy_id(services: Services, actor: SessionUser, name: str) -> int:
+    return next(p.id for p in services.policies.list_policies(actor) if p.name == name)
+
+
+def test_groups_take_only_the_owner_s_resources_and_hide_the_rest(
+    services: Services, world: World
+) -> None:
+    w = world
+    _apply(services, w, [("resource", "bob", "full"), ("group", "bob", "modify")])
+    bobs = services.resource_groups.create_group(w.bob, IP, "bob-stash")
+    with pytest.raises(PermissionDeniedError, match="only its owner"):
+        services.resource_groups.add_resource(w.bob, IP, bobs, w.rid)
+    # bob puts his own resource in the owner's group (he may change it): the owner, who
+    # cannot see that resource, can neither remove it nor tell it from one not there
+    box = services.vault.create_resource(w.bob, IP, NewResource(name="bobs-box")).resource_id
+    services.resource_groups.add_resource(w.bob, IP, w.gid, box)
+    for probe in (box, 99999):
+        with pytest.raises(NotFoundError, match=f"no resource with id {probe} in this group"):
+            services.resource_groups.remove_resource(w.owner, IP, w.gid, probe)
+    services.resource_groups.remove_resource(w.bob, IP, w.gid, box)
+
+
+def test_transfer_drops_the_receiver_s_own_shares(services: Services, world: World) -> None:
+    w = world
+    _apply(services, w, [("resource", "bob", "full"), ("group", "bob", "view")])
+    services.sharing.share_account(w.owner, IP, w.a1, "view", user_id=w.bob.id)
+    services.sharing.transfer_ownership(w.admin, IP, w.owner.id, w.bob.id)
+    with services.store.sessions() as s:
+        assert s.scalars(select(Share).where(Share.user_id == w.bob.id)).all() == []
+    heir = make_user(services, w.admin, "heir", Role.PASSWORD_ADMINISTRATOR)
+    services.sharing.transfer_ownership(w.admin, IP, w.bob.id, heir.id)
+    assert services.vault.list_resources(w.bob).total == 0
+    with pytest.raises(NotFoundError):
+        services.vault.view_password(w.bob, IP, w.a1)
+
+
+def test_no_share_with_a_disabled_user(services: Services, world: World) -> None:
+    w = world
+    services.users.set_enabled(w.admin, IP, w.carol.id, False)
+    with pytest.raises(ValidationError, match="carol is disabled"):
+        services.sharing.share_resource(w.owner, IP, w.rid, "view", user_id=w.carol.id)
