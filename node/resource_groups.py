@@ -98,6 +98,22 @@ class ResourceGroupService:
         return g
 
     @staticmethod
+    def _owners_group(
+        s: Session, actor: SessionUser, group_id: int, resource_id: int
+    ) -> ResourceGroup | None:
+        """The group ``group_id`` if it holds ``resource_id`` and the caller owns that
+        resource: an owner may always take their resource out of a group (whose shares
+        reach it), even one they cannot otherwise see or change. Else None."""
+        if not (in_range(group_id) and in_range(resource_id)):
+            return None
+        if s.get(ResourceGroupMember, (group_id, resource_id)) is None:
+            return None
+        r = s.get(Resource, resource_id)
+        if r is None or resource_access(s, actor, r) < Access.OWNER:
+            return None
+        return s.get(ResourceGroup, group_id)
+
+    @staticmethod
     def _unique(s: Session, name: str, except_id: int | None = None) -> None:
         clash = s.scalars(select(ResourceGroup.id).where(ResourceGroup.name == name)).first()
         if clash is not None and clash != except_id:
@@ -177,7 +193,9 @@ class ResourceGroupService:
     def remove_resource(self, actor: SessionUser, ip: str, group_id: int, resource_id: int) -> None:
         require(actor.role, Action.MANAGE_RESOURCE_GROUPS)
         with self._store.transaction() as s:
-            g = self._group(s, actor, group_id, Access.MODIFY, "changing this group")
+            g = self._owners_group(s, actor, group_id, resource_id) or self._group(
+                s, actor, group_id, Access.MODIFY, "changing this group"
+            )
             member = (
                 s.scalars(
                     select(Resource)

@@ -22,6 +22,7 @@ the same user), AuditWriteError.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -68,6 +69,15 @@ class ShareView:
     principal_name: str
     access: Access
     granted_by: str
+
+
+@dataclass(frozen=True)
+class GroupReach:
+    """A resource group holding a resource, and the shares of that group."""
+
+    group_id: int
+    group_name: str
+    shares: list[ShareView]
 
 
 @dataclass(frozen=True)
@@ -362,28 +372,54 @@ class SharingService:
         with self._store.sessions() as s:
             t = self._target(s, actor, kind, object_id)
             rows = s.scalars(select(Share).where(*self._object_filter(t)).order_by(Share.id)).all()
-            names = dict(s.execute(select(User.id, User.username)).all())
-            groups = dict(s.execute(select(UserGroup.id, UserGroup.name)).all())
+            return self._share_views(s, rows)
+
+    def group_reach(self, actor: SessionUser, resource_id: int) -> list[GroupReach]:
+        """For the resource's owner (or a Super Administrator): the resource groups that
+        hold it and their shares, which reach the resource too. Empty for anyone else."""
+        require(actor.role, Action.SHARE)
+        with self._store.sessions() as s:
+            t = self._target(s, actor, "resource", resource_id)
+            if t.level < Access.OWNER:
+                return []
+            groups = s.scalars(
+                select(ResourceGroup)
+                .join(ResourceGroupMember, ResourceGroupMember.group_id == ResourceGroup.id)
+                .where(ResourceGroupMember.resource_id == t.id)
+                .order_by(ResourceGroup.name)
+            ).all()
             out = []
-            for r in rows:
-                if r.user_id is not None:
-                    principal: Literal["user", "user_group"] = "user"
-                    pid, pname = r.user_id, names.get(r.user_id, "")
-                else:
-                    assert r.user_group_id is not None
-                    principal = "user_group"
-                    pid, pname = r.user_group_id, groups.get(r.user_group_id, "")
-                out.append(
-                    ShareView(
-                        id=r.id,
-                        principal=principal,
-                        principal_id=pid,
-                        principal_name=pname,
-                        access=Access[r.access.upper()],
-                        granted_by=names.get(r.granted_by or 0, ""),
-                    )
-                )
+            for g in groups:
+                rows = s.scalars(
+                    select(Share).where(Share.resource_group_id == g.id).order_by(Share.id)
+                ).all()
+                out.append(GroupReach(g.id, g.name, self._share_views(s, rows)))
             return out
+
+    @staticmethod
+    def _share_views(s: Session, rows: Sequence[Share]) -> list[ShareView]:
+        names = dict(s.execute(select(User.id, User.username)).all())
+        groups = dict(s.execute(select(UserGroup.id, UserGroup.name)).all())
+        out = []
+        for r in rows:
+            if r.user_id is not None:
+                principal: Literal["user", "user_group"] = "user"
+                pid, pname = r.user_id, names.get(r.user_id, "")
+            else:
+                assert r.user_group_id is not None
+                principal = "user_group"
+                pid, pname = r.user_group_id, groups.get(r.user_group_id, "")
+            out.append(
+                ShareView(
+                    id=r.id,
+                    principal=principal,
+                    principal_id=pid,
+                    principal_name=pname,
+                    access=Access[r.access.upper()],
+                    granted_by=names.get(r.granted_by or 0, ""),
+                )
+            )
+        return out
 
     # ownership ----------------------------------------------------------------------------
 

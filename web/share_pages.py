@@ -38,6 +38,11 @@ class SharePage(ConsolePage):
             self.kind,
             object_id,
         )
+        reach = (
+            await self.call(self.services.sharing.group_reach, self.user, object_id)
+            if self.kind == "resource"
+            else []
+        )
         users = await self.call(self.services.users.list_users, self.user)
         groups = await self.call(self.services.users.list_user_groups, self.user)
         people = [u for u in users if u.id != self.user.id and u.status == "active"]
@@ -48,6 +53,7 @@ class SharePage(ConsolePage):
             label=label,
             action=self.request.path,
             shares=shares,
+            reach=reach,
             people=people,
             groups=groups,
             levels=LEVELS,
@@ -77,6 +83,10 @@ class SharePage(ConsolePage):
     async def post(self, object_id: str) -> None:
         oid = self.object_id(object_id)
         await self.target(oid)
+        leave = self.get_body_argument("leave_group", "")
+        if self.kind == "resource" and leave:
+            await self.leave_group(oid, leave)
+            return
         share, unshare = self.methods()
         try:
             who = self.principal()
@@ -96,6 +106,25 @@ class SharePage(ConsolePage):
             await self.show(oid, error)
             return
         self.done("Share removed." if remove else "Shared.", self.request.path)
+
+
+    async def leave_group(self, resource_id: int, group: str) -> None:
+        """The owner takes their resource out of a resource group that reaches it."""
+        if not is_decimal(group) or len(group) > 9:
+            self.set_status(400)
+            await self.show(resource_id, "choose a resource group")
+            return
+        _, error = await self.attempt(
+            self.services.resource_groups.remove_resource,
+            self.user,
+            self.source_ip,
+            int(group),
+            resource_id,
+        )
+        if error is not None:
+            await self.show(resource_id, error)
+            return
+        self.done("Taken out of the resource group.", self.request.path)
 
 
 class ResourceSharePage(SharePage):

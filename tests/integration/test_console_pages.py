@@ -21,6 +21,7 @@ from node.errors import AuthenticationError
 from node.roles import Role
 from node.services import Services
 from node.store.models import AuditRow
+from node.vault import NewAccount, NewResource
 from tests.integration.live_app import Browser, add_user, browser_for, first_admin, live_app
 from web.app import route_table
 
@@ -579,3 +580,35 @@ def test_a_locked_account_shows_on_its_page_until_reset(console: Console) -> Non
     assert "Locked after failed logins until" in page and "UTC" in page
     assert b.post(f"/users/{lou.id}/reset-password", {}).status == 200
     assert "Locked after failed logins" not in b.get(f"/users/{lou.id}").text
+
+
+def test_a_resource_s_owner_sees_and_leaves_the_groups_that_reach_it(console: Console) -> None:
+    """A group's shares reach its resources: the share dialog shows the owner the groups
+    that hold the resource, with their shares, and lets them take it out of one."""
+    services, admin = console.services, console.admin
+    owner = add_user(services, admin, "grp-owner", Role.PASSWORD_ADMINISTRATOR)
+    keeper = add_user(services, admin, "grp-keeper", Role.PASSWORD_ADMINISTRATOR)
+    reader = add_user(services, admin, "grp-reader", Role.PASSWORD_USER)
+    made = services.vault.create_resource(
+        owner, "127.0.0.1", NewResource(name="reach-box"), NewAccount("root", "Reach-pw-123")
+    )
+    rid = made.resource_id
+    gid = services.resource_groups.create_group(keeper, "127.0.0.1", "keepers-shelf")
+    services.sharing.share_group(keeper, "127.0.0.1", gid, "modify", user_id=owner.id)
+    services.resource_groups.add_resource(owner, "127.0.0.1", gid, rid)
+    services.sharing.unshare_group(keeper, "127.0.0.1", gid, user_id=owner.id)
+    services.sharing.share_group(keeper, "127.0.0.1", gid, "full", user_id=reader.id)
+    as_reader = console.browser(reader)
+    assert "Reach-pw-123" in as_reader.post(f"/accounts/{made.account_id}/view", {}).text
+    b = console.browser(owner)
+    dialog = b.get(f"/resources/{rid}/share").text
+    assert "Also reached through resource groups" in dialog
+    assert "keepers-shelf" in dialog and "grp-reader (Full)" in dialog
+    assert b.get(f"/groups/{gid}").status == 404  # the owner cannot see the group itself
+    left = b.post(f"/resources/{rid}/share", {"leave_group": str(gid)})
+    assert left.status == 302
+    assert "keepers-shelf" not in b.get(f"/resources/{rid}/share").text
+    assert as_reader.post(f"/accounts/{made.account_id}/view", {}).status == 404
+    # someone who does not own the resource (here with Full on it) sees no such list
+    services.sharing.share_resource(owner, "127.0.0.1", rid, "full", user_id=keeper.id)
+    assert "Also reached" not in console.browser(keeper).get(f"/resources/{rid}/share").text
