@@ -47,6 +47,8 @@ log = logging.getLogger("strongroom.query_reports")
 
 MAX_SQL = 10_000
 MAX_ROWS = 10_000
+MAX_RESULT_CHARS = 20_000_000  # what one run may bring back, its values as text
+_FETCH = 500
 TIME_LIMIT_S = 10.0
 
 REPORT_VIEWS: tuple[str, ...] = (
@@ -218,6 +220,12 @@ def check_query(text: str, dialect: str) -> CheckedQuery:
     real = _real_tables(tree)
     views: set[str] = set()
     for node in tree.walk():
+        if isinstance(node, exp.In) and node.args.get("field") is not None:
+            # SQLite reads "x IN name" as a test against a whole table: no report view
+            # check would see that name (it is parsed as a column)
+            raise QueryRefusedError(
+                "'IN' followed by a name is not allowed: write IN (SELECT ... FROM a view)"
+            )
         if isinstance(node, exp.Table):
             _check_table(node, id(node) in real, ctes, views)
         elif isinstance(node, exp.Anonymous):
@@ -292,6 +300,27 @@ def _check_table(node: exp.Table, real: bool, ctes: set[str], views: set[str]) -
     views.add(name)
 
 
+def _fetch(cursor: Any) -> list[tuple[Any, ...]]:
+    """At most MAX_ROWS + 1 rows (one more says there were more), and at most about
+    MAX_RESULT_CHARS characters of values in all (else a ValidationError: the answer, as
+    a page, a CSV or an XML file, would be larger still)."""
+    rows: list[tuple[Any, ...]] = []
+    size = 0
+    while len(rows) <= MAX_ROWS:
+        batch = cursor.fetchmany(min(_FETCH, MAX_ROWS + 1 - len(rows)))
+        if not batch:
+            break
+        for row in batch:
+            size += sum(len(v) if isinstance(v, str | bytes) else 8 for v in row)
+        if size > MAX_RESULT_CHARS:
+            raise ValidationError(
+                f"the result is larger than {MAX_RESULT_CHARS // 1_000_000} million "
+                "characters: select fewer rows or shorter values"
+            )
+        rows.extend(tuple(r) for r in batch)
+    return rows
+
+
 class QueryReportService:
     def __init__(
         self, store: Store, reader: ReadOnlyStore, audit: AuditLog, licence: LicenceService
@@ -321,14 +350,16 @@ class QueryReportService:
             raise PermissionDeniedError("your role does not allow query reports")
         self._licence.require(Feature.QUERY_REPORTS)
         now = now or utcnow()
+        recorded = text  # until it is checked; then what runs (comments gone)
         try:
             checked = check_query(text, self.dialect)
+            recorded = checked.sql
             table = self._execute(checked)
         except ValidationError as exc:
-            self._record(viewer, source_ip, text, "failure", str(exc), now)
+            self._record(viewer, source_ip, recorded, "failure", str(exc), now)
             raise
         table.generated_at = now
-        self._record(viewer, source_ip, text, "success", f"{len(table.rows)} rows", now)
+        self._record(viewer, source_ip, recorded, "success", f"{len(table.rows)} rows", now)
         return table
 
     def _execute(self, checked: CheckedQuery) -> Table:
@@ -345,9 +376,14 @@ class QueryReportService:
                     try:
                         cursor.execute(checked.sql)
                         columns = [str(d[0]) for d in cursor.description or []]
-                        rows = [tuple(r) for r in cursor.fetchmany(MAX_ROWS + 1)]
+                        rows = _fetch(cursor)
                     except driver_error as exc:
                         raise ValidationError(self._db_message(exc)) from None
+                    except (ValueError, OverflowError) as exc:  # the driver's conversion
+                        raise ValidationError(
+                            f"the result holds a value that cannot be shown ({exc}); "
+                            "cast it to text in the query"
+                        ) from None
                     finally:
                         cursor.close()
         except SQLAlchemyError:

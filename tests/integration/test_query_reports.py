@@ -104,6 +104,10 @@ REFUSED = [
     ("SELECT sqlite_version() FROM report_users", "the function sqlite_version() is not"),
     ("SELECT random() FROM report_users", "the function random() is not allowed"),
     ("SELECT 1", "at least one report view"),
+    # SQLite's "x IN table": a whole base table, named where a column could be
+    ("SELECT username FROM report_users WHERE '0003' IN alembic_version", "'IN' followed by"),
+    ("SELECT 1 FROM report_users WHERE (NULL, 'x') IN accounts", "'IN' followed by"),
+    ("SELECT 1 FROM report_users WHERE id IN main.accounts", "'IN' followed by"),
     ("SELECT * FROM report_users WHERE id = ?", "read-only SELECT"),
     ("VACUUM", "SELECT"),
     ("", "enter a SELECT"),
@@ -169,3 +173,37 @@ def test_documented_examples_run(services: Services, world: World) -> None:
     documented = set(re.findall(r"^### (report_\w+)", doc, flags=re.M))
     documented |= set(re.findall(r"^### report_\w+, (report_\w+)", doc, flags=re.M))
     assert documented == set(REPORT_VIEWS)
+
+
+def _last_run(services: Services, world: World) -> tuple[str, str, str]:
+    rows = services.audit_query.search(world.admin, AuditFilter(operation="run query report"))
+    last = rows.entries[0]
+    return last.result, last.target, last.detail
+
+
+def test_what_a_run_brings_back_is_bounded_and_every_run_is_audited(
+    services: Services, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from node import query_reports
+
+    monkeypatch.setattr(query_reports, "MAX_RESULT_CHARS", 40)
+    with pytest.raises(ValidationError, match="larger than"):
+        services.query_reports.run(world.admin, "SELECT username, full_name FROM report_users", IP)
+    result, _target, detail = _last_run(services, world)
+    assert result == "failure" and "larger than" in detail
+    monkeypatch.undo()
+    # the audit row holds the query that ran, not comments that could hide it
+    hidden = "/* " + "nothing to see here " * 40 + "*/ SELECT username FROM report_users"
+    services.query_reports.run(world.admin, hidden, IP)
+    result, target, _detail = _last_run(services, world)
+    assert result == "success" and "nothing to see" not in target
+    assert "username" in target and "report_users" in target
+    if services.store.dialect == "postgresql":
+        # a value the driver cannot turn into Python: a clear refusal, audited, not a 500
+        for sql in (
+            "SELECT CAST('10000-01-01' AS date) FROM report_users",
+            "SELECT CAST('0001-01-01 BC' AS date) FROM report_users",
+        ):
+            with pytest.raises(ValidationError, match="cannot be shown"):
+                services.query_reports.run(world.admin, sql, IP)
+            assert _last_run(services, world)[0] == "failure"
