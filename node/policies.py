@@ -34,7 +34,8 @@ from node.errors import ConflictError, NotFoundError, ValidationError
 from node.inputs import get_row, one_line
 from node.permissions import Action, require
 from node.store.db import Store
-from node.store.models import Account, PasswordPolicy, Resource
+from node.store.dialect import serialize_on
+from node.store.models import Account, AppSetting, PasswordPolicy, Resource
 
 LOWER = string.ascii_lowercase
 UPPER = string.ascii_uppercase
@@ -107,6 +108,8 @@ BUILTIN_POLICIES = (
     ),
 )
 DEFAULT_POLICY = "Low"
+SETTING_DEFAULT_POLICY = "default_password_policy"  # the app setting: a policy's name
+GENERATE_TRIES = 1000  # new passwords tried before a policy is said to allow too few
 
 
 def spec_of(row: PasswordPolicy) -> PolicySpec:
@@ -218,6 +221,22 @@ def policy_by_name(session: Session, name: str) -> PasswordPolicy | None:
     return session.scalars(select(PasswordPolicy).where(PasswordPolicy.name == name)).first()
 
 
+def _name_taken(session: Session, name: str, except_id: int | None = None) -> None:
+    """Policy names are unique regardless of letter case (as resource names: node/vault.py
+    ``_unique_name``), so that a custom ``low`` is never taken for the built-in ``Low``."""
+    serialize_on(session, "policy name", name.casefold())
+    for other in session.scalars(
+        select(PasswordPolicy).where(func.lower(PasswordPolicy.name) == func.lower(name))
+    ):
+        if other.id != except_id:
+            raise ConflictError(f"a password policy named '{other.name}' exists already")
+
+
+def _default_name(session: Session) -> str:
+    row = session.get(AppSetting, SETTING_DEFAULT_POLICY)
+    return DEFAULT_POLICY if row is None else str(row.value)
+
+
 class PolicyService:
     def __init__(self, store: Store, audit: AuditLog) -> None:
         self._store = store
@@ -250,8 +269,7 @@ class PolicyService:
         spec = validate_spec(spec)
         try:
             with self._store.transaction() as s:
-                if policy_by_name(s, spec.name) is not None:
-                    raise ConflictError(f"a password policy named '{spec.name}' exists already")
+                _name_taken(s, spec.name)
                 row = PasswordPolicy(builtin=False)
                 _fill(row, spec)
                 s.add(row)
@@ -270,9 +288,10 @@ class PolicyService:
                 raise NotFoundError(f"no password policy with id {policy_id}")
             if row.builtin:
                 raise ConflictError(f"the built-in policy '{row.name}' cannot be edited")
-            other = policy_by_name(s, spec.name)
-            if other is not None and other.id != row.id:
-                raise ConflictError(f"a password policy named '{spec.name}' exists already")
+            _name_taken(s, spec.name, row.id)
+            default = s.get(AppSetting, SETTING_DEFAULT_POLICY)
+            if default is not None and default.value == row.name and spec.name != row.name:
+                default.value = spec.name  # the vault's default follows its new name
             _fill(row, spec)
             self._audit_row(s, actor, ip, "edit password policy", spec.name)
 
@@ -284,6 +303,11 @@ class PolicyService:
                 raise NotFoundError(f"no password policy with id {policy_id}")
             if row.builtin:
                 raise ConflictError(f"the built-in policy '{row.name}' cannot be deleted")
+            if _default_name(s) == row.name:
+                raise ConflictError(
+                    f"the policy '{row.name}' is the vault's default: choose another default "
+                    "(Settings) before deleting it"
+                )
             used: Any = (
                 s.scalar(
                     select(func.count())

@@ -33,6 +33,7 @@ from node.permissions import Action, allowed
 from node.policies import (
     DEFAULT_POLICY,
     MAX_PASSWORD,
+    SETTING_DEFAULT_POLICY,
     PolicySpec,
     check_password,
     policy_by_name,
@@ -50,7 +51,7 @@ from node.store.models import (
     UserGroupMember,
     utcnow,
 )
-from node.vault import SETTING_DEFAULT_POLICY, get_setting
+from node.vault import get_setting
 
 DEFAULT_AGE_DAYS = 90
 MAX_AGE_DAYS = 36500

@@ -83,6 +83,8 @@ from node.licence_service import LicenceService
 from node.permissions import Action, require
 from node.policies import (
     DEFAULT_POLICY,
+    GENERATE_TRIES,
+    SETTING_DEFAULT_POLICY,
     PolicySpec,
     check_basic,
     check_password,
@@ -120,7 +122,6 @@ BUILTIN_RESOURCE_TYPES = (
     "Cisco IOS",
     "Generic",
 )
-SETTING_DEFAULT_POLICY = "default_password_policy"  # a policy name
 REASON_MODES = ("optional", "required")
 MAX_TEXT = 4096
 MAX_LIST = 1000
@@ -1103,10 +1104,16 @@ class VaultService:
             a = self._account(s, actor, account_id)
             policy = self._effective_policy(s, a)
             recent = self._recent_passwords(s, a, policy.no_reuse_last)
-        while True:
+        for _ in range(GENERATE_TRIES):
             candidate = generate_password(policy)
             if candidate not in recent:
                 return candidate
+        # a policy that allows only a few passwords (length 1, digits only, no reuse of
+        # the last 24) may have used them all: say so rather than try for ever
+        raise ValidationError(
+            f"the policy '{policy.name}' allows too few passwords to find one that is not "
+            f"among the last {policy.no_reuse_last}: type one, or widen the policy"
+        )
 
     # resource types ---------------------------------------------------------------------
 

@@ -178,3 +178,58 @@ def test_policy_administration(services: Services) -> None:
     _builtin_policies_cannot_be_changed(services)
     _inconsistent_policies_are_refused(services)
     _custom_policy_edit_and_delete(services)
+
+
+def test_policy_names_are_unique_regardless_of_case(services: Services) -> None:
+    admin = initial_admin(services)
+    with pytest.raises(ConflictError, match="'Low' exists already"):
+        services.policies.create_policy(admin, IP, PolicySpec(name="low", min_length=30))
+    mine = services.policies.create_policy(admin, IP, PolicySpec(name="Mine"))
+    with pytest.raises(ConflictError, match="'Mine' exists already"):
+        services.policies.create_policy(admin, IP, PolicySpec(name="MINE"))
+    other = services.policies.create_policy(admin, IP, PolicySpec(name="Other"))
+    with pytest.raises(ConflictError, match="'Mine' exists already"):
+        services.policies.update_policy(admin, IP, other, PolicySpec(name="mine"))
+    services.policies.update_policy(admin, IP, mine, PolicySpec(name="MINE"))  # its own name
+
+
+def test_the_default_policy_follows_a_rename_and_cannot_be_deleted(services: Services) -> None:
+    admin = initial_admin(services)
+    strict = services.policies.create_policy(admin, IP, PolicySpec(name="Strict", min_length=30))
+    services.vault.set_default_policy(admin, IP, strict)
+    services.policies.update_policy(admin, IP, strict, PolicySpec(name="Stricter", min_length=30))
+    assert services.vault.get_settings(admin).default_policy == "Stricter"
+    with pytest.raises(ValidationError, match="at least 30 characters"):
+        services.vault.create_resource(
+            admin, IP, NewResource(name="still-strict"), NewAccount("root", "abcd")
+        )
+    with pytest.raises(ConflictError, match="the vault's default"):
+        services.policies.delete_policy(admin, IP, strict)
+    services.vault.set_default_policy(admin, IP, _policy_id(services, "Low"))
+    services.policies.delete_policy(admin, IP, strict)
+
+
+def test_the_generator_says_when_a_policy_leaves_no_new_password(services: Services) -> None:
+    admin = initial_admin(services)
+    tiny = services.policies.create_policy(
+        admin,
+        IP,
+        PolicySpec(
+            name="Tiny",
+            min_length=1,
+            max_length=1,
+            require_lower=False,
+            require_upper=False,
+            require_digit=True,
+            require_special=False,
+            no_reuse_last=24,
+        ),
+    )
+    made = services.vault.create_resource(
+        admin, IP, NewResource(name="tiny-box"), NewAccount("pin", "0", password_policy_id=tiny)
+    )
+    assert made.account_id is not None
+    for digit in "123456789":
+        services.vault.change_password(admin, IP, made.account_id, digit)
+    with pytest.raises(ValidationError, match="allows too few passwords"):
+        services.vault.generate_for_account(admin, made.account_id)

@@ -241,11 +241,17 @@ def policy_names(services: Services, actor: SessionUser) -> tuple[dict[int, str]
 def policy_id(services: Services, actor: SessionUser, name: str | None) -> int | None:
     if not name or not name.strip():
         return None
-    wanted = name.strip().casefold()
-    for p in services.policies.list_policies(actor):
-        if p.name.casefold() == wanted:
-            return p.id
-    raise ValidationError(f"no password policy named '{name.strip()[:128]}'")
+    text = name.strip()
+    policies = services.policies.list_policies(actor)
+    exact = [p.id for p in policies if p.name == text]
+    if exact:
+        return exact[0]
+    # names are unique regardless of case; two from an older version that differ only in
+    # case are found by their exact spelling only
+    folded = [p.id for p in policies if p.name.casefold() == text.casefold()]
+    if len(folded) == 1:
+        return folded[0]
+    raise ValidationError(f"no password policy named '{text[:128]}'")
 
 
 def generated_password(
