@@ -202,9 +202,15 @@ class AuthService:
 
     # sessions ---------------------------------------------------------------------------
 
-    def create_session(self, user_id: int, source_ip: str) -> str:
+    def create_session(self, user_id: int, source_ip: str, replaces: str | None = None) -> str:
+        """A new session of ``user_id``; ``replaces``: the token the browser held before,
+        whose session (whoever's it was) ends."""
         token = secrets.token_urlsafe(32)
         with self._store.transaction() as session:
+            if replaces:
+                session.execute(
+                    delete(LoginSession).where(LoginSession.token_hash == token_hash(replaces))
+                )
             session.add(
                 LoginSession(
                     token_hash=token_hash(token), user_id=user_id, source_ip=source_ip[:64]
@@ -252,8 +258,14 @@ class AuthService:
 
     # passwords --------------------------------------------------------------------------
 
-    def change_password(self, user_id: int, current: str, new: str, source_ip: str) -> None:
-        """Change one's own login password; the current one must be given."""
+    def change_password(self, user_id: int, current: str, new: str, source_ip: str) -> str:
+        """Change one's own login password; the current one must be given. Every session
+        of the user ends (one opened with the old password, or a one-time password someone
+        else saw, no longer works); returns the token of a new session for the caller.
+
+        A wrong current password counts as a failed login (audited; at the lockout
+        threshold the account locks and its sessions end), so that someone holding a
+        session cannot guess the password behind it at leisure."""
         check_login_password_rules(new)
         if new == current:
             raise ValidationError("the new password must differ from the current one")
@@ -261,17 +273,58 @@ class AuthService:
             user = session.get(User, user_id)
             encoded = user.password_hash if user and user.password_hash else dummy_hash()
         if user is None or not verify_password(current, encoded):
+            self._wrong_current_password(user_id, source_ip)
             raise ValidationError("the current password is not correct")
         new_hash = hash_password(new)
+        token = secrets.token_urlsafe(32)
         with self._store.transaction() as session:
             user = session.get(User, user_id)
             assert user is not None
             user.password_hash = new_hash
             user.must_change_password = False
             user.password_changed_at = utcnow()
-            self._record(
-                session, user.username, source_ip, "change login password", "", result="success"
+            user.failed_logins = 0
+            session.execute(delete(LoginSession).where(LoginSession.user_id == user.id))
+            session.add(
+                LoginSession(
+                    token_hash=token_hash(token), user_id=user.id, source_ip=source_ip[:64]
+                )
             )
+            self._record(
+                session,
+                user.username,
+                source_ip,
+                "change login password",
+                "other sessions ended",
+                result="success",
+            )
+        return token
+
+    def _wrong_current_password(self, user_id: int, source_ip: str) -> None:
+        now = utcnow()
+        with self._store.transaction() as session:
+            user = session.get(User, user_id)
+            if user is None:
+                return
+            user.failed_logins += 1
+            self._record(
+                session,
+                user.username,
+                source_ip,
+                "change login password",
+                "the current password given was wrong",
+            )
+            if user.failed_logins >= self.lockout_threshold:
+                user.locked_until = now + self.lockout
+                user.failed_logins = 0
+                session.execute(delete(LoginSession).where(LoginSession.user_id == user.id))
+                self._record(
+                    session,
+                    user.username,
+                    source_ip,
+                    "account locked",
+                    f"{self.lockout_threshold} wrong passwords; its sessions ended",
+                )
 
     def reset_password(self, username: str, actor: str, source_ip: str) -> str:
         """Give ``username`` a new one-time password (must be changed at next login) and

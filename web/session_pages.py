@@ -53,7 +53,12 @@ class LoginPage(BaseHandler):
             self.set_status(401)
             self.render("login.html", error=str(exc), username=username, after=after)
             return
-        token = await self.run(self.services.auth.create_session, user.id, self.source_ip)
+        token = await self.run(
+            self.services.auth.create_session,
+            user.id,
+            self.source_ip,
+            self.get_cookie(SESSION_COOKIE),  # a session this browser had ends here
+        )
         self.start_session(token)
         self.redirect("/change-password" if user.must_change_password else after)
 
@@ -76,13 +81,19 @@ class ChangePasswordPage(BaseHandler):
         try:
             if new != confirm:
                 raise ValidationError("the new password and its confirmation differ")
-            await self.run(
+            token = await self.run(
                 self.services.auth.change_password, user.id, current, new, self.source_ip
             )
         except ValidationError as exc:
+            held = self.get_cookie(SESSION_COOKIE) or ""
+            if await self.run(self.services.auth.session_user, held) is None:
+                self.clear_cookie(SESSION_COOKIE, path="/")  # locked: its sessions ended
+                self.redirect("/login")
+                return
             self.set_status(400)
             self.render("change_password.html", error=str(exc))
             return
+        self.start_session(token)  # every other session of the user has ended
         await self.run(self.services.forget_initial_password, user.username)
         self.redirect("/")
 

@@ -107,7 +107,6 @@ class SharePage(ConsolePage):
             return
         self.done("Share removed." if remove else "Shared.", self.request.path)
 
-
     async def leave_group(self, resource_id: int, group: str) -> None:
         """The owner takes their resource out of a resource group that reaches it."""
         if not is_decimal(group) or len(group) > 9:

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from node.auth import normalize_username
-from node.errors import AccountLockedError, AuthenticationError
+from node.errors import AccountLockedError, AuthenticationError, ValidationError
 from node.services import Services
 from node.store.models import AuditRow
 
@@ -70,3 +70,47 @@ def test_a_failed_login_records_what_was_typed_without_its_controls(services: Se
         row = s.scalars(select(AuditRow).order_by(AuditRow.id.desc())).first()
     assert row is not None and row.operation == "failed login"
     assert row.username == row.target == "adm\\u202enimda"
+
+
+def test_changing_the_login_password_ends_every_other_session(services: Services) -> None:
+    otp = _admin_password(services)
+    admin = services.auth.authenticate("admin", otp, "127.0.0.1")
+    seen_otp = services.auth.create_session(admin.id, "198.51.100.7")  # someone else
+    mine = services.auth.create_session(admin.id, "127.0.0.1")
+    fresh = services.auth.change_password(admin.id, otp, "A-new-login-pw-1", "127.0.0.1")
+    assert services.auth.session_user(seen_otp) is None
+    assert services.auth.session_user(mine) is None  # replaced by a new token
+    user = services.auth.session_user(fresh)
+    assert user is not None and not user.must_change_password
+
+
+def test_guessing_the_current_password_locks_the_account_and_ends_its_sessions(
+    services: Services,
+) -> None:
+    otp = _admin_password(services)
+    admin = services.auth.authenticate("admin", otp, "127.0.0.1")
+    stolen = services.auth.create_session(admin.id, "198.51.100.7")
+    for n in range(services.auth.lockout_threshold):
+        assert services.auth.session_user(stolen) is not None, n
+        with pytest.raises(ValidationError, match="current password is not correct"):
+            services.auth.change_password(
+                admin.id, f"guess-{n}", "A-new-login-pw-1", "198.51.100.7"
+            )
+    assert services.auth.session_user(stolen) is None
+    with pytest.raises(AccountLockedError):
+        services.auth.authenticate("admin", otp, "127.0.0.1")
+    with services.store.sessions() as s:
+        rows = s.scalars(select(AuditRow).order_by(AuditRow.id)).all()
+    wrong = [r for r in rows if r.operation == "change login password" and r.result == "failure"]
+    assert len(wrong) == services.auth.lockout_threshold
+    assert all(r.source_ip == "198.51.100.7" for r in wrong)
+    assert any(r.operation == "account locked" and "sessions ended" in r.detail for r in rows)
+
+
+def test_logging_in_again_ends_the_browser_s_earlier_session(services: Services) -> None:
+    otp = _admin_password(services)
+    admin = services.auth.authenticate("admin", otp, "127.0.0.1")
+    first = services.auth.create_session(admin.id, "127.0.0.1")
+    second = services.auth.create_session(admin.id, "127.0.0.1", first)
+    assert services.auth.session_user(first) is None
+    assert services.auth.session_user(second) is not None

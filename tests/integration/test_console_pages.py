@@ -24,6 +24,7 @@ from node.store.models import AuditRow
 from node.vault import NewAccount, NewResource
 from tests.integration.live_app import Browser, add_user, browser_for, first_admin, live_app
 from web.app import route_table
+from web.base import SESSION_COOKIE
 
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 RAW_MARKERS = ("<script>alert", "<img src=x onerror")
@@ -612,3 +613,23 @@ def test_a_resource_s_owner_sees_and_leaves_the_groups_that_reach_it(console: Co
     # someone who does not own the resource (here with Full on it) sees no such list
     services.sharing.share_resource(owner, "127.0.0.1", rid, "full", user_id=keeper.id)
     assert "Also reached" not in console.browser(keeper).get(f"/resources/{rid}/share").text
+
+
+def test_a_new_login_password_keeps_this_browser_in_and_ends_the_others(
+    console: Console,
+) -> None:
+    user = add_user(console.services, console.admin, "two-tabs", Role.PASSWORD_USER)
+    here, elsewhere = console.browser(user), console.browser(user)
+    before = here.cookies[SESSION_COOKIE]
+    done = here.post(
+        "/change-password",
+        {
+            "current": "two-tabs-own-password",
+            "new": "Two-tabs-new-pw-9",
+            "confirm": "Two-tabs-new-pw-9",
+        },
+    )
+    assert done.status == 302 and here.cookies[SESSION_COOKIE] != before
+    assert here.get("/resources").status == 200
+    gone = elsewhere.get("/resources")
+    assert gone.status == 302 and gone.headers["location"].startswith("/login")
