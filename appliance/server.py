@@ -34,7 +34,7 @@ from node.settings import Settings
 from node.store.db import Store, describe_url, open_store
 from node.store.dialect import sqlite_file
 from node.tls import TlsFiles, ensure_certificate, fingerprint, validate_pair, write_private
-from web.app import make_app, make_ssl_context
+from web.app import MAX_BODY_BYTES, make_app, make_ssl_context
 
 log = logging.getLogger("strongroom.serve")
 
@@ -200,7 +200,9 @@ async def run_node(
     scheduler = Scheduler(node.backup) if node.backup is not None else None
     if scheduler is not None:
         scheduler.start()
-    server = tornado.httpserver.HTTPServer(app, ssl_options=node.ssl_ctx, xheaders=False)
+    server = tornado.httpserver.HTTPServer(
+        app, ssl_options=node.ssl_ctx, xheaders=False, max_body_size=MAX_BODY_BYTES
+    )
     server.add_sockets(sockets)
     control = ControlServer({name: _bind(fn, node) for name, fn in CONTROL_VERBS.items()})
     sock_path = node.settings.control_socket

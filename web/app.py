@@ -32,7 +32,7 @@ from web.api import base as api_base
 from web.api import openapi as api_openapi
 from web.api import resources as api_resources
 from web.api import sharing as api_sharing
-from web.base import BaseHandler, WebContext, access_log
+from web.base import CSP, BaseHandler, WebContext, access_log
 
 HERE = Path(__file__).parent
 
@@ -80,6 +80,7 @@ def make_app(
     settings: dict[str, Any] = {
         "template_path": str(HERE / "templates"),
         "static_path": str(HERE / "static"),
+        "static_handler_class": StaticFiles,
         "xsrf_cookies": True,
         "xsrf_cookie_kwargs": {"secure": True, "httponly": True, "samesite": "Strict"},
         "cookie_secret": secrets.token_hex(32),
@@ -94,6 +95,25 @@ def make_app(
     app = tornado.web.Application(handlers, **settings)
     app.settings["strongroom_ctx"] = ctx
     return app
+
+
+# The largest request body the node reads (tornado's default is 100 MB, buffered in
+# memory before any check, for anyone, logged in or not). The largest legitimate ones are
+# far smaller: a logo (200 KB), a licence file, a REST API call (256 KB).
+MAX_BODY_BYTES = 2 * 1024 * 1024
+
+
+class StaticFiles(tornado.web.StaticFileHandler):
+    """The console's own scripts, styles and images, with the headers every page has (no
+    ETag trouble here: nothing static is secret)."""
+
+    def set_default_headers(self) -> None:
+        self.set_header("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+        self.set_header("Content-Security-Policy", CSP)
+        self.set_header("X-Frame-Options", "DENY")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Referrer-Policy", "no-referrer")
+        self.clear_header("Server")
 
 
 def make_ssl_context(files: TlsFiles) -> ssl.SSLContext:

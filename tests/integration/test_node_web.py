@@ -65,6 +65,29 @@ def test_security_headers(node: NodeProcess) -> None:
     assert h["x-frame-options"] == "DENY"
     assert h["x-content-type-options"] == "nosniff"
     assert h["referrer-policy"] == "no-referrer"
+    # the console's own static files carry them too, and do not name the server
+    static = node.client().get("/static/copy.js")
+    assert static.status == 200 and static.headers["x-content-type-options"] == "nosniff"
+    assert "max-age=" in static.headers["strict-transport-security"]
+    assert "script-src 'self'" in static.headers["content-security-policy"]
+    assert static.headers["x-frame-options"] == "DENY" and "server" not in static.headers
+
+
+def test_a_body_larger_than_any_form_or_api_call_is_not_read(node: NodeProcess) -> None:
+    """Anyone may send a request: its body is bounded before a byte of it is buffered
+    (the 100 MB tornado would otherwise read for a login form)."""
+    context = insecure_context()
+    with socket.create_connection(("127.0.0.1", node.port)) as raw:
+        tls = context.wrap_socket(raw, server_hostname="localhost")
+        tls.settimeout(10)  # unbounded, the node would wait for the 3 MB
+        tls.sendall(
+            b"POST /login HTTP/1.1\r\nHost: localhost\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n"
+            + f"Content-Length: {3 * 1024 * 1024}\r\n\r\n".encode()
+        )
+        answer = tls.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:80]
+    assert node.client().get("/health").status == 200
 
 
 def test_first_login_forces_password_change(node: NodeProcess) -> None:
