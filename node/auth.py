@@ -88,6 +88,10 @@ class AuthService:
         self.lockout_threshold = lockout_threshold
         self.lockout = dt.timedelta(minutes=lockout_minutes)
         self.idle_timeout = dt.timedelta(seconds=idle_timeout_s)
+        # A session's last-seen time is written at most this often; the idle timeout is
+        # counted from it, so a session may end this much early: a tenth of the timeout
+        # at most (at most 30 s).
+        self._touch_every = min(_TOUCH_EVERY, self.idle_timeout / 10)
 
     # logins -----------------------------------------------------------------------------
 
@@ -236,7 +240,7 @@ class AuthService:
             with self._store.transaction() as session:
                 session.execute(delete(LoginSession).where(LoginSession.id == session_id))
             return None
-        if now - last_seen > _TOUCH_EVERY:
+        if now - last_seen > self._touch_every:
             with self._store.transaction() as session:
                 session.execute(
                     update(LoginSession)

@@ -114,3 +114,19 @@ def test_logging_in_again_ends_the_browser_s_earlier_session(services: Services)
     second = services.auth.create_session(admin.id, "127.0.0.1", first)
     assert services.auth.session_user(first) is None
     assert services.auth.session_user(second) is not None
+
+
+def test_a_short_idle_timeout_is_kept_to_within_a_tenth(services: Services) -> None:
+    """The last-seen time is written at most every tenth of the timeout (30 s at most):
+    with a 60 s timeout, a request 29 s in keeps the session for 60 s more, less 6 s."""
+    from node.auth import AuthService
+
+    otp = _admin_password(services)
+    auth = AuthService(services.store, services.audit, idle_timeout_s=60)
+    user = auth.authenticate("admin", otp, "127.0.0.1")
+    token = auth.create_session(user.id, "127.0.0.1")
+    t0 = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    seconds = dt.timedelta(seconds=1)
+    assert auth.session_user(token, now=t0 + 29 * seconds) is not None
+    assert auth.session_user(token, now=t0 + 83 * seconds) is not None  # 54 s idle
+    assert auth.session_user(token, now=t0 + 150 * seconds) is None
