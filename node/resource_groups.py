@@ -32,6 +32,7 @@ from node.errors import ConflictError, NotFoundError, PermissionDeniedError
 from node.inputs import conflict_on_duplicate, in_range, one_line
 from node.permissions import Action, require
 from node.store.db import Store
+from node.store.dialect import serialize_on
 from node.store.models import Resource, ResourceGroup, ResourceGroupMember, User
 
 
@@ -115,9 +116,15 @@ class ResourceGroupService:
 
     @staticmethod
     def _unique(s: Session, name: str, except_id: int | None = None) -> None:
-        clash = s.scalars(select(ResourceGroup.id).where(ResourceGroup.name == name)).first()
-        if clash is not None and clash != except_id:
-            raise ConflictError(f"a resource group named '{name}' exists already")
+        """Group names are unique regardless of letter case, as resource names are."""
+        serialize_on(s, "resource group name", name.casefold())
+        for gid, other in s.execute(
+            select(ResourceGroup.id, ResourceGroup.name).where(
+                func.lower(ResourceGroup.name) == func.lower(name)
+            )
+        ):
+            if gid != except_id:
+                raise ConflictError(f"a resource group named '{other}' exists already")
 
     def create_group(self, actor: SessionUser, ip: str, name: str, description: str = "") -> int:
         require(actor.role, Action.MANAGE_RESOURCE_GROUPS)

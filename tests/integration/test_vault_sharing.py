@@ -10,7 +10,7 @@ from sqlalchemy import delete, select
 
 from node.access import Access, account_access_by_id
 from node.auth import SessionUser
-from node.errors import NotFoundError, PermissionDeniedError, ValidationError
+from node.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
 from node.roles import Role
 from node.services import Services
 from node.store.models import AuditRow, Share
@@ -419,3 +419,15 @@ def test_no_share_with_a_disabled_user(services: Services, world: World) -> None
     services.users.set_enabled(w.admin, IP, w.carol.id, False)
     with pytest.raises(ValidationError, match="carol is disabled"):
         services.sharing.share_resource(w.owner, IP, w.rid, "view", user_id=w.carol.id)
+
+
+def test_resource_group_names_are_unique_regardless_of_case(
+    services: Services, world: World
+) -> None:
+    w = world  # the owner has "databases"
+    with pytest.raises(ConflictError, match="'databases' exists already"):
+        services.resource_groups.create_group(w.owner, IP, "DataBases")
+    other = services.resource_groups.create_group(w.owner, IP, "web")
+    with pytest.raises(ConflictError, match="'databases' exists already"):
+        services.resource_groups.edit_group(w.owner, IP, other, name="DATABASES")
+    services.resource_groups.edit_group(w.owner, IP, other, name="WEB")  # its own name
