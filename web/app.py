@@ -32,7 +32,7 @@ from web.api import base as api_base
 from web.api import openapi as api_openapi
 from web.api import resources as api_resources
 from web.api import sharing as api_sharing
-from web.base import CSP, BaseHandler, WebContext, access_log
+from web.base import BaseHandler, WebContext, access_log, security_headers
 
 HERE = Path(__file__).parent
 
@@ -108,12 +108,7 @@ class StaticFiles(tornado.web.StaticFileHandler):
     ETag trouble here: nothing static is secret)."""
 
     def set_default_headers(self) -> None:
-        self.set_header("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
-        self.set_header("Content-Security-Policy", CSP)
-        self.set_header("X-Frame-Options", "DENY")
-        self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("Referrer-Policy", "no-referrer")
-        self.clear_header("Server")
+        security_headers(self)
 
 
 def make_ssl_context(files: TlsFiles) -> ssl.SSLContext:

@@ -179,6 +179,17 @@ class WebContext:
         self.trusted_proxies = trusted
 
 
+def security_headers(handler: tornado.web.RequestHandler) -> None:
+    """What every answer of the console carries (pages, errors, static files): HTTPS only,
+    the content policy, no framing, no sniffing, no referrer, no server name."""
+    handler.set_header("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+    handler.set_header("Content-Security-Policy", CSP)
+    handler.set_header("X-Frame-Options", "DENY")
+    handler.set_header("X-Content-Type-Options", "nosniff")
+    handler.set_header("Referrer-Policy", "no-referrer")
+    handler.clear_header("Server")
+
+
 class BaseHandler(tornado.web.RequestHandler):
     ctx: WebContext
     counted_in: Forwarder | None = None  # the forwarder counting this request in flight
@@ -191,13 +202,8 @@ class BaseHandler(tornado.web.RequestHandler):
         return self.ctx.services
 
     def set_default_headers(self) -> None:
-        self.set_header("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
-        self.set_header("Content-Security-Policy", CSP)
-        self.set_header("X-Frame-Options", "DENY")
-        self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("Referrer-Policy", "no-referrer")
+        security_headers(self)
         self.set_header("Cache-Control", "no-store")
-        self.clear_header("Server")
         self.cluster_headers()
 
     def compute_etag(self) -> str | None:

@@ -4,6 +4,7 @@ PostgreSQL."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable
 
 import pytest
 from sqlalchemy import select, text
@@ -123,27 +124,36 @@ def test_duplicates_and_bad_input_change_nothing(services: Services) -> None:
                 call()
     # administrators adding the same name at once (in any case): one wins, the others get
     # a conflict
-    barrier = threading.Barrier(4)
+    outcomes = _race(
+        lambda name=name: services.vault.create_resource(admin, IP, NewResource(name=name))
+        for name in ("raced", "RACED", "Raced", "rAcEd")
+    )
+    assert sorted(outcomes) == ["conflict", "conflict", "conflict", "done"]
+    names = [r.name for r in services.vault.list_resources(admin).items]
+    assert names[0] == "db1" and names[1].lower() == "raced" and len(names) == 2
+    assert len(services.vault.get_resource(admin, rid).accounts) == 1
+
+
+def _race(calls: Iterable[Callable[[], object]]) -> list[str]:
+    """Run ``calls`` in threads that start together: "done" or "conflict" for each."""
+    todo = list(calls)
+    barrier = threading.Barrier(len(todo))
     outcomes: list[str] = []
 
-    def add_same(name: str) -> None:
+    def run(call: Callable[[], object]) -> None:
         barrier.wait()
         try:
-            services.vault.create_resource(admin, IP, NewResource(name=name))
-            outcomes.append("made")
+            call()
+            outcomes.append("done")
         except ConflictError:
             outcomes.append("conflict")
 
-    spellings = ("raced", "RACED", "Raced", "rAcEd")
-    threads = [threading.Thread(target=add_same, args=(n,)) for n in spellings]
+    threads = [threading.Thread(target=run, args=(c,)) for c in todo]
     for th in threads:
         th.start()
     for th in threads:
         th.join()
-    assert sorted(outcomes) == ["conflict", "conflict", "conflict", "made"]
-    names = [r.name for r in services.vault.list_resources(admin).items]
-    assert names[0] == "db1" and names[1].lower() == "raced" and len(names) == 2
-    assert len(services.vault.get_resource(admin, rid).accounts) == 1
+    return outcomes
 
 
 def test_resource_names_are_unique_regardless_of_case(services: Services) -> None:
@@ -176,24 +186,14 @@ def test_renames_to_names_that_differ_only_in_case_at_once_leave_one(services: S
         services.vault.create_resource(admin, IP, NewResource(name=f"box-{i}")).resource_id
         for i in range(4)
     ]
-    barrier = threading.Barrier(4)
-    outcomes: list[str] = []
-
-    def rename(rid: int, name: str) -> None:
-        barrier.wait()
-        try:
-            services.vault.edit_resource(admin, IP, rid, ResourceChanges(name=name))
-            outcomes.append("renamed")
-        except ConflictError:
-            outcomes.append("conflict")
-
     spellings = ("shared", "SHARED", "Shared", "sHaReD")
-    threads = [threading.Thread(target=rename, args=a) for a in zip(ids, spellings, strict=True)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert sorted(outcomes) == ["conflict", "conflict", "conflict", "renamed"]
+    outcomes = _race(
+        lambda rid=rid, name=name: services.vault.edit_resource(
+            admin, IP, rid, ResourceChanges(name=name)
+        )
+        for rid, name in zip(ids, spellings, strict=True)
+    )
+    assert sorted(outcomes) == ["conflict", "conflict", "conflict", "done"]
     names = [r.name for r in services.vault.list_resources(admin).items]
     assert sum(n.lower() == "shared" for n in names) == 1
 
