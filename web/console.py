@@ -76,13 +76,23 @@ class ConsolePage(BaseHandler):
             out.append(int(raw))
         return out
 
-    def custom_fields(self, prefix: str = "attr_") -> dict[str, str]:
-        """Custom attributes posted as ``attr_<name>`` fields."""
-        out: dict[str, str] = {}
+    def _attribute_keys(self, prefix: str) -> list[tuple[str, str]]:
+        """(form key, field name) of the ``attr_<name>`` fields posted. Tornado reads a
+        form's keys as Latin-1, its values as UTF-8: a name with other letters than ASCII
+        (``Numéro``) is turned back into what the browser sent."""
+        out = []
         for key in self.request.body_arguments:
             if key.startswith(prefix):
-                out[key[len(prefix) :]] = self.field(key, MAX_TEXT)
+                try:
+                    name = key[len(prefix) :].encode("latin-1").decode("utf-8")
+                except (UnicodeEncodeError, UnicodeDecodeError):
+                    raise ValidationError("a custom field's name was not sent as UTF-8") from None
+                out.append((key, name))
         return out
+
+    def custom_fields(self, prefix: str = "attr_") -> dict[str, str]:
+        """Custom attributes posted as ``attr_<name>`` fields."""
+        return {name: self.field(key, MAX_TEXT) for key, name in self._attribute_keys(prefix)}
 
     @staticmethod
     def object_id(text: str) -> int:
@@ -93,11 +103,11 @@ class ConsolePage(BaseHandler):
 
     def typed_attributes(self, prefix: str = "attr_") -> dict[str, str]:
         """Custom attributes as typed, for showing a form again."""
-        return {
-            key[len(prefix) :]: self.get_body_argument(key, "")[:MAX_TEXT]
-            for key in self.request.body_arguments
-            if key.startswith(prefix)
-        }
+        try:
+            keys = self._attribute_keys(prefix)
+        except ValidationError:
+            return {}
+        return {name: self.get_body_argument(key, "")[:MAX_TEXT] for key, name in keys}
 
     # services ---------------------------------------------------------------------------
 

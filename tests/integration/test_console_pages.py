@@ -633,3 +633,16 @@ def test_a_new_login_password_keeps_this_browser_in_and_ends_the_others(
     assert here.get("/resources").status == 200
     gone = elsewhere.get("/resources")
     assert gone.status == 302 and gone.headers["location"].startswith("/login")
+
+
+def test_custom_fields_with_letters_beyond_ascii(console: Console) -> None:
+    """A browser sends a field's name as UTF-8 (tornado reads form keys as Latin-1)."""
+    services = console.services
+    services.users.define_field(console.admin, "127.0.0.1", "resource", "Numéro", "text")
+    b = console.browser()
+    made = b.post("/resources/new", {"name": "numbered", "attr_Numéro": "N° 7"})
+    assert made.status == 302, made.text[:300]
+    rid = _location_id(made.headers["location"])
+    view = services.vault.get_resource(console.admin, rid).resource
+    assert view.custom_attributes == {"Numéro": "N° 7"}
+    assert "N° 7" in b.get(f"/resources/{rid}").text
