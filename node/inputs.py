@@ -164,6 +164,23 @@ def clean_attributes(
     return cleaned
 
 
+def updated_attributes(
+    session: Session,
+    applies_to: str,
+    current: Mapping[str, object] | None,
+    attributes: Mapping[str, object] | None,
+) -> dict[str, object]:
+    """An object's custom attributes after an edit that sends ``attributes`` (checked as
+    :func:`clean_attributes` does): values of fields whose definition was deleted are
+    not in any form, and stay as they were (deleting a definition keeps its values)."""
+    cleaned = clean_attributes(session, applies_to, attributes)
+    defined = set(
+        session.scalars(select(CustomField.name).where(CustomField.applies_to == applies_to))
+    )
+    kept = {k: v for k, v in (current or {}).items() if k not in defined}
+    return {**kept, **cleaned}
+
+
 @contextmanager
 def conflict_on_duplicate(message: str) -> Iterator[None]:
     """Wrap a transaction: an IntegrityError (another writer won a race for the same unique

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from node.audit import AuditLog, user_event
 from node.auth import SessionUser, normalize_username
@@ -51,6 +51,7 @@ from node.inputs import (
     conflict_on_duplicate,
     get_row,
     one_line,
+    updated_attributes,
 )
 from node.licence_service import LicenceService
 from node.passwords import hash_password, one_time_password
@@ -98,14 +99,38 @@ class UserView:
     locked_until: dt.datetime | None = None  # after failed logins (naive UTC), if any
 
 
+def scope_keepers(session: Session) -> int:
+    """How many active Administrators hold the Super Administrator scope: those who can
+    manage it and the accounts that hold it. While there is none, the scope's guards are
+    open to every Administrator (the first grant; or holders who are all Password
+    Administrators, whose role cannot manage users: else nobody could ever disable them)."""
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(User)
+            .where(
+                User.super_admin.is_(True),
+                User.status == "active",
+                User.role == Role.ADMINISTRATOR.value,
+            )
+        )
+        or 0
+    )
+
+
 def guard_scoped(actor: SessionUser, u: User, what: str) -> None:
     """Refuse ``what`` on the Super Administrator ``u`` to an actor without the scope (their
     account, group memberships, the ownership of their resources: each would hand an
-    administrator without the scope what the scope guards)."""
-    if u.super_admin and not actor.super_admin and u.id != actor.id:
-        raise PermissionDeniedError(
-            f"{u.username} is a Super Administrator: only a Super Administrator may {what}"
-        )
+    administrator without the scope what the scope guards), unless no Administrator holds
+    the scope (:func:`scope_keepers`)."""
+    if not u.super_admin or actor.super_admin or u.id == actor.id:
+        return
+    session = object_session(u)
+    if session is not None and not scope_keepers(session):
+        return
+    raise PermissionDeniedError(
+        f"{u.username} is a Super Administrator: only a Super Administrator may {what}"
+    )
 
 
 def _as_seen_by(actor: SessionUser, view: UserView) -> UserView:
@@ -193,16 +218,11 @@ class UserService:
 
     @staticmethod
     def _guard_scope_change(s: Session, actor: SessionUser) -> None:
-        """Who may grant or revoke the scope: a Super Administrator, or while no active one
-        exists (the first grant), any administrator allowed to."""
+        """Who may grant or revoke the scope: a Super Administrator, or while no active
+        Administrator holds it (:func:`scope_keepers`), any administrator allowed to."""
         if actor.super_admin:
             return
-        holders = s.scalar(
-            select(func.count())
-            .select_from(User)
-            .where(User.super_admin.is_(True), User.status == "active")
-        )
-        if holders:
+        if scope_keepers(s):
             raise PermissionDeniedError(
                 "only a Super Administrator may grant or revoke the Super Administrator scope"
             )
@@ -300,7 +320,9 @@ class UserService:
                 u.email = _clean_email(changes.email)
                 changed.append("email")
             if changes.custom_attributes is not None:
-                u.custom_attributes = clean_attributes(s, "user", changes.custom_attributes)
+                u.custom_attributes = updated_attributes(
+                    s, "user", u.custom_attributes, changes.custom_attributes
+                )
                 changed.append("custom_attributes")
             self._log(s, actor, ip, "edit user", u.username, ",".join(changed))
 

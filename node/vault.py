@@ -77,6 +77,7 @@ from node.inputs import (
     in_range,
     multi_line,
     one_line,
+    updated_attributes,
 )
 from node.keyring import KeyRing
 from node.licence_service import LicenceService
@@ -591,7 +592,9 @@ class VaultService:
                 r.password_policy_id = self._policy_id(s, changes.password_policy_id or None)
                 changed.append("password_policy")
             if changes.custom_attributes is not None:
-                r.custom_attributes = clean_attributes(s, "resource", changes.custom_attributes)
+                r.custom_attributes = updated_attributes(
+                    s, "resource", r.custom_attributes, changes.custom_attributes
+                )
                 changed.append("custom_attributes")
             self._log(
                 s, actor, ip, "edit resource", r.name, resource_id=r.id, detail=",".join(changed)
@@ -819,7 +822,9 @@ class VaultService:
                 a.notes = multi_line("notes", changes.notes, MAX_TEXT)
                 changed.append("notes")
             if changes.custom_attributes is not None:
-                a.custom_attributes = clean_attributes(s, "account", changes.custom_attributes)
+                a.custom_attributes = updated_attributes(
+                    s, "account", a.custom_attributes, changes.custom_attributes
+                )
                 changed.append("custom_attributes")
             if changes.password_policy_id is not None:
                 a.password_policy_id = self._policy_id(s, changes.password_policy_id or None)

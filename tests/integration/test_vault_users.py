@@ -16,7 +16,7 @@ from node.roles import Role
 from node.services import Services
 from node.store.models import AuditRow
 from node.users import UserChanges
-from node.vault import NewResource
+from node.vault import NewResource, ResourceChanges
 from tests.integration.vault_helpers import IP, initial_admin, make_user, snapshot
 
 
@@ -206,6 +206,51 @@ def test_only_a_super_administrator_manages_the_scope_and_scoped_accounts(
     services.users.revoke_super_admin(admin, IP, admin.id)
     services.users.grant_super_admin(a2, IP, boss.id)
     assert services.users.get_user(admin, boss.id).super_admin
+
+
+def test_a_scope_held_only_by_password_administrators_stays_manageable(
+    services: Services,
+) -> None:
+    """A Password Administrator's role cannot manage users: if they were the only holders
+    of the scope, its guards would shut every Administrator out for good (a leaver could
+    never be disabled). Only Administrators holding it keep the guards closed."""
+    admin = initial_admin(services)
+    keeper = make_user(services, admin, "keeper", Role.PASSWORD_ADMINISTRATOR)
+    other = make_user(services, admin, "other-admin", Role.ADMINISTRATOR)
+    services.users.grant_super_admin(admin, IP, keeper.id)
+    with pytest.raises(PermissionDeniedError, match="keeper is a Super Administrator"):
+        services.users.set_enabled(other, IP, keeper.id, False)  # admin still holds it
+    services.users.revoke_super_admin(admin, IP, admin.id)
+    services.users.set_enabled(other, IP, keeper.id, False)
+    services.users.revoke_super_admin(other, IP, keeper.id)
+    assert not services.users.get_user(admin, keeper.id).super_admin
+
+
+def test_values_of_a_deleted_custom_field_survive_later_edits(services: Services) -> None:
+    admin = initial_admin(services)
+    team = services.users.define_field(admin, IP, "user", "team", "text")
+    services.users.define_field(admin, IP, "user", "desk", "text")
+    dora = services.users.add_user(
+        admin, IP, "dora", Role.PASSWORD_USER, custom_attributes={"team": "blue", "desk": "4"}
+    )
+    services.users.delete_field(admin, IP, team)
+    # the form no longer shows "team": an edit sends only what is still defined
+    services.users.edit_user(
+        admin, IP, dora.id, UserChanges(full_name="Dora", custom_attributes={"desk": "5"})
+    )
+    assert services.users.get_user(admin, dora.id).custom_attributes == {
+        "team": "blue",
+        "desk": "5",
+    }
+    rfield = services.users.define_field(admin, IP, "resource", "rack", "text")
+    rid = services.vault.create_resource(
+        admin, IP, NewResource(name="racked", custom_attributes={"rack": "R42"})
+    ).resource_id
+    services.users.delete_field(admin, IP, rfield)
+    services.vault.edit_resource(
+        admin, IP, rid, ResourceChanges(location="DC 1", custom_attributes={})
+    )
+    assert services.vault.get_resource(admin, rid).resource.custom_attributes == {"rack": "R42"}
 
 
 def test_user_groups_and_custom_attributes(services: Services) -> None:
