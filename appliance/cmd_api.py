@@ -102,10 +102,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not users:
         print("no API users")
         return 0
-    print(f"{'NAME':<24} {'ROLE':<24} {'TOKEN':<12} CREATED")
+    print(f"{'NAME':<24} {'ROLE':<24} {'STATUS':<10} {'TOKEN':<12} CREATED")
     for u in users:
         token = f"{u['token_prefix']}…" if u["token_prefix"] else "revoked"
-        print(f"{u['username']:<24} {Role(u['role']).label:<24} {token:<12} {u['created_at']}")
+        print(
+            f"{u['username']:<24} {Role(u['role']).label:<24} {u['status']:<10} {token:<12} "
+            f"{u['created_at']}"
+        )
     return 0
 
 

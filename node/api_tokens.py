@@ -141,18 +141,19 @@ class ApiTokenService:
             session.flush()
             issued = self._issue(session, user)
             self._record(session, "add api user", actor, source_ip, username, issued.prefix)
-        log.info("API user added", extra={"user": username, "token_prefix": issued.prefix})
+        log.info("API user added", extra={"user": username, "prefix": issued.prefix})
         return issued
 
     def regenerate(self, name: str, actor: str, source_ip: str) -> IssuedToken:
-        """Revoke the API user's tokens and issue a new one."""
+        """Revoke the API user's tokens and issue a new one. A disabled API user stays
+        disabled (enabling is the user page's, audited as such): the token works once the
+        user is enabled again."""
         with self._store.transaction() as session:
             user = self._api_user(session, name)
             self._revoke_all(session, user.id)
-            user.status = "active"
             issued = self._issue(session, user)
             self._record(session, "new api token", actor, source_ip, user.username, issued.prefix)
-        log.info("API token issued", extra={"user": user.username, "token_prefix": issued.prefix})
+        log.info("API token issued", extra={"user": user.username, "prefix": issued.prefix})
         return issued
 
     def revoke(self, name: str, actor: str, source_ip: str) -> int:

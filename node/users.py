@@ -540,7 +540,18 @@ class UserService:
         require(actor.role, Action.MANAGE_USERS)
         with self._store.transaction() as s:
             g = self._group(s, group_id)
-            self._log(s, actor, ip, "delete user group", g.name)
+            members = s.scalars(
+                select(User)
+                .join(UserGroupMember, UserGroupMember.user_id == User.id)
+                .where(UserGroupMember.group_id == g.id)
+            ).all()
+            for u in members:  # deleting the group ends their memberships
+                guard_scoped(actor, u, "change their group memberships")
+            shares = s.scalar(
+                select(func.count()).select_from(Share).where(Share.user_group_id == g.id)
+            )
+            detail = f"{len(members)} members, {int(shares or 0)} shares ended"
+            self._log(s, actor, ip, "delete user group", g.name, detail)
             s.execute(delete(UserGroup).where(UserGroup.id == g.id))
 
     def add_group_member(self, actor: SessionUser, ip: str, group_id: int, user_id: int) -> None:

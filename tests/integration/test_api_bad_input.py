@@ -248,14 +248,21 @@ def test_revoked_token_and_disabled_api_user(world: World) -> None:
     uid = services.users.user_id_by_name(world.admin, "short-lived")
     services.users.set_enabled(world.admin, "127.0.0.1", uid, False)
     assert op(world.api(fresh.token).get("/resources"), 401)["name"] == "Authentication"
+    # a new token does not enable a disabled API user; enabling it does
+    newer = services.api_tokens.regenerate("short-lived", "test", "127.0.0.1")
+    assert op(world.api(newer.token).get("/resources"), 401)["name"] == "Authentication"
+    assert services.users.get_user(world.admin, uid).status == "disabled"
+    services.users.set_enabled(world.admin, "127.0.0.1", uid, True)
+    op(world.api(newer.token).get("/resources"))
 
 
 def test_a_bad_token_is_a_failed_login_in_the_audit_every_few_seconds_at_most(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A made-up or revoked AUTHTOKEN is a failed login in the user audit, named by the
     token's first characters only; from one address, the first at once and then at most
     one row every few seconds (anyone can send them by the thousand), each in the log."""
+    caplog.set_level(logging.INFO)
     with api_world(tmp_path) as world:
         services = world.services
         issued = services.api_tokens.add_api_user("gone", Role.PASSWORD_USER, "t", "127.0.0.1")
@@ -273,6 +280,16 @@ def test_a_bad_token_is_a_failed_login_in_the_audit_every_few_seconds_at_most(
         rows = [r.detail for r in audit_rows(services, "failed login")]
         assert rows == [first]
         assert issued.token[8:16] not in "".join(rows)  # never more of the token
+        # the log names the token by the same prefix, so a line and a row can be matched
+        from appliance.logs import JsonFormatter
+
+        logged = [
+            json.loads(JsonFormatter().format(r))
+            for r in caplog.records
+            if r.getMessage() == "API request with an unknown or revoked token"
+        ]
+        assert issued.token[:8] in [line["prefix"] for line in logged]
+        assert all(issued.token[8:16] not in json.dumps(line) for line in logged)
 
 
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>&amp;\'"'

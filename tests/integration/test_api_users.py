@@ -83,6 +83,7 @@ def test_cli_adds_api_users_on_a_running_node_and_offline(tmp_path: Path) -> Non
         listed = run_cli("apiuser", "list", "--data-dir", str(data))
         assert listed.returncode == 0
         assert "deploy-bot" in listed.stdout and token[:8] in listed.stdout
+        assert re.search(r"deploy-bot\s+\S.*\s+active\s+" + re.escape(token[:8]), listed.stdout)
         assert token not in listed.stdout and offline_token not in listed.stdout
 
         revoked = run_cli("apiuser", "revoke", "deploy-bot", "--data-dir", str(data))

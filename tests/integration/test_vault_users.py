@@ -182,9 +182,12 @@ def test_only_a_super_administrator_manages_the_scope_and_scoped_accounts(
     )
     boss_box = services.vault.create_resource(boss, IP, NewResource(name="boss-box"))
     team = services.users.create_user_group(admin, IP, "team")
+    boss_team = services.users.create_user_group(admin, IP, "boss-team")
+    services.users.add_group_member(admin, IP, boss_team, boss.id)
     changes += (
         lambda: services.sharing.transfer_ownership(a2, IP, boss.id, a2.id),
         lambda: services.users.add_group_member(a2, IP, team, boss.id),
+        lambda: services.users.delete_user_group(a2, IP, boss_team),  # ends his membership
     )
     for change in changes:
         with pytest.raises(PermissionDeniedError, match="boss is a Super Administrator"):

@@ -169,7 +169,7 @@ class ApiHandler(BaseHandler):
         if user is None:
             log.warning(
                 "API request with an unknown or revoked token",
-                extra={"token_prefix": token[:8], "ip": self.source_ip},
+                extra={"prefix": token[:8], "ip": self.source_ip},
             )
             left_out = self.ctx.bad_tokens.admit(self.source_ip)
             if left_out is not None:
