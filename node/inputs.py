@@ -23,11 +23,12 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from node.errors import ConflictError, ValidationError
+from node.store.dialect import serialize_on
 from node.store.models import CustomField
 
 M = TypeVar("M")
@@ -179,6 +180,26 @@ def updated_attributes(
     )
     kept = {k: v for k, v in (current or {}).items() if k not in defined}
     return {**kept, **cleaned}
+
+
+def name_clash(
+    session: Session,
+    column: InstrumentedAttribute[str],
+    name: str,
+    *scope: ColumnElement[bool],
+    except_id: int | None = None,
+) -> Any | None:
+    """Another row of ``column``'s table (within ``scope``; not ``except_id``) whose name is
+    ``name`` regardless of letter case (``web-01`` and ``WEB-01``), as the database folds
+    it: every letter on PostgreSQL, A-Z on SQLite; else None. Writers of names that fold
+    alike take turns until their transaction ends (node/store/dialect.py
+    ``serialize_on``), so two cannot both pass the check."""
+    model = column.class_
+    serialize_on(session, model.__tablename__, name.casefold())
+    for row in session.scalars(select(model).where(func.lower(column) == func.lower(name), *scope)):
+        if row.id != except_id:
+            return row
+    return None
 
 
 @contextmanager

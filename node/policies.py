@@ -31,10 +31,9 @@ from sqlalchemy.orm import Session
 from node.audit import AuditLog, user_event
 from node.auth import SessionUser
 from node.errors import ConflictError, NotFoundError, ValidationError
-from node.inputs import get_row, one_line
+from node.inputs import get_row, name_clash, one_line
 from node.permissions import Action, require
 from node.store.db import Store
-from node.store.dialect import serialize_on
 from node.store.models import Account, AppSetting, PasswordPolicy, Resource
 
 LOWER = string.ascii_lowercase
@@ -222,14 +221,11 @@ def policy_by_name(session: Session, name: str) -> PasswordPolicy | None:
 
 
 def _name_taken(session: Session, name: str, except_id: int | None = None) -> None:
-    """Policy names are unique regardless of letter case (as resource names: node/vault.py
-    ``_unique_name``), so that a custom ``low`` is never taken for the built-in ``Low``."""
-    serialize_on(session, "policy name", name.casefold())
-    for other in session.scalars(
-        select(PasswordPolicy).where(func.lower(PasswordPolicy.name) == func.lower(name))
-    ):
-        if other.id != except_id:
-            raise ConflictError(f"a password policy named '{other.name}' exists already")
+    """Policy names are unique regardless of letter case (node/inputs.py ``name_clash``),
+    so that a custom ``low`` is never taken for the built-in ``Low``."""
+    other = name_clash(session, PasswordPolicy.name, name, except_id=except_id)
+    if other is not None:
+        raise ConflictError(f"a password policy named '{other.name}' exists already")
 
 
 def _default_name(session: Session) -> str:

@@ -29,10 +29,9 @@ from node.access import (
 from node.audit import AuditEvent, AuditLog
 from node.auth import SessionUser
 from node.errors import ConflictError, NotFoundError, PermissionDeniedError
-from node.inputs import conflict_on_duplicate, in_range, one_line
+from node.inputs import conflict_on_duplicate, in_range, name_clash, one_line
 from node.permissions import Action, require
 from node.store.db import Store
-from node.store.dialect import serialize_on
 from node.store.models import Resource, ResourceGroup, ResourceGroupMember, User
 
 
@@ -116,15 +115,10 @@ class ResourceGroupService:
 
     @staticmethod
     def _unique(s: Session, name: str, except_id: int | None = None) -> None:
-        """Group names are unique regardless of letter case, as resource names are."""
-        serialize_on(s, "resource group name", name.casefold())
-        for gid, other in s.execute(
-            select(ResourceGroup.id, ResourceGroup.name).where(
-                func.lower(ResourceGroup.name) == func.lower(name)
-            )
-        ):
-            if gid != except_id:
-                raise ConflictError(f"a resource group named '{other}' exists already")
+        """Group names are unique regardless of letter case (node/inputs.py ``name_clash``)."""
+        other = name_clash(s, ResourceGroup.name, name, except_id=except_id)
+        if other is not None:
+            raise ConflictError(f"a resource group named '{other.name}' exists already")
 
     def create_group(self, actor: SessionUser, ip: str, name: str, description: str = "") -> int:
         require(actor.role, Action.MANAGE_RESOURCE_GROUPS)

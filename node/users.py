@@ -50,6 +50,7 @@ from node.inputs import (
     clean_attributes,
     conflict_on_duplicate,
     get_row,
+    name_clash,
     one_line,
     updated_attributes,
 )
@@ -506,8 +507,9 @@ class UserService:
             conflict_on_duplicate(f"a user group named '{text}' exists already"),
             self._store.transaction() as s,
         ):
-            if s.scalars(select(UserGroup.id).where(UserGroup.name == text)).first():
-                raise ConflictError(f"a user group named '{text}' exists already")
+            other = name_clash(s, UserGroup.name, text)
+            if other is not None:
+                raise ConflictError(f"a user group named '{other.name}' exists already")
             g = UserGroup(name=text, description=desc)
             s.add(g)
             s.flush()
@@ -528,9 +530,9 @@ class UserService:
             g = self._group(s, group_id)
             if name is not None:
                 text = one_line("group name", name, 128, required=True)
-                clash = s.scalars(select(UserGroup.id).where(UserGroup.name == text)).first()
-                if clash is not None and clash != g.id:
-                    raise ConflictError(f"a user group named '{text}' exists already")
+                other = name_clash(s, UserGroup.name, text, except_id=g.id)
+                if other is not None:
+                    raise ConflictError(f"a user group named '{other.name}' exists already")
                 g.name = text
             if description is not None:
                 g.description = one_line("description", description, 512)
@@ -603,13 +605,9 @@ class UserService:
             raise ValidationError(f"field type must be one of: {', '.join(FIELD_TYPES)}")
         text = one_line("field name", name, 64, required=True)
         with self._store.transaction() as s:
-            clash = s.scalars(
-                select(CustomField.id).where(
-                    CustomField.applies_to == applies_to, CustomField.name == text
-                )
-            ).first()
-            if clash is not None:
-                raise ConflictError(f"a {applies_to} field named '{text}' exists already")
+            other = name_clash(s, CustomField.name, text, CustomField.applies_to == applies_to)
+            if other is not None:
+                raise ConflictError(f"a {applies_to} field named '{other.name}' exists already")
             row = CustomField(applies_to=applies_to, name=text, field_type=field_type)
             s.add(row)
             s.flush()

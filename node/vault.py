@@ -76,6 +76,7 @@ from node.inputs import (
     get_row,
     in_range,
     multi_line,
+    name_clash,
     one_line,
     updated_attributes,
 )
@@ -97,7 +98,7 @@ from node.reveal_writer import InProcessWriter, RevealWriter
 from node.reveals import REVEALS, SETTING_REASON, RevealRequest
 from node.roles import Role
 from node.store.db import Store
-from node.store.dialect import serialize_on, unused_id
+from node.store.dialect import unused_id
 from node.store.models import (
     Account,
     AppSetting,
@@ -382,18 +383,12 @@ class VaultService:
     @staticmethod
     def _unique_name(s: Session, name: str, except_id: int | None = None) -> None:
         """Resource names are unique regardless of letter case (``web-01`` and ``WEB-01``
-        name one server), as the database folds it: every letter on PostgreSQL, A-Z on
-        SQLite. Writers of names that fold alike take turns (SQLite's write transactions
-        already do), so two of them cannot both pass this check."""
-        serialize_on(s, "resource name", name.casefold())
-        others = s.scalars(
-            select(Resource).where(func.lower(Resource.name) == func.lower(name))
-        ).all()
-        for other in others:
-            if other.id != except_id:
-                where = " (in the trash)" if other.deleted_at is not None else ""
-                same = "" if other.name == name else " (names are unique regardless of case)"
-                raise ConflictError(f"a resource named '{other.name}' exists already{where}{same}")
+        name one server): node/inputs.py ``name_clash``."""
+        other = name_clash(s, Resource.name, name, except_id=except_id)
+        if other is not None:
+            where = " (in the trash)" if other.deleted_at is not None else ""
+            same = "" if other.name == name else " (names are unique regardless of case)"
+            raise ConflictError(f"a resource named '{other.name}' exists already{where}{same}")
 
     def _effective_policy(self, s: Session, account: Account) -> PolicySpec:
         pid = account.password_policy_id or account.resource.password_policy_id

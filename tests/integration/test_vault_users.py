@@ -288,3 +288,19 @@ def test_who_manages_users_and_their_lifecycle(services: Services) -> None:
     """Only administrators manage users; disable, enable, edit, change role."""
     _only_admins_manage_users(services)
     _disable_enable_edit_and_role(services)
+
+
+def test_user_group_and_custom_field_names_are_unique_regardless_of_case(
+    services: Services,
+) -> None:
+    admin = initial_admin(services)
+    services.users.create_user_group(admin, IP, "Night Shift")
+    with pytest.raises(ConflictError, match="'Night Shift' exists already"):
+        services.users.create_user_group(admin, IP, "night shift")
+    day = services.users.create_user_group(admin, IP, "day")
+    with pytest.raises(ConflictError, match="'Night Shift' exists already"):
+        services.users.edit_user_group(admin, IP, day, name="NIGHT SHIFT")
+    services.users.define_field(admin, IP, "user", "cost_centre", "text")
+    with pytest.raises(ConflictError, match="'cost_centre' exists already"):
+        services.users.define_field(admin, IP, "user", "Cost_Centre", "text")
+    services.users.define_field(admin, IP, "resource", "Cost_Centre", "text")  # another kind
