@@ -2,7 +2,9 @@
 
 CSV is safe to open in a spreadsheet: a text cell that begins with ``=``, ``+``, ``-``,
 ``@``, a tab or a carriage return is prefixed with a single quote, so it is shown as text and
-never evaluated as a formula. XML is written by ``xml.etree`` (every value escaped), with
+never evaluated as a formula; so is such a character after a ``;`` or a line break inside a
+cell (where a spreadsheet splitting at ``;`` starts a new cell), and every text cell is
+quoted. XML is written by ``xml.etree`` (every value escaped), with
 characters that XML 1.0 cannot carry replaced by U+FFFD.
 """
 
@@ -20,6 +22,7 @@ from decimal import Decimal
 Cell = str | int | float | bool | Decimal | dt.datetime | dt.date | None
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_INSIDE = re.compile("([;\r\n])([=+\\-@\t\r])")
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
@@ -50,11 +53,20 @@ def display_text(value: Cell | object) -> str:
     return cell_text(value)
 
 
-def csv_safe(value: Cell | object) -> str:
+def csv_safe(value: Cell | object) -> str | int | float:
+    """A cell for the CSV file: a number as itself (written unquoted), anything else as
+    text, with a leading quote when it would start a formula."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value
     text = cell_text(value)
-    if isinstance(value, str) and text.startswith(FORMULA_START):
-        return "'" + text
-    return text
+    if not isinstance(value, str):
+        return text
+    if text.startswith(FORMULA_START):
+        text = "'" + text
+    # A spreadsheet that splits at ";" (the list separator in many locales), or that
+    # reads a line break inside a cell as a new row, starts a cell there: the same quote
+    # keeps that one from being a formula too.
+    return _FORMULA_INSIDE.sub(r"\1'\2", text)
 
 
 @dataclass
@@ -75,7 +87,9 @@ class Table:
 
 def to_csv(table: Table) -> str:
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
+    # Every text cell in quotes: a spreadsheet that splits at ";" (the list separator in
+    # many locales) splits an unquoted "note;=1+1" into a cell that starts a formula.
+    writer = csv.writer(out, lineterminator="\r\n", quoting=csv.QUOTE_NONNUMERIC)
     writer.writerow([csv_safe(c) for c in table.columns])
     for row in table.rows:
         writer.writerow([csv_safe(c) for c in row])

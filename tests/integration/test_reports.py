@@ -152,6 +152,13 @@ def test_csv_is_formula_safe_and_xml_escaped(services: Services, world: World) -
     cells = [r[0] for r in csv.reader(io.StringIO(to_csv(hostile), newline=""))][1:]
     assert cells == ["'=1+1", "'+1", "'-1", "'@SUM(A1)", "'\tx", "'\rx", "ok"]
     assert to_csv(Table("n", ["n"], [[-5]])).splitlines()[1] == "-5"  # numbers stay numbers
+    # text is quoted, so a spreadsheet splitting at ";" finds no cell that starts a formula
+    split = Table("s", ["a", "b"], [["routine;=1+1;check", "T-1;=cmd|' /C calc'!A0;"], [3, "ok"]])
+    for row in csv.reader(io.StringIO(to_csv(split), newline=""), delimiter=";"):
+        assert not any(c.startswith(("=", "+", "-", "@")) for c in row), row
+    read_right = list(csv.reader(io.StringIO(to_csv(split), newline="")))
+    assert read_right[1] == ["routine;'=1+1;check", "T-1;'=cmd|' /C calc'!A0;"]
+    assert read_right[2] == ["3", "ok"]
 
     xml = to_xml(table)
     assert b"<script>" not in xml and b"&lt;script&gt;" in xml
