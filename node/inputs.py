@@ -71,6 +71,18 @@ BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u206
 # Control characters, and the line and paragraph separators U+2028/U+2029 (which some
 # viewers break a line at, as at a newline).
 _CONTROL_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
+# ... and, in what someone typed that is recorded as typed, format characters too (the
+# invisible ones, text-direction marks): written out, not shown
+_SHOWN_ESCAPED = _CONTROL_CATEGORIES | {"Cf"}
+
+
+# Characters that show as nothing at all (zero-width space, word joiner, soft hyphen, BOM
+# ...): in a name they make two names that read the same ("prod-db", "prod\u200b-db"). The
+# joiners ZWJ and ZWNJ, which some scripts and emoji need, are not among them.
+INVISIBLE = frozenset(
+    "\u00ad\u180e\u200b\u2060\u2061\u2062\u2063\u2064\ufeff"
+    "\u206a\u206b\u206c\u206d\u206e\u206f"
+)
 
 
 def _has_control(text: str, allowed: str = "") -> bool:
@@ -81,14 +93,14 @@ def _has_control(text: str, allowed: str = "") -> bool:
 
 
 def visible(text: str) -> str:
-    """``text`` with its control and text-direction characters written as ``\\u`` and
-    four hex digits: for recording what someone typed that no check has passed (a failed
-    login's name)."""
-    if text.isprintable() and not BIDI_CONTROLS.intersection(text):
+    """``text`` with its control and format (invisible, text-direction) characters written
+    as ``\\u`` and four hex digits: for recording what someone typed that no check has
+    passed (a failed login's name)."""
+    if text.isprintable():
         return text
     return "".join(
         f"\\u{ord(c):04x}"
-        if unicodedata.category(c) in _CONTROL_CATEGORIES or c in BIDI_CONTROLS
+        if unicodedata.category(c) in _SHOWN_ESCAPED or c in BIDI_CONTROLS
         else c
         for c in text
     )
@@ -96,7 +108,7 @@ def visible(text: str) -> str:
 
 def one_line(field: str, value: object, max_len: int, *, required: bool = False) -> str:
     """A single-line text field: stripped, no control characters (text-direction controls
-    included), at most ``max_len``."""
+    included), no invisible ones (:data:`INVISIBLE`), at most ``max_len``."""
     if value is None:
         value = ""
     if not isinstance(value, str):
@@ -108,6 +120,10 @@ def one_line(field: str, value: object, max_len: int, *, required: bool = False)
         raise ValidationError(f"{field} is too long (at most {max_len} characters)")
     if _has_control(text):
         raise ValidationError(f"{field} must not contain control characters")
+    if INVISIBLE.intersection(text):
+        raise ValidationError(
+            f"{field} must not contain invisible characters (a zero-width space, say)"
+        )
     return text
 
 

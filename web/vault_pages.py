@@ -30,7 +30,7 @@ RESOURCE_FIELDS = (
     "url",
     "domain_name",
 )
-FIELD_LIMITS = {"description": MAX_TEXT, "url": 1024}
+FIELD_LIMITS = {"description": MAX_TEXT, "url": 1024, "department": 128, "location": 128}
 
 
 class VaultPage(ConsolePage):

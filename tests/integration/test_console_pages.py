@@ -503,7 +503,7 @@ def test_new_account_with_a_generated_password(console: Console) -> None:
     assert (
         empty.status == 400
         and "must not be empty" in empty.text
-        and ">kept</textarea>" in empty.text
+        and ">\nkept</textarea>" in empty.text
     )
 
 
@@ -646,3 +646,29 @@ def test_custom_fields_with_letters_beyond_ascii(console: Console) -> None:
     view = services.vault.get_resource(console.admin, rid).resource
     assert view.custom_attributes == {"Numéro": "N° 7"}
     assert "N° 7" in b.get(f"/resources/{rid}").text
+
+
+def test_notes_keep_their_leading_line_breaks_through_an_edit(console: Console) -> None:
+    """A browser drops one line break right after <textarea>: the form writes one there,
+    so the notes' own survive a plain save."""
+    services, admin = console.services, console.admin
+    made = services.vault.create_resource(
+        admin, "127.0.0.1", NewResource(name="notes-box"), NewAccount("root", "Notes-pw-123")
+    )
+    assert made.account_id is not None
+    from node.vault import AccountChanges
+
+    services.vault.edit_account(
+        admin, "127.0.0.1", made.account_id, AccountChanges(notes="\n\nindented")
+    )
+    b = console.browser()
+    form = b.get(f"/accounts/{made.account_id}/edit").text
+    shown = re.search(r'<textarea name="notes"[^>]*>(.*?)</textarea>', form, re.S)
+    assert shown is not None
+    as_browser_reads = html.unescape(shown.group(1)).removeprefix("\n")
+    assert as_browser_reads == "\n\nindented"
+    saved = b.post(
+        f"/accounts/{made.account_id}/edit", {"username": "root", "notes": as_browser_reads}
+    )
+    assert saved.status == 302
+    assert services.vault.get_account(admin, made.account_id).notes == "\n\nindented"

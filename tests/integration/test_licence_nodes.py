@@ -180,7 +180,7 @@ def test_a_new_node_runs_the_evaluation_and_says_so(node: NodeProcess) -> None:
     assert re.search(r"Licence: The 30-day evaluation ends in (30|29) days", node.stdout())
     pasted = c.post_form("/admin/license", {"licence_text": "my-licence <garbled>"})
     assert pasted.status == 400 and "not a Strongroom licence (not JSON)" in pasted.text
-    assert ">my-licence &lt;garbled&gt;</textarea>" in pasted.text  # kept, escaped
+    assert ">\nmy-licence &lt;garbled&gt;</textarea>" in pasted.text  # kept, escaped
     assert c.post_form("/admin/license", {"licence_text": ""}).status == 400
 
 

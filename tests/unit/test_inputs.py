@@ -31,3 +31,17 @@ def test_text_direction_controls_are_refused_and_shown_escaped() -> None:
     assert visible("a\x00b\nc") == "a\\u0000b\\u000ac"
     assert visible("plain name") == "plain name"
     assert visible("two\u2028lines") == "two\\u2028lines"
+
+
+def test_invisible_characters_are_refused_in_names_and_shown_escaped() -> None:
+    """ "prod\\u200b-db" reads as "prod-db": refused in any single-line field; kept in
+    multi-line text (a pasted note may start with a BOM); written out in a failed
+    login's recorded name."""
+    for ch in ("\u200b", "\u2060", "\ufeff", "\u00ad"):
+        with pytest.raises(ValidationError, match="invisible"):
+            one_line("resource name", f"prod{ch}-db", 256)
+        assert multi_line("notes", f"a{ch}b", 100) == f"a{ch}b"
+    assert visible("admin\u200b") == "admin\\u200b"
+    # the joiners some scripts and emoji need, and the right-to-left marks, stay
+    for kept in ("\u200c", "\u200d", "\u200e", "\u200f"):
+        assert one_line("name", f"a{kept}b", 10) == f"a{kept}b"
