@@ -80,8 +80,7 @@ _SHOWN_ESCAPED = _CONTROL_CATEGORIES | {"Cf"}
 # ...): in a name they make two names that read the same ("prod-db", "prod\u200b-db"). The
 # joiners ZWJ and ZWNJ, which some scripts and emoji need, are not among them.
 INVISIBLE = frozenset(
-    "\u00ad\u180e\u200b\u2060\u2061\u2062\u2063\u2064\ufeff"
-    "\u206a\u206b\u206c\u206d\u206e\u206f"
+    "\u00ad\u180e\u200b\u2060\u2061\u2062\u2063\u2064\ufeff\u206a\u206b\u206c\u206d\u206e\u206f"
 )
 
 
@@ -99,9 +98,7 @@ def visible(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(
-        f"\\u{ord(c):04x}"
-        if unicodedata.category(c) in _SHOWN_ESCAPED or c in BIDI_CONTROLS
-        else c
+        f"\\u{ord(c):04x}" if unicodedata.category(c) in _SHOWN_ESCAPED or c in BIDI_CONTROLS else c
         for c in text
     )
 
