@@ -140,7 +140,14 @@ class ApiTokenService:
             session.add(user)
             session.flush()
             issued = self._issue(session, user)
-            self._record(session, "add api user", actor, source_ip, username, issued.prefix)
+            self._record(
+                session,
+                "add api user",
+                actor,
+                source_ip,
+                username,
+                f"{issued.prefix} (role {issued.role.label})",
+            )
         log.info("API user added", extra={"user": username, "prefix": issued.prefix})
         return issued
 

@@ -313,19 +313,19 @@ class UserService:
         with self._store.transaction() as s:
             u = self._user(s, user_id)
             self._guard_scoped(actor, u)
-            changed = []
+            before = (u.full_name, u.email, dict(u.custom_attributes or {}))
             if changes.full_name is not None:
                 u.full_name = one_line("full name", changes.full_name, 256)
-                changed.append("full_name")
             if changes.email is not None:
                 u.email = _clean_email(changes.email)
-                changed.append("email")
             if changes.custom_attributes is not None:
                 u.custom_attributes = updated_attributes(
                     s, "user", u.custom_attributes, changes.custom_attributes
                 )
-                changed.append("custom_attributes")
-            self._log(s, actor, ip, "edit user", u.username, ",".join(changed))
+            after = (u.full_name, u.email, dict(u.custom_attributes or {}))
+            names = ("full_name", "email", "custom_attributes")
+            changed = [n for n, old, new in zip(names, before, after, strict=True) if old != new]
+            self._log(s, actor, ip, "edit user", u.username, ",".join(changed) or "no change")
 
     def set_enabled(self, actor: SessionUser, ip: str, user_id: int, enabled: bool) -> None:
         require(actor.role, Action.MANAGE_USERS)
@@ -419,6 +419,8 @@ class UserService:
                 )
             if u.kind != "person":
                 raise ValidationError("an API user cannot be a Super Administrator")
+            if u.super_admin:
+                raise ValidationError(f"{u.username} holds the Super Administrator scope already")
             u.super_admin = True
             u.super_admin_granted_by = actor.id
             self._log(s, actor, ip, "grant super admin", u.username)
@@ -428,6 +430,8 @@ class UserService:
         with self._store.transaction() as s:
             self._guard_scope_change(s, actor)
             u = self._user(s, user_id)
+            if not u.super_admin:
+                raise ValidationError(f"{u.username} does not hold the Super Administrator scope")
             u.super_admin = False
             u.super_admin_granted_by = None
             self._log(s, actor, ip, "revoke super admin", u.username)
@@ -528,6 +532,7 @@ class UserService:
         require(actor.role, Action.MANAGE_USERS)
         with self._store.transaction() as s:
             g = self._group(s, group_id)
+            was = g.name
             if name is not None:
                 text = one_line("group name", name, 128, required=True)
                 other = name_clash(s, UserGroup.name, text, except_id=g.id)
@@ -536,7 +541,8 @@ class UserService:
                 g.name = text
             if description is not None:
                 g.description = one_line("description", description, 512)
-            self._log(s, actor, ip, "edit user group", g.name)
+            renamed = f"renamed from {was}" if g.name != was else ""
+            self._log(s, actor, ip, "edit user group", g.name, renamed)
 
     def delete_user_group(self, actor: SessionUser, ip: str, group_id: int) -> None:
         require(actor.role, Action.MANAGE_USERS)

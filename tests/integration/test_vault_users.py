@@ -304,3 +304,29 @@ def test_user_group_and_custom_field_names_are_unique_regardless_of_case(
     with pytest.raises(ConflictError, match="'cost_centre' exists already"):
         services.users.define_field(admin, IP, "user", "Cost_Centre", "text")
     services.users.define_field(admin, IP, "resource", "Cost_Centre", "text")  # another kind
+
+
+def test_user_changes_are_audited_as_they_happened(services: Services) -> None:
+    admin = initial_admin(services)
+    pa = make_user(services, admin, "pa-audit", Role.ADMINISTRATOR)
+    services.users.edit_user(admin, IP, pa.id, UserChanges(full_name="", email=""))
+    services.users.edit_user(admin, IP, pa.id, UserChanges(full_name="Pat", email=""))
+    with pytest.raises(ValidationError, match="does not hold"):
+        services.users.revoke_super_admin(admin, IP, pa.id)
+    services.users.grant_super_admin(admin, IP, pa.id)
+    with pytest.raises(ValidationError, match="holds the Super Administrator scope already"):
+        services.users.grant_super_admin(admin, IP, pa.id)
+    group = services.users.create_user_group(admin, IP, "ops")
+    services.users.edit_user_group(admin, IP, group, name="operations")
+    services.api_tokens.add_api_user("deployer", Role.ADMINISTRATOR, "admin", IP)
+    with services.store.sessions() as s:
+        rows = {
+            (r.operation, r.detail)
+            for r in s.scalars(
+                select(AuditRow).where(AuditRow.target.in_(["pa-audit", "operations", "deployer"]))
+            )
+        }
+    assert ("edit user", "no change") in rows and ("edit user", "full_name") in rows
+    assert [d for op, d in rows if op == "grant super admin"] == [""]
+    assert ("edit user group", "renamed from ops") in rows
+    assert any(op == "add api user" and "(role Administrator)" in d for op, d in rows)
