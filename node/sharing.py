@@ -437,6 +437,8 @@ class SharingService:
             if taker is None:
                 raise NotFoundError(f"no user with id {to_user_id}")
             guard_scoped(actor, giver, "transfer what they own")
+            if taker.kind != "person":
+                raise ValidationError(f"{taker.username} is an API user: transfer to a person")
             if not Role(taker.role).is_admin_type or taker.status != "active":
                 raise ValidationError(
                     f"{taker.username} is not an active administrator or password administrator"

@@ -269,6 +269,9 @@ def test_transfer_ownership(services: Services, world: World) -> None:
         services.sharing.transfer_ownership(hr, IP, w.owner.id, w.carol.id)  # not admin-type
     with pytest.raises(PermissionDeniedError):
         services.sharing.transfer_ownership(w.bob, IP, w.owner.id, heir.id)  # role
+    bot = services.api_tokens.add_api_user("bot", Role.ADMINISTRATOR, "admin", IP)
+    with pytest.raises(ValidationError, match="bot is an API user"):
+        services.sharing.transfer_ownership(hr, IP, w.owner.id, bot.user_id)
     result = services.sharing.transfer_ownership(hr, IP, w.owner.id, heir.id)
     assert (result.resources, result.groups) == (2, 1)
     # the heir owns everything, trash included; the old owner and the transferring admin
