@@ -121,4 +121,6 @@ def to_xml(table: Table) -> bytes:
             field_el.text = _xml_text(cell_text(value))
     ET.indent(root)
     body: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
-    return body + b"\n"
+    # ElementTree writes a carriage return in text as it is, and every XML parser reads it
+    # back as a line feed: as a character reference it survives (attributes have theirs).
+    return body.replace(b"\r", b"&#13;") + b"\n"

@@ -167,3 +167,6 @@ def test_csv_is_formula_safe_and_xml_escaped(services: Services, world: World) -
     assert XSS in names
     odd = to_xml(Table("x", ["a"], [["bell\x07 and \x00 nul"]]))
     assert ET.fromstring(odd).find("row/field").text == "bell\ufffd and \ufffd nul"  # noqa: S314
+    # line breaks as typed in a browser's textarea (CR LF), and a lone CR, read back as written
+    breaks = to_xml(Table("x", ["a"], [["one\r\ntwo\rthree\nfour"]]))
+    assert ET.fromstring(breaks).find("row/field").text == "one\r\ntwo\rthree\nfour"  # noqa: S314
