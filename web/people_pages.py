@@ -16,7 +16,7 @@ from node.roles import Role, parse_role
 from node.store.models import utcnow
 from node.users import UserChanges, UserView
 from web.base import needs
-from web.console import ConsolePage, NamedGroupListPage
+from web.console import ConsolePage, NamedGroupListPage, Refused
 
 ROLES = [(r.value, r.label) for r in Role]
 
@@ -153,6 +153,13 @@ class UserActionPage(PeoplePage):
         uid = self.object_id(user_id)
         return uid, await self.call(self.services.users.get_user, self.user, uid)
 
+    def flag(self, name: str) -> bool:
+        """A yes/no form field: "1" or "0", anything else refused (400)."""
+        value = self.get_body_argument(name, "")
+        if value not in ("0", "1"):
+            raise Refused(400, f"{name} must be 0 or 1")
+        return value == "1"
+
     async def finish_with(self, uid: int, error: str | None, message: str) -> None:
         if error is not None:
             self.flash(error, "error")
@@ -169,7 +176,7 @@ class UserRolePage(UserActionPage):
         _, error = await self.attempt(
             self.services.users.change_role, self.user, self.source_ip, uid, role_text
         )
-        label = role_text.replace("_", " ").title()
+        label = parse_role(role_text).label if error is None else ""
         await self.finish_with(uid, error, f"{u.username} is now {label}.")
 
 
@@ -177,7 +184,7 @@ class UserStatusPage(UserActionPage):
     @needs(Action.MANAGE_USERS)
     async def post(self, user_id: str) -> None:
         uid, u = await self.act(user_id)
-        enable = self.get_body_argument("enabled", "") == "1"
+        enable = self.flag("enabled")
         _, error = await self.attempt(
             self.services.users.set_enabled, self.user, self.source_ip, uid, enable
         )
@@ -189,7 +196,7 @@ class UserSuperAdminPage(UserActionPage):
     @needs(Action.GRANT_SUPER_ADMIN)
     async def post(self, user_id: str) -> None:
         uid, u = await self.act(user_id)
-        grant = self.get_body_argument("grant", "") == "1"
+        grant = self.flag("grant")
         users = self.services.users
         fn = users.grant_super_admin if grant else users.revoke_super_admin
         _, error = await self.attempt(fn, self.user, self.source_ip, uid)

@@ -259,6 +259,15 @@ def test_users_groups_sharing_and_transfer(console: Console) -> None:
     assert taken.status == 403 and "only a Super Administrator" in taken.text
     assert "one-time" not in taken.text.lower()
     assert b.get("/").status == 200  # the admin's session was not ended either
+    for path, field in (
+        (f"/users/{uid}/status", "enabled"),
+        (f"/users/{uid}/super-admin", "grant"),
+    ):
+        odd = b.post(path, {field: "yes"})  # neither 0 nor 1: refused, not read as 0
+        assert odd.status == 400 and f"{field} must be 0 or 1" in odd.text
+    assert console.services.users.get_user(console.admin, uid).status == "active"
+    assert b.post(f"/users/{uid}/role", {"role": "PASSWORD_ADMINISTRATOR"}).status == 302
+    assert "is now Password Administrator." in _flash(b, f"/users/{uid}")
     assert b.post(f"/users/{uid}/status", {"enabled": "0"}).status == 302
     assert carol.get("/resources").headers["location"] == "/login?next=%2Fresources"
     b.post(f"/users/{uid}/status", {"enabled": "1"})
