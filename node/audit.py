@@ -31,6 +31,11 @@ if TYPE_CHECKING:
     from node.auth import SessionUser
 
 GENESIS = "0" * 64
+
+# The user-audit row of a query report holds the SQL as it ran, which may name any resource
+# or account: it is for readers who see the whole vault (node.audit_query), not for every
+# auditor, as the rest of the user audit is.
+QUERY_REPORT_OPERATION = "run query report"
 # Core statements on the tables, built once: appending runs for every password fetch.
 _ROWS = cast(Table, AuditRow.__table__)
 _HEAD = cast(Table, AuditHead.__table__)

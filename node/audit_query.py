@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, and_, func, or_, select, true
 
 from node.access import visible_accounts, visible_resources
-from node.audit import DAMAGED, ChainReport, verify_chain
+from node.audit import DAMAGED, QUERY_REPORT_OPERATION, ChainReport, verify_chain
 from node.auth import SessionUser, normalize_username
 from node.errors import PermissionDeniedError, ValidationError
 from node.permissions import Action, allowed
@@ -172,7 +172,9 @@ class AuditQueryService:
                 ),
             ),
         )
-        return or_(AuditRow.category == "user", resource_rows)
+        # The user audit names people, not vault objects, except a query report's SQL.
+        user_rows = and_(AuditRow.category == "user", AuditRow.operation != QUERY_REPORT_OPERATION)
+        return or_(user_rows, resource_rows)
 
     def _where(self, flt: AuditFilter) -> list[ColumnElement[bool]]:
         clauses: list[ColumnElement[bool]] = []

@@ -32,7 +32,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, SqlglotError
 from sqlglot.optimizer.scope import traverse_scope
 
-from node.audit import AuditEvent, AuditLog
+from node.audit import QUERY_REPORT_OPERATION, AuditEvent, AuditLog
 from node.auth import SessionUser
 from node.errors import PermissionDeniedError, ValidationError
 from node.export import Table
@@ -415,7 +415,7 @@ class QueryReportService:
             self._audit.append(
                 session,
                 AuditEvent(
-                    operation="run query report",
+                    operation=QUERY_REPORT_OPERATION,
                     username=viewer.username,
                     source_ip=source_ip,
                     target=" ".join(text.split())[:500],

@@ -66,6 +66,12 @@ def test_select_runs_and_exports(services: Services, world: World) -> None:
     assert "'=ops" in to_csv(joined) and b'<field name="department">=ops</field>' in to_xml(joined)
     last = services.audit_query.search(world.admin, AuditFilter(operation="run query report"))
     assert last.entries[0].result == "success" and "report_resources" in last.entries[0].target
+    # The row holds the SQL, which names resources the auditor may not see: auditors who
+    # do not see everything get no query-report rows, not even by filtering on the text.
+    for flt in (AuditFilter(operation="run query report"), AuditFilter(resource="web")):
+        seen = services.audit_query.search(world.auditor, flt)
+        assert all(e.operation != "run query report" for e in seen.entries), flt
+    assert services.audit_query.search(world.auditor, AuditFilter(category="user")).total > 0
 
 
 REFUSED = [
