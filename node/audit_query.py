@@ -12,6 +12,7 @@ is part of the SQL query, so counts and pages never reveal hidden rows.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, and_, func, or_, select, true
@@ -119,26 +120,37 @@ def sees_everything(viewer: SessionUser) -> bool:
     return viewer.role is Role.ADMINISTRATOR or viewer.super_admin
 
 
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
+    r"(Z|[+-][0-9]{2}:[0-9]{2})?"
+)
+
+
 def parse_time_bound(text: str, *, end: bool = False) -> dt.datetime | None:
-    """A filter bound from a form: ``YYYY-MM-DD`` or ``YYYY-MM-DDTHH:MM[:SS]`` in UTC.
-    A date alone as an end bound means the end of that day."""
+    """A filter bound from a form: ``YYYY-MM-DD`` or ``YYYY-MM-DDTHH:MM[:SS]`` in UTC, or
+    with an offset. A date alone as an end bound means the end of that day. Only these
+    forms: Python also reads ``20261130`` or ``2026-W48-1``, which the end-of-day rule
+    would not recognise."""
     text = text.strip()
     if not text:
         return None
     if len(text) > 32:
         raise ValidationError("a time bound is at most 32 characters")
     try:
-        if len(text) == 10:
+        if _DAY.fullmatch(text):
             day = dt.date.fromisoformat(text)
             start = dt.datetime(day.year, day.month, day.day)
             return start + dt.timedelta(days=1) if end else start
+        if not _TIME.fullmatch(text):
+            raise ValueError(text)
         value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    except (ValueError, OverflowError):  # OverflowError: past the calendar's last day
         raise ValidationError(
-            f"'{text}' is not a date (YYYY-MM-DD) or time (YYYY-MM-DDTHH:MM)"
+            f"'{text}' is not a date (YYYY-MM-DD) or time (YYYY-MM-DDTHH:MM) the calendar can hold"
         ) from None
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.UTC).replace(tzinfo=None)
     return value
 
 

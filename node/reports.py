@@ -138,13 +138,12 @@ def policy_problems(
 def parse_days(text: str | None) -> int:
     if text is None or not text.strip():
         return DEFAULT_AGE_DAYS
-    try:
-        days = int(text.strip())
-    except ValueError:
-        raise ValidationError("the number of days must be a whole number") from None
-    if not 1 <= days <= MAX_AGE_DAYS:
+    text = text.strip()
+    if not (text.isascii() and text.isdigit()):  # int() also takes '1_0' and other scripts' digits
+        raise ValidationError("the number of days must be a whole number")
+    if len(text) > len(str(MAX_AGE_DAYS)) or not 1 <= int(text) <= MAX_AGE_DAYS:
         raise ValidationError(f"the number of days must be between 1 and {MAX_AGE_DAYS}")
-    return days
+    return int(text)
 
 
 def _age_days(changed: dt.datetime | None, now: dt.datetime) -> int | None:

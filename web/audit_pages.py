@@ -73,6 +73,8 @@ class AuditPage(BaseHandler):
         query = self.services.audit_query
         try:
             flt = self._filter(category)
+            if self._arg("format") not in ("", "html", "csv"):
+                raise ValidationError("the format must be html or csv")
             export = self._arg("format") == "csv"
             page = 1 if export else self._page()
             size = MAX_PAGE_SIZE if export else DEFAULT_PAGE_SIZE

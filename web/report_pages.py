@@ -7,7 +7,7 @@ node.query_reports); these handlers parse, authorise, call and render.
 
 from __future__ import annotations
 
-from node.errors import StrongroomError
+from node.errors import StrongroomError, ValidationError
 from node.export import Table, to_csv, to_xml
 from node.permissions import Action
 from node.query_reports import MAX_SQL, REPORT_VIEWS
@@ -32,7 +32,11 @@ def _slug(title: str) -> str:
 
 class ExportMixin(BaseHandler):
     def fmt(self, value: str) -> str:
-        return value if value in FORMATS else "html"
+        """The output format asked for: html (the page), csv or xml; anything else is
+        refused rather than answered with the page."""
+        if value not in FORMATS:
+            raise ValidationError("the format must be one of: " + ", ".join(FORMATS))
+        return value
 
     def send_table(self, table: Table, fmt: str) -> None:
         stamp = table.generated_at.strftime("%Y%m%d-%H%M%S")
@@ -60,10 +64,9 @@ class ReportPage(ExportMixin):
         if info is None:
             self.fail_page(404, "No such report.")
             return
-        fmt = self.fmt(self.get_query_argument("format", "html"))
-        raw_days = self.get_query_argument("days", "")[:12]
         try:
-            days = parse_days(raw_days)
+            fmt = self.fmt(self.get_query_argument("format", "html"))
+            days = parse_days(self.get_query_argument("days", ""))
             table = await self.run(
                 self.services.reports.run, self.user, key, self.source_ip, days=days
             )
@@ -99,7 +102,12 @@ class QueryReportPage(ExportMixin):
     @needs(Action.RUN_QUERY_REPORTS)
     async def post(self) -> None:
         sql = self.get_body_argument("sql", "", strip=False)
-        fmt = self.fmt(self.get_body_argument("format", "html"))
+        try:
+            fmt = self.fmt(self.get_body_argument("format", "html"))
+        except ValidationError as exc:
+            self.set_status(400)
+            self._form(sql[:MAX_SQL], str(exc), None, "html")
+            return
         if len(sql) > MAX_SQL:
             self.set_status(400)
             self._form(sql[:MAX_SQL], f"the query is longer than {MAX_SQL} characters", None, fmt)

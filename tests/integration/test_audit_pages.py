@@ -64,6 +64,12 @@ def test_resource_and_user_audit_with_filters(services: Services, site: tuple[Wo
     assert _get(admin, "/audit/resource", resource_id="1e3")[0] == 400
     status, page = _get(admin, "/audit/user", result="maybe")
     assert status == 400 and "success" in page
+    # the calendar's edges are refused, not a 500; so are date forms other than YYYY-MM-DD
+    for bound in ({"to": "9999-12-31"}, {"from": "0001-01-01T00:00+01:00"}, {"to": "20261130"}):
+        status, page = _get(admin, "/audit/user", **bound)
+        assert status == 400 and "is not a date" in page, bound
+    status, page = _get(admin, "/audit/user", format="xml")
+    assert status == 400 and "the format must be html or csv" in page
 
     status, text = _get(admin, "/audit/resource", resource="web-01", format="csv")
     rows = list(csv.reader(io.StringIO(text)))

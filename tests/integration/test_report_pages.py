@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import urllib.parse
 import uuid
 import xml.etree.ElementTree as ET  # noqa: S405 - parsing our own output in a test
 from collections.abc import Iterator
@@ -54,6 +55,13 @@ def test_reports_in_the_browser(services: Services, site: tuple[World, int]) -> 
     aged = admin.get("/reports/aged?days=1")
     assert aged.status == 200 and "Passwords older than 1 days" in aged.text
     assert admin.get("/reports/aged?days=-4").status == 400
+    for odd in ("0000000000015", "1_0", "١٠", "1e2"):  # not read as 1, 10, 10, 100
+        refused = admin.get("/reports/aged?days=" + urllib.parse.quote(odd))
+        assert refused.status == 400 and "number of days" in refused.text, odd
+    for fmt in ("pdf", "CSV"):
+        refused = admin.get(f"/reports/inventory?format={fmt}")
+        assert refused.status == 400 and "html, csv, xml" in refused.text
+    assert _query(admin, "SELECT 1", fmt="pdf")[0] == 400
     assert admin.get("/reports/nosuch").status == 404
     assert browser(services, port, world.user).get("/reports/users").status == 403
     assert browser(services, port, world.pwadmin).get("/reports").status == 403
