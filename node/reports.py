@@ -188,7 +188,7 @@ class ReportService:
             "inventory": lambda s: self._inventory(s, viewer, now),
             "aged": lambda s: self._aged(s, viewer, now, days),
             "compliance": lambda s: self._compliance(s, viewer, now),
-            "users": lambda s: self._users(s),
+            "users": lambda s: self._users(s, viewer),
             "sharing": lambda s: self._sharing(s, viewer),
         }
         with self._store.transaction() as session:
@@ -313,13 +313,15 @@ class ReportService:
 
     # people and shares --------------------------------------------------------------------
 
-    def _users(self, session: Session) -> Table:
+    def _users(self, session: Session, viewer: SessionUser) -> Table:
+        # E-mail addresses are for those who manage users, as on the people pages.
+        with_email = allowed(viewer.role, Action.MANAGE_USERS)
         table = Table(
             REPORTS["users"].title,
             [
                 "Username",
                 "Full name",
-                "Email",
+                *(["Email"] if with_email else []),
                 "Role",
                 "Super Administrator",
                 "Kind",
@@ -341,7 +343,7 @@ class ReportService:
                 [
                     user.username,
                     user.full_name,
-                    user.email,
+                    *([user.email] if with_email else []),
                     user.role.replace("_", " ").title(),
                     user.super_admin,
                     user.kind,

@@ -114,6 +114,12 @@ def test_users_and_roles(services: Services, world: World) -> None:
     assert set(roles) >= {"admin", "admin2", "owner", "auditor", "puser"}
     blob = to_csv(table)
     assert "$argon2" not in blob and "password_hash" not in blob
+    # e-mail addresses only for those who manage users
+    services.users.add_user(world.admin, IP, "mailer", "password_user", email="m@example.org")
+    seen_by_admin = services.reports.run(world.admin, "users", IP)
+    assert "m@example.org" in _column(seen_by_admin, "Email")
+    by_auditor = services.reports.run(world.auditor, "users", IP)
+    assert "Email" not in by_auditor.columns and "m@example.org" not in to_csv(by_auditor)
     # running a report is audited
     rows = services.audit_query.search(world.admin, AuditFilter(operation="run report")).entries
     assert rows[0].username == "auditor" and rows[0].target == "Users and roles"
