@@ -25,7 +25,6 @@ EXIT_UNCHECKED = 2
 def _verify(args: argparse.Namespace) -> int:
     from sqlalchemy.engine import make_url
 
-    from node.audit import UNREADABLE
     from node.audit_query import AuditQueryService, ChainState
     from node.export import cell_text
     from node.keyring import KeyRing
@@ -58,15 +57,15 @@ def _verify(args: argparse.Namespace) -> int:
     if state.report.ok:
         return EXIT_INTACT
     row = state.broken_row
-    if row is not None:
+    if row is not None and row.damaged:
+        print(f"first broken row: #{row.id} (its stored values cannot be read)")
+    elif row is not None:
         print(
             f"first broken row: #{row.id} at {cell_text(row.ts)} by {row.username or '-'} "
             f"from {row.source_ip or '-'}: {row.operation} {row.target} ({row.result})"
         )
     elif state.report.first_broken_id is not None:
-        unreadable = state.report.problem == UNREADABLE
-        why = "its stored values cannot be read" if unreadable else "no longer in the database"
-        print(f"first broken row: #{state.report.first_broken_id} ({why})")
+        print(f"first broken row: #{state.report.first_broken_id} (no longer in the database)")
     return EXIT_BROKEN
 
 

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, and_, func, or_, select, true
+from sqlalchemy.orm import Session
 
 from node.access import visible_accounts, visible_resources
 from node.audit import DAMAGED, QUERY_REPORT_OPERATION, ChainReport, verify_chain
@@ -39,7 +40,7 @@ class AuditEntry:
     """One audit row as readers see it (the chain hashes are left out)."""
 
     id: int
-    ts: dt.datetime
+    ts: dt.datetime | None  # None: the row is unreadable (see ``damaged``)
     category: str
     username: str
     source_ip: str
@@ -50,6 +51,7 @@ class AuditEntry:
     reason: str
     result: str
     detail: str
+    damaged: bool = False  # its stored values cannot be read: altered outside Strongroom
 
 
 def _entry(row: AuditRow) -> AuditEntry:
@@ -67,6 +69,32 @@ def _entry(row: AuditRow) -> AuditEntry:
         result=row.result,
         detail=row.detail,
     )
+
+
+def _read_entry(session: Session, row_id: int) -> AuditEntry | None:
+    """One row by id, as an entry marked ``damaged`` when a stored value cannot be read
+    (on SQLite a column can be given any value behind the node's back); None if absent."""
+    try:
+        row = session.get(AuditRow, row_id)
+    except DAMAGED:
+        session.expunge_all()
+        return AuditEntry(
+            id=row_id,
+            ts=None,
+            category="",
+            username="",
+            source_ip="",
+            operation="",
+            target="",
+            resource_id=None,
+            account_id=None,
+            reason="",
+            result="unreadable",
+            detail="this row's stored values cannot be read: it was altered outside "
+            "Strongroom (see Verify audit chain)",
+            damaged=True,
+        )
+    return None if row is None else _entry(row)
 
 
 @dataclass(frozen=True)
@@ -224,14 +252,30 @@ class AuditQueryService:
         with self._store.sessions() as session:
             where = [self._scope(viewer), *self._where(flt)]
             total = session.scalar(select(func.count()).select_from(AuditRow).where(*where))
-            rows = session.scalars(
-                select(AuditRow)
-                .where(*where)
-                .order_by(AuditRow.id.desc())
-                .offset((page - 1) * page_size)
-                .limit(page_size)
-            ).all()
-            return AuditPage([_entry(r) for r in rows], int(total or 0), page, page_size)
+            offset = (page - 1) * page_size
+            try:
+                rows = session.scalars(
+                    select(AuditRow)
+                    .where(*where)
+                    .order_by(AuditRow.id.desc())
+                    .offset(offset)
+                    .limit(page_size)
+                ).all()
+                entries = [_entry(r) for r in rows]
+            except DAMAGED:
+                # A row altered outside Strongroom (verify names it) must not hide the rest
+                # of the trail from investigators: row by row, the damaged one marked.
+                session.expunge_all()
+                ids = session.scalars(
+                    select(AuditRow.id)
+                    .where(*where)
+                    .order_by(AuditRow.id.desc())
+                    .offset(offset)
+                    .limit(page_size)
+                ).all()
+                found = (_read_entry(session, rid) for rid in ids)
+                entries = [e for e in found if e is not None]
+            return AuditPage(entries, int(total or 0), page, page_size)
 
     def operations(self, viewer: SessionUser | None, category: str | None = None) -> list[str]:
         """The operation names that occur, for the filter's drop-down list."""
@@ -249,9 +293,5 @@ class AuditQueryService:
             report = verify_chain(session, self._key)
             broken = None
             if report.first_broken_id is not None:
-                try:
-                    row = session.get(AuditRow, report.first_broken_id)
-                    broken = None if row is None else _entry(row)
-                except DAMAGED:
-                    broken = None  # its stored values cannot be read (the report says so)
+                broken = _read_entry(session, report.first_broken_id)
             return ChainState(report, broken)
