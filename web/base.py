@@ -479,9 +479,14 @@ def authenticated_page(
 
 def _plain(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Any:
     """An IPv4 address written as IPv6 (``::ffff:10.0.0.2``, as dual-stack sockets and
-    some proxies give it) as the IPv4 address it is."""
+    some proxies give it) as the IPv4 address it is; an IPv6 address without its zone
+    (``fe80::1%eth0``: the zone names an interface of the sender, and may be long)."""
     mapped = getattr(ip, "ipv4_mapped", None)
-    return mapped if mapped is not None else ip
+    if mapped is not None:
+        return mapped
+    if getattr(ip, "scope_id", None) is not None:
+        return ipaddress.IPv6Address(str(ip).partition("%")[0])
+    return ip
 
 
 _ACCESS = logging.getLogger("strongroom.access")

@@ -196,3 +196,5 @@ def test_x_forwarded_for_only_from_trusted_proxies(services: Services, tmp_path:
     assert _failed_login_ip(services, tmp_path, ("127.0.0.1",), "::ffff:198.51.100.7") == (
         "198.51.100.7"
     )
+    zoned = "fe80::7%" + "z" * 80  # the zone is the sender's interface: not recorded
+    assert _failed_login_ip(services, tmp_path, ("127.0.0.1",), zoned) == "fe80::7"
