@@ -1051,6 +1051,28 @@ class VaultService:
             written
         )
 
+    def _changeable(
+        self, s: Session, actor: SessionUser, account_id: int, resource_id: int | None
+    ) -> Account:
+        """The account whose password ``actor`` is about to change: NotFoundError if it is
+        not visible (or not on ``resource_id``), PermissionDeniedError below Modify."""
+        a = self._account(s, actor, account_id)
+        if resource_id is not None and a.resource_id != resource_id:
+            raise NotFoundError(f"no account with id {account_id}")
+        self._need(account_access(s, actor, a), Access.MODIFY, "changing this password")
+        return a
+
+    def check_password_change(
+        self, actor: SessionUser, account_id: int, *, resource_id: int | None = None
+    ) -> None:
+        """Raise what :meth:`change_password` would raise for who is asking (role, access,
+        the account not found), changing nothing: a change this vault cannot make yet
+        (the API's remote reset) is refused for that reason only to someone who could
+        make it, so nobody learns more than a change would tell them."""
+        require(actor.role, Action.CHANGE_SHARED_PASSWORD)
+        with self._store.sessions() as s:
+            self._changeable(s, actor, account_id, resource_id)
+
     def change_password(
         self,
         actor: SessionUser,
@@ -1072,10 +1094,7 @@ class VaultService:
         ticket_id = one_line("ticket id", ticket, 128)
         check_basic(new_password)
         with self._store.transaction() as s:
-            a = self._account(s, actor, account_id)
-            if resource_id is not None and a.resource_id != resource_id:
-                raise NotFoundError(f"no account with id {account_id}")
-            self._need(account_access(s, actor, a), Access.MODIFY, "changing this password")
+            a = self._changeable(s, actor, account_id, resource_id)
             for needed, given, name in (
                 (a.reason_required, why, asked_as[0]),
                 (a.ticket_required, ticket_id, asked_as[1]),

@@ -344,6 +344,48 @@ def test_change_password_local_and_remote(world: World) -> None:
     assert op(api.get(path))["Details"]["PASSWORD"] == "New-pass-33"
 
 
+def test_remote_reset_is_refused_first_to_a_caller_who_may_not_change_the_password(
+    world: World,
+) -> None:
+    """RESETTYPE REMOTE answers 501 only to a caller who could make the change: a View-only
+    share gets the same 403 as a LOCAL change (audited as a refusal), an account not
+    shared the same 404."""
+    owner = world.api("app-padmin")
+    rid, aid = one_account(owner, "rmt-view", "Rmt-pass-11")
+    uid = op(owner.get("/user/getUserId", query={"USERNAME": "app-padmin2"}))["Details"]["USERID"]
+    op(owner.put(f"/resources/{rid}/accounts/{aid}/share", {"ACCESSTYPE": "view", "USERID": uid}))
+    viewer = world.api("app-padmin2")
+    path = f"/resources/{rid}/accounts/{aid}/password"
+    local = viewer.put(path, {"NEWPASSWORD": "Rmt-pass-22", "RESETTYPE": "LOCAL"})
+    remote = viewer.put(path, {"NEWPASSWORD": "Rmt-pass-22", "RESETTYPE": "REMOTE"})
+    assert op(remote, 403)["result"]["message"] == op(local, 403)["result"]["message"]
+    assert "(View) does not allow changing this password" in op(remote, 403)["result"]["message"]
+    assert op(remote, 403)["name"] == "CHANGE PASSWORD"
+    deadline = time.monotonic() + 5  # refusals are audited in the background
+    while time.monotonic() < deadline:
+        refused = [r for r in audit_rows(world.services, "refused") if r.username == "app-padmin2"]
+        if len(refused) >= 2:
+            break
+        time.sleep(0.05)
+    assert [r.target for r in refused[-2:]] == [f"PUT /restapi/json/v1{path}"] * 2
+    # not shared at all, or no such account: 404, as for a LOCAL change
+    rid2, aid2 = one_account(owner, "rmt-private", "Rmt-pass-33")
+    unshared = viewer.put(
+        f"/resources/{rid2}/accounts/{aid2}/password",
+        {"NEWPASSWORD": "Rmt-pass-44", "RESETTYPE": "REMOTE"},
+    )
+    assert op(unshared, 404)["result"]["message"] == f"no account with id {aid2}"
+    missing = viewer.put(
+        f"/resources/{rid}/accounts/99999/password",
+        {"NEWPASSWORD": "Rmt-pass-44", "RESETTYPE": "REMOTE"},
+    )
+    op(missing, 404)
+    # with Modify, REMOTE is still not available, and nothing changed
+    op(owner.put(f"/resources/{rid}/accounts/{aid}/share", {"ACCESSTYPE": "modify", "USERID": uid}))
+    op(viewer.put(path, {"NEWPASSWORD": "Rmt-pass-22", "RESETTYPE": "REMOTE"}), 501)
+    assert op(owner.get(path))["Details"]["PASSWORD"] == "Rmt-pass-11"
+
+
 def test_create_generates_a_password_from_the_policy(world: World) -> None:
     api = world.api("app-padmin")
     op(

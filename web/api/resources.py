@@ -632,8 +632,14 @@ class PasswordHandler(ApiHandler):
         """Change an account's password (RESETTYPE LOCAL stores it in the vault)"""
         rid_n, aid_n = self.path_id(rid, "resource"), self.path_id(aid, "account")
         if d.get("RESETTYPE", "LOCAL") == "REMOTE":
-            # Refused before anything changes; still a 404 for an account not shared.
-            await self.run(account_of, self.services, self.api_user, rid_n, aid_n)
+            # Refused before anything changes, and only to a caller who could change this
+            # password: an account not shared is still a 404, a View share the 403 of LOCAL.
+            await self.run(
+                self.services.vault.check_password_change,
+                self.api_user,
+                aid_n,
+                resource_id=rid_n,
+            )
             self.answer_failure(501, REMOTE_NOT_AVAILABLE)
             return
         await self.run(change, self.services, self.api_user, self.source_ip, rid_n, aid_n, d)
