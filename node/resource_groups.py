@@ -4,7 +4,8 @@ Methods of :class:`ResourceGroupService` (acting user + source IP, audited):
 - ``create_group`` (Action.MANAGE_RESOURCE_GROUPS; the creator owns the group),
 - ``edit_group`` (Modify on the group), ``delete_group`` (Owner; the resources stay),
 - ``add_resource`` (Modify on the group and Full on the resource, because members of a
-  shared group become shared), ``remove_resource`` (Modify on the group),
+  shared group become shared; ``add_resource_in`` does it in the caller's transaction),
+  ``remove_resource`` (Modify on the group),
 - ``list_groups`` (visible groups; member counts count only resources the caller sees),
 - ``get_group`` (a visible group and its members the caller may see).
 
@@ -163,33 +164,41 @@ class ResourceGroupService:
             s.execute(delete(ResourceGroup).where(ResourceGroup.id == g.id))
 
     def add_resource(self, actor: SessionUser, ip: str, group_id: int, resource_id: int) -> None:
-        require(actor.role, Action.MANAGE_RESOURCE_GROUPS)
         with self._store.transaction() as s:
-            g = self._group(s, actor, group_id, Access.MODIFY, "changing this group")
-            r = (
-                None
-                if not in_range(resource_id)
-                else s.scalars(
-                    select(Resource).where(
-                        Resource.id == resource_id,
-                        Resource.deleted_at.is_(None),
-                        visible_resources(actor),
-                    )
-                ).first()
-            )
-            if r is None:
-                raise NotFoundError(f"no resource with id {resource_id}")
-            level = resource_access(s, actor, r)
-            if level < Access.OWNER:
-                # A group's shares reach its resources: putting someone else's resource in
-                # a group would share it past its owner, out of their sight.
-                raise PermissionDeniedError(
-                    f"your access ({level.label}) does not allow grouping this resource "
-                    "(only its owner can)"
+            self.add_resource_in(s, actor, ip, group_id, resource_id)
+
+    def add_resource_in(
+        self, s: Session, actor: SessionUser, ip: str, group_id: int, resource_id: int
+    ) -> None:
+        """:meth:`add_resource` in the caller's transaction ``s``: a resource being created
+        joins its group in the transaction that creates it, so a refusal here leaves no
+        resource behind (VaultService.create_resource's ``in_same_transaction``)."""
+        require(actor.role, Action.MANAGE_RESOURCE_GROUPS)
+        g = self._group(s, actor, group_id, Access.MODIFY, "changing this group")
+        r = (
+            None
+            if not in_range(resource_id)
+            else s.scalars(
+                select(Resource).where(
+                    Resource.id == resource_id,
+                    Resource.deleted_at.is_(None),
+                    visible_resources(actor),
                 )
-            if s.get(ResourceGroupMember, (g.id, r.id)) is None:
-                s.add(ResourceGroupMember(group_id=g.id, resource_id=r.id))
-            self._log(s, actor, ip, "add to resource group", g.name, r.id, r.name)
+            ).first()
+        )
+        if r is None:
+            raise NotFoundError(f"no resource with id {resource_id}")
+        level = resource_access(s, actor, r)
+        if level < Access.OWNER:
+            # A group's shares reach its resources: putting someone else's resource in
+            # a group would share it past its owner, out of their sight.
+            raise PermissionDeniedError(
+                f"your access ({level.label}) does not allow grouping this resource "
+                "(only its owner can)"
+            )
+        if s.get(ResourceGroupMember, (g.id, r.id)) is None:
+            s.add(ResourceGroupMember(group_id=g.id, resource_id=r.id))
+        self._log(s, actor, ip, "add to resource group", g.name, r.id, r.name)
 
     def remove_resource(self, actor: SessionUser, ip: str, group_id: int, resource_id: int) -> None:
         require(actor.role, Action.MANAGE_RESOURCE_GROUPS)

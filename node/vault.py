@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -479,11 +479,14 @@ class VaultService:
         first_account: NewAccount | None = None,
         *,
         owner_id: int | None = None,
+        in_same_transaction: Callable[[Session, int], None] | None = None,
     ) -> Created:
         """Add a resource owned by ``actor``, optionally with its first account. With
         ``owner_id`` (another active administrator-type user; the actor needs
         Action.TRANSFER_OWNERSHIP) that user owns it from the start, and the actor gains no
-        access to it (unless Super Administrator)."""
+        access to it (unless Super Administrator). ``in_same_transaction`` is a further
+        step (say, joining a resource group) called with the session and the new
+        resource's id before the commit: if it raises, nothing is created."""
         require(actor.role, Action.ADD_RESOURCE)
         if owner_id is not None and owner_id != actor.id:
             require(actor.role, Action.TRANSFER_OWNERSHIP)
@@ -526,6 +529,8 @@ class VaultService:
                     resource_id=resource.id,
                     account_id=account.id,
                 )
+            if in_same_transaction is not None:
+                in_same_transaction(s, resource.id)
             return Created(resource.id, account_id)
 
     @staticmethod

@@ -766,6 +766,41 @@ def test_create_into_a_resource_group_and_for_another_owner(world: World) -> Non
     assert "own-db" in everything and not {"own-2", "own-3", "own-4"} & everything
 
 
+def test_create_into_a_group_is_one_step_that_fails_whole(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The resource and its group membership are written together: when the group step
+    is refused (here the caller's Modify share on the group is cut to View after the
+    group was looked up by name, as a concurrent change would), no resource is left."""
+    groups = world.services.resource_groups
+    gid = groups.create_group(world.admin, "127.0.0.1", "Shared farm")
+    padmin2 = world.services.api_tokens.authenticate(world.tokens["app-padmin2"])
+    assert padmin2 is not None
+    world.services.sharing.share_group(world.admin, "127.0.0.1", gid, "modify", user_id=padmin2.id)
+    api = world.api("app-padmin2")
+    op(api.post("/resources", {"RESOURCENAME": "farm-1", "RESOURCEGROUPNAME": "Shared farm"}))
+    real_list = groups.list_groups
+
+    def list_then_cut_to_view(actor: Any) -> Any:
+        found = real_list(actor)
+        world.services.sharing.share_group(
+            world.admin, "127.0.0.1", gid, "view", user_id=padmin2.id
+        )
+        return found
+
+    monkeypatch.setattr(groups, "list_groups", list_then_cut_to_view)
+    refused = api.post("/resources", {"RESOURCENAME": "farm-2", "RESOURCEGROUPNAME": "Shared farm"})
+    message = op(refused, 403)["result"]["message"]
+    assert message == "your access (View) does not allow changing this group (needs Modify)"
+    assert api.get("/resources/resourcename/farm-2").status == 404
+    everything = {
+        r.name for r in world.services.vault.list_resources(world.admin, limit=1000).items
+    }
+    assert "farm-1" in everything and "farm-2" not in everything
+    assert not [r for r in audit_rows(world.services, "add resource") if r.target == "farm-2"]
+    assert [n for _i, n in groups.get_group(world.admin, gid).resources] == ["farm-1"]
+
+
 def test_account_details_report_policy_compliance_without_the_password(world: World) -> None:
     api = world.api("app-padmin")
     op(

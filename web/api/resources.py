@@ -377,9 +377,21 @@ def create_resource(services: Services, actor: SessionUser, ip: str, d: dict[str
             "RESOURCEGROUPNAME cannot be used with OWNERNAME naming another user: the new "
             "owner can add the resource to a group"
         )
-    created = services.vault.create_resource(actor, ip, spec, first, owner_id=owner_id)
-    if group_id is not None:
-        services.resource_groups.add_resource(actor, ip, group_id, created.resource_id)
+    groups = services.resource_groups
+    services.vault.create_resource(
+        actor,
+        ip,
+        spec,
+        first,
+        owner_id=owner_id,
+        # The group is joined in the transaction that creates the resource: should it
+        # refuse (its shares changed since the lookup above), no resource is left behind.
+        in_same_transaction=(
+            None
+            if group_id is None
+            else lambda s, rid: groups.add_resource_in(s, actor, ip, group_id, rid)
+        ),
+    )
     return str(spec.name).strip()
 
 
