@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
+import pytest
+from jsonschema.exceptions import ValidationError
+from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
+from tests.helpers import Response
+from tests.integration.api_helpers import api_world, one_account, op
 from tests.integration.live_app import Browser, live_app
 from web.api.base import ApiHandler
 from web.app import route_table
@@ -85,3 +91,97 @@ def test_openapi_document_is_valid_and_complete(tmp_path: Path) -> None:
     assert "fail closed" in fetch["500"]["description"]
     assert set(paths["/user/getUserId"]["get"]["responses"]) == common
     assert not re.search(r"\\u003c|<script", resp.text)
+
+
+def _reply_schema(doc: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
+    """The JSON schema of a documented reply, with the document's components at its root
+    so that its ``#/components/...`` references resolve."""
+    schema = dict(response["content"]["application/json"]["schema"])
+    schema["components"] = doc["components"]
+    return schema
+
+
+def _matches(doc: dict[str, Any], response: dict[str, Any], resp: Response) -> None:
+    """Raise unless the real reply ``resp`` is what the document's ``response`` says."""
+    for name in response.get("headers", {}):
+        assert name.lower() in resp.headers, (name, resp.headers)
+    OAS30Validator(_reply_schema(doc, response)).validate(resp.json())
+
+
+def test_the_document_describes_query_parameters_and_the_real_replies(tmp_path: Path) -> None:
+    """GET input is listed key by key as PMP clients send it (plain query parameters, with
+    INPUT_DATA as the alternative); the replies the server really sends (ADD ACCOUNTS'
+    failures with Details, 405 with Allow, 401) match what the document says of them; ids
+    may be JSON numbers as well as strings."""
+    with api_world(tmp_path) as world:
+        anonymous = world.api(None)
+        doc = anonymous.browser.get("/restapi/openapi.json").json()
+        validate(doc)
+        paths = doc["paths"]
+
+        def query(path: str) -> dict[str, dict[str, Any]]:
+            return {p["name"]: p for p in paths[path]["get"]["parameters"] if p["in"] == "query"}
+
+        ids = query("/resources/getResourceIdAccountId")
+        assert ids["RESOURCENAME"]["required"] is True
+        assert ids["RESOURCENAME"]["schema"] == {"type": "string", "maxLength": 256}
+        assert ids["ACCOUNTNAME"]["required"] is True
+        assert ids["INPUT_DATA"]["required"] is False
+        assert "instead of" in ids["INPUT_DATA"]["description"]
+        assert query("/user/getUserId")["USERNAME"]["required"] is True
+        password = query("/resources/{rid}/accounts/{aid}/password")
+        assert set(password) == {"REASON", "TICKETID", "INPUT_DATA"}
+        assert not password["REASON"]["required"] and not password["TICKETID"]["required"]
+        assert "EQUALS" in query("/resources")["SEARCHTYPE"]["schema"]["enum"]
+        assert set(query("/resources/{rid}/accounts")) == set()  # no input, nothing listed
+        # ... and the server takes them so
+        api = world.api("app-padmin")
+        rid, aid = one_account(api, "doc-web", "Doc-pass-1")
+        by_query = api.get(
+            "/resources/getResourceIdAccountId",
+            query={"RESOURCENAME": "doc-web", "ACCOUNTNAME": "a"},
+        )
+        _matches(
+            doc, paths["/resources/getResourceIdAccountId"]["get"]["responses"]["200"], by_query
+        )
+
+        add = paths["/resources/{rid}/accounts"]["post"]["responses"]
+        duplicate = api.post(f"/resources/{rid}/accounts", {"ACCOUNTLIST": [{"ACCOUNTNAME": "a"}]})
+        assert op(duplicate, 409)["Details"]
+        _matches(doc, add["409"], duplicate)
+        refused = api.post(
+            f"/resources/{rid}/accounts",
+            {"ACCOUNTLIST": [{"ACCOUNTNAME": "b", "ACCOUNTPASSWORDPOLICY": "Nope"}]},
+        )
+        assert op(refused, 400)["Details"]
+        _matches(doc, add["400"], refused)
+        # other failures carry no Details, and the document says so
+        missing = api.get(f"/resources/{rid}/accounts/99999")
+        _matches(doc, paths["/resources/{rid}/accounts/{aid}"]["get"]["responses"]["404"], missing)
+        with pytest.raises(ValidationError):
+            OAS30Validator(_reply_schema(doc, add["404"])).validate(duplicate.json())
+        unauthenticated = anonymous.get("/resources")
+        _matches(doc, paths["/resources"]["get"]["responses"]["401"], unauthenticated)
+
+        # a method a path does not take: 405 with Allow, described once for every path
+        wrong = api.call("POST", f"/resources/{rid}/accounts/{aid}/password")
+        assert wrong.status == 405
+        not_allowed = doc["components"]["responses"]["MethodNotAllowed"]
+        assert "Allow" in not_allowed["headers"]
+        _matches(doc, not_allowed, wrong)
+        assert "405" in doc["info"]["description"]
+
+        # USERID / USERGROUPID: a string or, as some clients send it, a JSON number
+        share = paths["/resources/{rid}/accounts/{aid}/share"]["put"]["requestBody"]["content"]
+        details = share["application/x-www-form-urlencoded"]["schema"]["properties"]["INPUT_DATA"]
+        keys = details["properties"]["operation"]["properties"]["Details"]["properties"]
+        for key in ("USERID", "USERGROUPID"):
+            assert {s["type"] for s in keys[key]["oneOf"]} == {"string", "integer"}
+        uid = op(api.get("/user/getUserId", query={"USERNAME": "app-user"}))["Details"]["USERID"]
+        shared = api.put(
+            f"/resources/{rid}/accounts/{aid}/share", {"ACCESSTYPE": "view", "USERID": int(uid)}
+        )
+        op(shared)
+        OAS30Validator(details["properties"]["operation"]["properties"]["Details"]).validate(
+            {"ACCESSTYPE": "view", "USERID": int(uid)}
+        )

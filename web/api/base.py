@@ -342,6 +342,7 @@ def operation(
     reply: dict[str, Any] | None = None,
     list_reply: bool = False,
     failures: dict[int, str] | None = None,
+    failures_with_details: tuple[int, ...] = (),
 ) -> Callable[[ApiMethod], ApiMethod]:
     """Wrap an API handler method: authenticate the token, check that the caller's role
     allows ``action``, parse the input against ``spec``, then call the method with the path
@@ -349,7 +350,8 @@ def operation(
     unexpected errors are logged and answered without their text. ``reply`` (the JSON
     schema of ``Details``), ``list_reply`` (replies carry ``totalRows``) and ``failures``
     (statuses this operation answers beyond those every operation may, with their
-    meaning) only feed the OpenAPI document."""
+    meaning) and ``failures_with_details`` (failure statuses whose replies carry ``Details``
+    as ``reply`` describes them) only feed the OpenAPI document."""
 
     def decorate(method: ApiMethod) -> ApiMethod:
         @functools.wraps(method)
@@ -379,6 +381,7 @@ def operation(
         wrapper.reply_schema = reply  # type: ignore[attr-defined]
         wrapper.list_reply = list_reply  # type: ignore[attr-defined]
         wrapper.failures = failures or {}  # type: ignore[attr-defined]
+        wrapper.failures_with_details = failures_with_details  # type: ignore[attr-defined]
         return wrapper
 
     return decorate

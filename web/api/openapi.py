@@ -41,6 +41,12 @@ COMMON_FAILURES = {
 }
 
 
+METHOD_NOT_ALLOWED = (
+    "The path exists but does not take this method (any path, any method the document "
+    "does not list for it); `Allow` names those it takes"
+)
+
+
 def _envelope(details: dict[str, Any] | None, list_reply: bool) -> dict[str, Any]:
     op: dict[str, Any] = {
         "type": "object",
@@ -76,11 +82,69 @@ def _input_data(spec: Spec) -> dict[str, Any]:
     }
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {
+# Headers that come with some failures, as the server sends them.
+FAILURE_HEADERS: dict[int, dict[str, Any]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": '`AUTHTOKEN realm="Strongroom"`',
+            "schema": {"type": "string"},
+        }
+    },
+    503: {
+        "X-Strongroom-Primary": {
+            "description": "The primary's address, when it is known",
+            "schema": {"type": "string"},
+        }
+    },
+}
+
+
+def _error(status: int, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A failure reply: PMP's envelope without ``Details``, unless ``schema`` says what it
+    carries."""
+    out: dict[str, Any] = {
         "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Failure"}}},
+        "content": {
+            "application/json": {
+                "schema": schema or {"$ref": "#/components/schemas/Failure"},
+            }
+        },
     }
+    if status in FAILURE_HEADERS:
+        out["headers"] = FAILURE_HEADERS[status]
+    return out
+
+
+def _query_parameters(spec: Spec) -> list[dict[str, Any]]:
+    """A GET operation's input as PMP's own clients send it, one plain query parameter per
+    key (``?RESOURCENAME=R&ACCOUNTNAME=A``), then INPUT_DATA, which the server takes
+    instead (a key may not be in both). OpenAPI 3.0 cannot say "this or that": a key
+    marked required may come in INPUT_DATA instead, as its description says."""
+    params: list[dict[str, Any]] = []
+    for f in spec.fields:
+        param: dict[str, Any] = {
+            "name": f.name,
+            "in": "query",
+            "required": f.required,
+            "schema": f.json_schema(),
+        }
+        if f.required:
+            param["description"] = "Required: here, or in INPUT_DATA instead."
+        params.append(param)
+    params.append(
+        {
+            "name": "INPUT_DATA",
+            "in": "query",
+            "required": False,
+            "description": (
+                "The same keys as JSON, sent instead of the plain query parameters "
+                '(`{"operation": {"Details": {...}}}`); a key may not be given both '
+                "ways."
+            ),
+            "content": {"application/json": {"schema": _input_data(spec)}},
+        }
+    )
+    return params
 
 
 def _operation(template: str, http_method: str, fn: Any) -> dict[str, Any]:
@@ -88,6 +152,7 @@ def _operation(template: str, http_method: str, fn: Any) -> dict[str, Any]:
     spec: Spec = fn.input_spec
     reply: dict[str, Any] | None = getattr(fn, "reply_schema", None)
     list_reply: bool = getattr(fn, "list_reply", False)
+    with_details: tuple[int, ...] = getattr(fn, "failures_with_details", ())
     summary: str = (fn.__doc__ or name).strip().splitlines()[0]
     op: dict[str, Any] = {
         "operationId": re.sub(r"[^A-Za-z0-9]+", "_", f"{http_method}_{template}").strip("_"),
@@ -112,7 +177,11 @@ def _operation(template: str, http_method: str, fn: Any) -> dict[str, Any]:
                 "content": {"application/json": {"schema": _envelope(reply, list_reply)}},
             },
             **{
-                str(status): _error(text)
+                str(status): _error(
+                    status,
+                    text,
+                    _envelope(reply, list_reply) if status in with_details else None,
+                )
                 for status, text in sorted({**COMMON_FAILURES, **fn.failures}.items())
             },
         },
@@ -132,18 +201,7 @@ def _operation(template: str, http_method: str, fn: Any) -> dict[str, Any]:
                 },
             }
         else:
-            op["parameters"].append(
-                {
-                    "name": "INPUT_DATA",
-                    "in": "query",
-                    "required": False,
-                    "description": (
-                        "JSON input. Each key of Details may also be sent as a plain "
-                        "query parameter."
-                    ),
-                    "content": {"application/json": {"schema": _input_data(spec)}},
-                }
-            )
+            op["parameters"].extend(_query_parameters(spec))
     return op
 
 
@@ -175,12 +233,20 @@ def build_document(
             "operation": {
                 "type": "object",
                 "required": ["name", "result"],
+                "additionalProperties": False,  # no Details: see the operations that have them
                 "properties": {
                     "name": {"type": "string"},
                     "result": {"$ref": "#/components/schemas/Result"},
                 },
             }
         },
+    }
+    method_not_allowed = _error(405, METHOD_NOT_ALLOWED)
+    method_not_allowed["headers"] = {
+        "Allow": {
+            "description": "The methods the path takes, such as `GET, PUT`",
+            "schema": {"type": "string"},
+        }
     }
     return {
         "openapi": "3.0.3",
@@ -191,7 +257,9 @@ def build_document(
                 "Application-to-application access to the vault. Paths, INPUT_DATA, key "
                 "names, operation names and the reply envelope follow Password Manager "
                 "Pro's REST API, so existing integration scripts keep working. Every "
-                "password fetch is audited."
+                "password fetch is audited. A method a listed path does not take is "
+                "answered 405 with an `Allow` header: see `components.responses."
+                "MethodNotAllowed`."
             ),
         },
         "servers": [{"url": API_PREFIX}],
@@ -203,6 +271,7 @@ def build_document(
                 "authtokenQuery": {"type": "apiKey", "in": "query", "name": "AUTHTOKEN"},
             },
             "schemas": {"Result": result_schema, "Failure": failure},
+            "responses": {"MethodNotAllowed": method_not_allowed},
         },
     }
 

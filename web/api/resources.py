@@ -549,6 +549,7 @@ class ResourceAccountsHandler(ApiHandler):
             400: "No account was added (`Details` gives each one's `STATUS`), or bad input",
             409: "Every account named exists already: none added (`Details` as on success)",
         },
+        failures_with_details=(400, 409),
     )
     async def post(self, rid: str, d: dict[str, Any]) -> None:
         """Add accounts to a resource; a duplicate is reported as not added"""

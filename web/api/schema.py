@@ -79,7 +79,13 @@ class Field:
             assert self.item is not None
             schema = {"type": "array", "maxItems": self.max_items, "items": self.item.json_schema()}
         elif self.kind == ID:
-            schema = {"type": "string", "pattern": "^[0-9]{1,18}$"}
+            # PMP sends ids as strings; some clients send a JSON number, which is taken too.
+            schema = {
+                "oneOf": [
+                    {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                    {"type": "integer", "minimum": 1, "maximum": 10**18 - 1},
+                ]
+            }
         elif self.kind == CHOICE:
             schema = {"type": "string", "enum": list(self.choices)}
         else:
