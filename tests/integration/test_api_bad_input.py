@@ -346,6 +346,33 @@ def test_wrong_method_and_unknown_paths(world: World) -> None:
     assert op(world.api(None).get("/no/such/operation"), 401)["name"] == "Authentication"
 
 
+def test_a_wrong_method_is_answered_only_after_authentication(world: World) -> None:
+    """Without a valid token a wrong method gets the 401 of any tokenless request, on an
+    API path or not, so that an anonymous client cannot tell which paths exist (from a
+    405, or the methods in Allow); with one, 405 and Allow as before."""
+    anonymous, forged = world.api(None), world.api("not-a-token")
+    api = world.api("app-padmin")
+    for method, path, allow in (
+        ("POST", "/resources/1/accounts/1/password", "GET, PUT"),
+        ("DELETE", "/resources", "GET, POST"),
+        ("PATCH", "/resources/1", "DELETE"),
+        ("OPTIONS", "/resources/1/accounts", "GET, POST"),
+        ("PROPFIND", "/resources", "GET, POST"),  # not even a method tornado knows
+    ):
+        nothing_here = anonymous.call(method, "/no/such/path")
+        for who in (anonymous, forged):
+            resp = who.call(method, path)
+            o = op(resp, 401)
+            assert o["name"] == "Authentication" and "allow" not in resp.headers, method
+            if who is anonymous:
+                assert resp.text == nothing_here.text
+        known = api.call(method, path)
+        assert op(known, 405)["result"]["message"] == (
+            f"The method {method} is not allowed on this path."
+        )
+        assert known.headers["allow"] == allow
+
+
 def test_a_form_body_is_accepted_in_every_content_type_clients_send(world: World) -> None:
     api = world.api("app-padmin")
     for i, ctype in enumerate(

@@ -74,9 +74,19 @@ _licence_checks: dict[int, _LicenceCheck] = {}  # id(services) -> its check
 ApiMethod = Callable[..., Awaitable[None]]
 
 
+class _EveryMethod(tuple[str, ...]):
+    """Tornado's known methods, yet claiming every method: tornado answers a method it
+    does not know with 405 before ``prepare``, without authentication; this way such a
+    request reaches :meth:`ApiHandler.prepare` like any wrong method."""
+
+    def __contains__(self, method: object) -> bool:
+        return True
+
+
 class ApiHandler(BaseHandler):
     """Base of every REST API handler."""
 
+    SUPPORTED_METHODS = _EveryMethod(tornado.web.RequestHandler.SUPPORTED_METHODS)
     operation_name = "REST API"
     path_template = ""
     api_user: SessionUser
@@ -91,6 +101,23 @@ class ApiHandler(BaseHandler):
         self.operation_name = getattr(method, "operation_name", self.operation_name)
         if len(self.request.body) > MAX_INPUT_BYTES:
             self.answer_failure(400, f"the request is too large (at most {MAX_INPUT_BYTES} bytes)")
+        elif (self.request.method or "") not in self.allowed_methods():
+            await self._refuse_method()
+
+    async def _refuse_method(self) -> None:
+        """A method this path does not take: 405 and ``Allow`` for a valid token only. Any
+        other request gets the 401 of every tokenless one, so that nobody learns, without
+        a token, which paths exist (ApiNotFound answers them after authentication too)."""
+        try:
+            self.api_user = await self.authenticate()
+        except _AuthFailure as exc:
+            self.operation_name = AUTH_OPERATION
+            self.answer_failure(401, str(exc))
+            return
+        except StrongroomError as exc:  # the REST API is not licensed
+            self.answer_failure(status_for(exc), str(exc))
+            return
+        raise tornado.web.HTTPError(405)
 
     def check_xsrf_cookie(self) -> None:
         return None
@@ -403,7 +430,8 @@ def api_routes(
 
 class ApiNotFound(ApiHandler):
     """Any other path under /restapi: the envelope with 404 (after authentication, so an
-    anonymous client learns nothing about which paths exist)."""
+    anonymous client learns nothing about which paths exist; a wrong method on a path that
+    does exist is likewise answered 405 only after authentication, in ``prepare``)."""
 
     @operation("REST API", Action.USE_VAULT)
     async def get(self, *_args: str) -> None:

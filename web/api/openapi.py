@@ -258,7 +258,8 @@ def build_document(
                 "names, operation names and the reply envelope follow Password Manager "
                 "Pro's REST API, so existing integration scripts keep working. Every "
                 "password fetch is audited. A method a listed path does not take is "
-                "answered 405 with an `Allow` header: see `components.responses."
+                "answered 405 with an `Allow` header (after authentication: without a "
+                "valid AUTHTOKEN it is the usual 401); see `components.responses."
                 "MethodNotAllowed`."
             ),
         },
