@@ -373,6 +373,27 @@ def test_a_wrong_method_is_answered_only_after_authentication(world: World) -> N
         assert known.headers["allow"] == allow
 
 
+def test_a_path_that_is_not_utf8_gets_a_clear_400_after_authentication(world: World) -> None:
+    """Bytes in the path that are not UTF-8 (%FF%FE) are named as such, in the envelope of
+    the operation asked for; without a token, the 401 of any tokenless request."""
+    api = world.api("app-padmin")
+    for path, name in (
+        ("/resources/resourcename/%FF%FE", "GET_RESOURCEID"),
+        ("/resources/resourcename/base/accounts/accountname/%C3", "GET_RESOURCEACCOUNTID"),
+        ("/resources/%FF/accounts/1/password", "GET PASSWORD"),
+    ):
+        o = op(api.get(path), 400)
+        assert o["name"] == name and o["result"]["message"] == "the path is not valid UTF-8"
+        assert op(world.api(None).get(path), 401)["name"] == "Authentication"
+    # a role that may not do the operation is told so first, as for any path
+    auditor = world.api("app-auditor")
+    assert "does not allow" in op(auditor.delete("/resources/%FF"), 403)["result"]["message"]
+    # a valid path in UTF-8 is still taken
+    assert op(api.get("/resources/resourcename/%C3%A9t%C3%A9"), 404)["result"]["message"] == (
+        "no resource named 'été'"
+    )
+
+
 def test_a_form_body_is_accepted_in_every_content_type_clients_send(world: World) -> None:
     api = world.api("app-padmin")
     for i, ctype in enumerate(

@@ -90,6 +90,18 @@ class ApiHandler(BaseHandler):
     operation_name = "REST API"
     path_template = ""
     api_user: SessionUser
+    path_not_utf8 = False
+
+    def decode_argument(self, value: bytes, name: str | None = None) -> str:
+        """A path segment as text. Tornado answers one that is not UTF-8 with a bare "Bad
+        Request" before authentication; here it is noted (and kept, its bad bytes
+        replaced, for nothing to use) and the operation refuses it with a clear message
+        once the caller is authenticated, like any other bad input."""
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            self.path_not_utf8 = True
+            return value.decode("utf-8", errors="replace")
 
     # no browser session, no XSRF: the API authenticates each request by its token -------
 
@@ -396,6 +408,8 @@ def operation(
                     raise PermissionDeniedError(
                         f"your role ({self.api_user.role.label}) does not allow: {action.value}"
                     )
+                if self.path_not_utf8:
+                    raise ValidationError("the path is not valid UTF-8")
                 data = self.read_input(spec)
                 await method(self, *args, data)
             except StrongroomError as exc:
