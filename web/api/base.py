@@ -109,12 +109,13 @@ class ApiHandler(BaseHandler):
         if not await self.serve_here():  # 503 on a standby; held/forwarded in a switchover
             return
         self.current_user_obj = None
-        method = getattr(self, (self.request.method or "").lower(), None)
+        name = (self.request.method or "").lower()
+        method = getattr(self, name, None)
         self.operation_name = getattr(method, "operation_name", self.operation_name)
         if len(self.request.body) > MAX_INPUT_BYTES:
             self.answer_failure(400, f"the request is too large (at most {MAX_INPUT_BYTES} bytes)")
-        elif (self.request.method or "") not in self.allowed_methods():
-            await self._refuse_method()
+        elif getattr(type(self), name, None) is getattr(tornado.web.RequestHandler, name, None):
+            await self._refuse_method()  # not defined here (allowed_methods(), but cheaper)
 
     async def _refuse_method(self) -> None:
         """A method this path does not take: 405 and ``Allow`` for a valid token only. Any
