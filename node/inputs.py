@@ -12,12 +12,14 @@ Functions:
 - :func:`unique_keys` is a ``json.loads`` object hook refusing a key given twice.
 - :func:`clean_attributes` checks custom attributes against the admin-defined fields
   (``custom_fields``) for users, resources or accounts; unknown names, ill-typed or
-  over-long values raise ValidationError.
+  over-long values raise ValidationError (a date is YYYY-MM-DD, a number plain decimal).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
+import re
 import unicodedata
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -139,20 +141,32 @@ def multi_line(field: str, value: object, max_len: int) -> str:
     return value
 
 
+# Typed custom attributes are written one way only: a date as the edit form's
+# <input type="date"> reads it back (another ISO form, 20240101 or 2024-W01-1, shows there
+# as blank and the next save wipes it), a number as plain decimal digits (float() also
+# takes nan, inf, 1_000, 1e999 and other scripts' digits). [0-9], not \d: \d matches
+# every script's digits.
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+
+
 def _check_typed(name: str, field_type: str, value: str) -> None:
     if not value:
         return
     if field_type == "number":
-        try:
-            float(value)
-        except ValueError:
-            raise ValidationError(f"custom attribute '{name}' must be a number") from None
+        if not _NUMBER.fullmatch(value) or not math.isfinite(float(value)):
+            raise ValidationError(
+                f"custom attribute '{name}' must be a number written in the digits 0-9,"
+                " with an optional minus sign and decimal point (-12.5, say)"
+            )
     elif field_type == "date":
         try:
+            if not _DATE.fullmatch(value):
+                raise ValueError(value)
             dt.date.fromisoformat(value)
         except ValueError:
             raise ValidationError(
-                f"custom attribute '{name}' must be a date (YYYY-MM-DD)"
+                f"custom attribute '{name}' must be a date written YYYY-MM-DD"
             ) from None
 
 

@@ -359,3 +359,40 @@ def test_edits_types_and_attributes(services: Services) -> None:
     """Editing resources, admin-defined types and custom attributes."""
     _edit_resource_and_types(services)
     _custom_attributes(services)
+
+
+def test_typed_attributes_are_written_as_the_edit_form_reads_them(services: Services) -> None:
+    """A date is YYYY-MM-DD (what <input type="date"> shows), a number plain decimal: other
+    spellings Python reads would show blank, or as nonsense, and be wiped by the next save."""
+    admin = initial_admin(services)
+    services.users.define_field(admin, IP, "resource", "Bought", "date")
+    services.users.define_field(admin, IP, "resource", "Cost", "number")
+    made = services.vault.create_resource(
+        admin,
+        IP,
+        NewResource(name="typed", custom_attributes={"Bought": "2024-01-31", "Cost": "-12.50"}),
+    )
+    for value in ("20240101", "2024-W01-1", "2024-1-01", "２０２４-01-01", "2024-02-30"):
+        with pytest.raises(ValidationError, match="'Bought' must be a date written YYYY-MM-DD"):
+            services.vault.edit_resource(
+                admin, IP, made.resource_id, ResourceChanges(custom_attributes={"Bought": value})
+            )
+    for value in ("nan", "inf", "-Infinity", "1_000", "1e999", "1e3", "١٢", "+5", ".5", "5."):
+        with pytest.raises(ValidationError, match="'Cost' must be a number written in the digits"):
+            services.vault.edit_resource(
+                admin, IP, made.resource_id, ResourceChanges(custom_attributes={"Cost": value})
+            )
+    with pytest.raises(ValidationError, match="'Cost' must be a number"):
+        services.vault.edit_resource(
+            admin, IP, made.resource_id, ResourceChanges(custom_attributes={"Cost": "9" * 400})
+        )
+    services.vault.edit_resource(
+        admin,
+        IP,
+        made.resource_id,
+        ResourceChanges(custom_attributes={"Cost": "1000", "Bought": ""}),
+    )
+    assert services.vault.get_resource(admin, made.resource_id).resource.custom_attributes == {
+        "Bought": "",
+        "Cost": "1000",
+    }
