@@ -10,6 +10,8 @@ Functions:
   not an int) matches nothing, instead of failing inside the driver.
 - :func:`is_decimal` tells whether a text is a whole number written in the digits 0-9.
 - :func:`unique_keys` is a ``json.loads`` object hook refusing a key given twice.
+- :func:`host_name` and :func:`resource_url` check a resource's DNS name or IP and its
+  URL (a scheme the console may link to).
 - :func:`clean_attributes` checks custom attributes against the admin-defined fields
   (``custom_fields``) for users, resources or accounts; unknown names, ill-typed or
   over-long values raise ValidationError (a date is YYYY-MM-DD, a number plain decimal).
@@ -18,6 +20,7 @@ Functions:
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import math
 import re
 import unicodedata
@@ -168,6 +171,59 @@ def _check_typed(name: str, field_type: str, value: str) -> None:
             raise ValidationError(
                 f"custom attribute '{name}' must be a date written YYYY-MM-DD"
             ) from None
+
+
+# A DNS label as RFC 1123 has it (letters, digits, hyphens; not starting or ending with a
+# hyphen; at most 63), with the underscore too: Windows hosts and SRV-style names carry it
+# in real DNS (ms_sql01.corp.example), and refusing them would leave those hosts out.
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
+def host_name(field: str, value: object) -> str:
+    """A DNS name or IP address field: empty, an IPv4 or IPv6 address, or a host name of
+    :data:`_LABEL` labels (at most 253 characters, one trailing dot allowed)."""
+    text = one_line(field, value, 256)
+    if not text:
+        return text
+    try:
+        ipaddress.ip_address(text)
+        return text
+    except ValueError:
+        pass
+    name = text[:-1] if text.endswith(".") else text
+    labels = name.split(".")
+    # all-numeric dotted names (999.999.999.999) are an IPv4 address mistyped, not a name
+    if (
+        len(name) > 253
+        or not all(_LABEL.fullmatch(label) for label in labels)
+        or all(label.isdigit() for label in labels)
+    ):
+        raise ValidationError(
+            f"{field} must be an IP address or a host name of letters, digits, hyphens,"
+            " underscores and dots (db01.example.org, say)"
+        )
+    return text
+
+
+# Schemes the console may link to: web consoles and the remote-access clients a browser
+# hands over to. Others (javascript:, data:, vbscript:, file:) run or read something when
+# clicked, and a URL without "scheme://" is not an address anyone can follow.
+URL_SCHEMES = ("http", "https", "ssh", "rdp", "sftp", "ftp", "telnet")
+_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://\S+")
+
+
+def resource_url(field: str, value: object) -> str:
+    """A resource's URL: empty, or ``scheme://...`` with a scheme of :data:`URL_SCHEMES`
+    (letter case as typed), no spaces."""
+    text = one_line(field, value, 1024)
+    if not text:
+        return text
+    match = _URL.fullmatch(text)
+    if match is None or match.group(1).lower() not in URL_SCHEMES:
+        raise ValidationError(
+            f"{field} must start with one of {', '.join(s + '://' for s in URL_SCHEMES)}"
+        )
+    return text
 
 
 def clean_attributes(

@@ -35,6 +35,7 @@ Methods of :class:`VaultService`:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
@@ -74,10 +75,12 @@ from node.inputs import (
     clean_attributes,
     conflict_on_duplicate,
     get_row,
+    host_name,
     in_range,
     multi_line,
     name_clash,
     one_line,
+    resource_url,
     updated_attributes,
 )
 from node.keyring import KeyRing
@@ -501,12 +504,12 @@ class VaultService:
             resource = Resource(
                 id=unused_id(s, Resource.id, AuditRow.resource_id),
                 name=name,
-                dns_name=one_line("DNS name or IP", spec.dns_name, 256),
+                dns_name=host_name("DNS name or IP", spec.dns_name),
                 resource_type=self._resource_type(s, spec.resource_type or "Generic"),
                 description=multi_line("description", spec.description, MAX_TEXT),
                 department=one_line("department", spec.department, 128),
                 location=one_line("location", spec.location, 128),
-                url=one_line("URL", spec.url, 1024),
+                url=resource_url("URL", spec.url),
                 domain_name=one_line("domain name", spec.domain_name, 256),
                 owner_id=owner,
                 password_policy_id=self._policy_id(s, spec.password_policy_id),
@@ -570,17 +573,17 @@ class VaultService:
                     self._unique_name(s, name, r.id)
                     r.name = name
                     changed.append("name")
-            simple = {
-                "dns_name": ("DNS name or IP", 256),
-                "department": ("department", 128),
-                "location": ("location", 128),
-                "url": ("URL", 1024),
-                "domain_name": ("domain name", 256),
+            simple: dict[str, Callable[[object], str]] = {
+                "dns_name": functools.partial(host_name, "DNS name or IP"),
+                "department": functools.partial(one_line, "department", max_len=128),
+                "location": functools.partial(one_line, "location", max_len=128),
+                "url": functools.partial(resource_url, "URL"),
+                "domain_name": functools.partial(one_line, "domain name", max_len=256),
             }
-            for attr, (label, limit) in simple.items():
+            for attr, check in simple.items():
                 value = getattr(changes, attr)
                 if value is not None:
-                    setattr(r, attr, one_line(label, value, limit))
+                    setattr(r, attr, check(value))
                     changed.append(attr)
             if changes.description is not None:
                 r.description = multi_line("description", changes.description, MAX_TEXT)

@@ -306,7 +306,7 @@ def test_xss_payloads_round_trip_as_inert_json_data(world: World) -> None:
                 "ACCOUNTNAME": "acct " + XSS,
                 "PASSWORD": "Xss-pass-1<b>",
                 "RESOURCEDESCRIPTION": XSS,
-                "DNSNAME": XSS[:100],
+                "DNSNAME": "xss.example",
                 "DEPARTMENT": XSS[:100],
                 "LOCATION": XSS[:100],
                 "NOTES": XSS,

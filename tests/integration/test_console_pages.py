@@ -298,12 +298,11 @@ def test_xss_payload_in_every_free_text_field_renders_inert(console: Console) ->
             "/resources/new",
             {
                 "name": XSS,
-                "dns_name": XSS,
                 "resource_type": XSS[:64],
                 "description": XSS,
                 "department": XSS[:128],
                 "location": XSS[:128],
-                "url": "javascript:alert(1)",
+                "url": "HTTPS://example.org/<script>alert(1)</script>",
                 "domain_name": XSS,
                 "attr_Note <b>x</b>": XSS,
                 "account_username": XSS,
@@ -315,6 +314,14 @@ def test_xss_payload_in_every_free_text_field_renders_inert(console: Console) ->
     aid = int(re.search(r'href="/accounts/(\d+)"', b.get(f"/resources/{rid}").text).group(1))  # type: ignore[union-attr]
     resource_page = b.get(f"/resources/{rid}").text
     assert "<dt>Note &lt;b&gt;x&lt;/b&gt;</dt><dd>&lt;script&gt;alert" in resource_page
+    assert '<a href="HTTPS://example.org/&lt;script&gt;alert' in resource_page
+    # a DNS name or a URL that would run something is refused, with what was typed kept
+    for field, value in (("dns_name", XSS), ("url", "javascript:alert(1)")):
+        refused = b.post(f"/resources/{rid}/edit", {"name": "kept-name", field: value})
+        assert refused.status == 400 and 'value="kept-name"' in refused.text
+        assert ("DNS name or IP must be" if field == "dns_name" else "URL must start") in (
+            refused.text
+        )
     b.post(f"/accounts/{aid}/edit", {"username": XSS, "notes": XSS, "attr_Note <b>x</b>": XSS})
     account_page = b.get(f"/accounts/{aid}").text
     assert "<dt>Note &lt;b&gt;x&lt;/b&gt;</dt><dd>&lt;script&gt;alert" in account_page

@@ -224,18 +224,16 @@ def _xss_strings_are_stored_verbatim(services: Services) -> None:
             description=XSS,
             department=XSS,
             location=XSS,
-            url=XSS,
+            url="https://example.org/" + XSS,
             domain_name=XSS,
-            dns_name=XSS,
         ),
         NewAccount(username=XSS, password=XSS, notes=XSS),
     )
     assert made.account_id is not None
     view = services.vault.get_resource(admin, made.resource_id)
     r = view.resource
-    assert (r.name, r.description, r.department, r.location, r.url, r.domain_name, r.dns_name) == (
-        XSS,
-    ) * 7
+    assert (r.name, r.description, r.department, r.location, r.domain_name) == (XSS,) * 5
+    assert r.url == "https://example.org/" + XSS
     assert (view.accounts[0].username, view.accounts[0].notes) == (XSS, XSS)
     assert services.vault.view_password(admin, IP, made.account_id) == XSS
 
@@ -396,3 +394,54 @@ def test_typed_attributes_are_written_as_the_edit_form_reads_them(services: Serv
         "Bought": "",
         "Cost": "1000",
     }
+
+
+def test_dns_name_and_url_of_a_resource_are_checked(services: Services) -> None:
+    admin = initial_admin(services)
+    good_hosts = (
+        "",
+        "10.1.1.1",
+        "2001:db8::1",
+        "db01",
+        "db-01.example.org",
+        "db01.example.org.",
+        "MS_SQL01.corp.example",
+        "a" * 63 + ".example",
+    )
+    for i, host in enumerate(good_hosts):
+        services.vault.create_resource(admin, IP, NewResource(name=f"host-{i}", dns_name=host))
+    bad_hosts = (
+        "not a host!!",
+        "<script>",
+        "999.999.999.999",
+        "exa mple.com",
+        "http://foo/",
+        "-db.example",
+        "db-.example",
+        "db..example",
+        "a" * 64 + ".example",
+        ("a" * 61 + ".") * 4 + "exampl",  # 254 characters
+    )
+    for host in bad_hosts:
+        with pytest.raises(ValidationError, match="DNS name or IP must be an IP address or a host"):
+            services.vault.create_resource(admin, IP, NewResource(name="bad", dns_name=host))
+    rid = services.vault.resource_id_by_name(admin, "host-0")
+    with pytest.raises(ValidationError, match="DNS name or IP"):
+        services.vault.edit_resource(admin, IP, rid, ResourceChanges(dns_name="exa mple.com"))
+
+    for url in ("https://db01/", "HTTPS://DB01/x", "ssh://root@db01", "rdp://db01", "ftp://f/"):
+        services.vault.edit_resource(admin, IP, rid, ResourceChanges(url=url))
+        assert services.vault.get_resource(admin, rid).resource.url == url
+    for url in (
+        "javascript:alert(1)",
+        "JavaScript://%0aalert(1)",
+        "data:text/html,<b>",
+        "vbscript:msgbox",
+        "file:///etc/passwd",
+        "db01.example.org",
+        "https://exa mple.com/",
+    ):
+        with pytest.raises(ValidationError, match="URL must start with one of http://, https://"):
+            services.vault.edit_resource(admin, IP, rid, ResourceChanges(url=url))
+    with pytest.raises(ValidationError, match="URL must start with"):
+        services.vault.create_resource(admin, IP, NewResource(name="u", url="javascript:x"))
