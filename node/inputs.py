@@ -39,6 +39,7 @@ from node.store.models import CustomField
 M = TypeVar("M")
 MAX_ID = 2**31 - 1  # ids are INTEGER columns on both dialects
 MAX_ATTRIBUTE_VALUE = 1024
+MAX_TEXT = 4096  # notes and descriptions
 MAX_ATTRIBUTES = 50
 FIELD_KINDS = ("user", "resource", "account")
 FIELD_TYPES = ("text", "number", "date")

@@ -72,6 +72,7 @@ from node.errors import (
 )
 from node.inputs import (
     MAX_ID,
+    MAX_TEXT,
     clean_attributes,
     conflict_on_duplicate,
     get_row,
@@ -128,7 +129,6 @@ BUILTIN_RESOURCE_TYPES = (
     "Generic",
 )
 REASON_MODES = ("optional", "required")
-MAX_TEXT = 4096
 MAX_LIST = 1000
 
 
@@ -1160,10 +1160,12 @@ class VaultService:
         text = one_line("resource type", name, 64, required=True)
         with self._store.transaction() as s:
             clash = s.scalars(
-                select(ResourceType.id).where(func.lower(ResourceType.name) == text.lower())
+                select(ResourceType.name).where(func.lower(ResourceType.name) == text.lower())
             ).first()
             if clash is not None:
-                raise ConflictError(f"a resource type named '{text}' exists already")
+                # named as stored: "linux" is refused because "Linux" exists
+                same = "" if clash == text else " (names are unique regardless of case)"
+                raise ConflictError(f"a resource type named '{clash}' exists already{same}")
             s.add(ResourceType(name=text, builtin=False))
             self._log(s, actor, ip, "add resource type", text)
 

@@ -30,6 +30,7 @@ from node.errors import (
     StrongroomError,
     ValidationError,
 )
+from node.inputs import MAX_ATTRIBUTE_VALUE, MAX_TEXT
 from node.permissions import Action, allowed
 from node.services import Services
 from web.commit_wait import CommitWaiter
@@ -452,6 +453,9 @@ class BaseHandler(tornado.web.RequestHandler):
             can=self.can,
             Action=Action,
             flash=self._take_flash(),
+            # the maxlength of free text and custom attribute inputs: the services' limits
+            MAX_TEXT=MAX_TEXT,
+            MAX_ATTRIBUTE_VALUE=MAX_ATTRIBUTE_VALUE,
         )
         return ns
 

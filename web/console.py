@@ -19,14 +19,13 @@ from typing import Any, ParamSpec, TypeVar
 import tornado.web
 
 from node.errors import LicenceError, StrongroomError, ValidationError
-from node.inputs import is_decimal
+from node.inputs import MAX_TEXT, is_decimal
 from web.base import BaseHandler, status_for
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 MAX_LINE = 256
-MAX_TEXT = 4000
 
 
 class Refused(tornado.web.HTTPError):
@@ -91,7 +90,8 @@ class ConsolePage(BaseHandler):
         return out
 
     def custom_fields(self, prefix: str = "attr_") -> dict[str, str]:
-        """Custom attributes posted as ``attr_<name>`` fields."""
+        """Custom attributes posted as ``attr_<name>`` fields. Cut off here at MAX_TEXT only:
+        the service refuses a value over its own limit with the field's name."""
         return {name: self.field(key, MAX_TEXT) for key, name in self._attribute_keys(prefix)}
 
     @staticmethod

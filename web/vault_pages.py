@@ -13,11 +13,11 @@ import urllib.parse
 from typing import Any
 
 from node.errors import ValidationError
-from node.inputs import is_decimal
+from node.inputs import MAX_TEXT, is_decimal
 from node.permissions import Action
 from node.vault import AccountChanges, NewAccount, NewResource, ResourceChanges
 from web.base import needs
-from web.console import MAX_TEXT, ConsolePage, Refused
+from web.console import ConsolePage, Refused
 
 PAGE_SIZE = 50
 RESOURCE_FIELDS = (

@@ -688,3 +688,40 @@ def test_notes_keep_their_leading_line_breaks_through_an_edit(console: Console) 
     )
     assert saved.status == 302
     assert services.vault.get_account(admin, made.account_id).notes == "\n\nindented"
+
+
+def test_form_limits_are_the_services_limits(console: Console) -> None:
+    """The forms' maxlength said 4000 for notes, descriptions and custom attributes; the
+    services take 4096 of notes and descriptions and 1024 of an attribute."""
+    services, admin = console.services, console.admin
+    for kind in ("resource", "account", "user"):
+        services.users.define_field(admin, "127.0.0.1", kind, "Limit", "text")
+    made = services.vault.create_resource(
+        admin, "127.0.0.1", NewResource(name="limits-box"), NewAccount("root", "Limits-pw-123")
+    )
+    b = console.browser()
+    pages = [
+        "/resources/new",
+        f"/resources/{made.resource_id}/edit",
+        f"/accounts/{made.account_id}/edit",
+        "/users/new",
+    ]
+    for path in pages:
+        page = b.get(path).text
+        assert 'name="attr_Limit" value="" maxlength="1024"' in page, path
+        assert 'maxlength="4000"' not in page, path
+    assert '<textarea name="description" rows="3" maxlength="4096">' in b.get(pages[0]).text
+    assert '<textarea name="notes" rows="3" maxlength="4096">' in b.get(pages[2]).text
+    long_notes = "n" * 4096
+    saved = b.post(f"/accounts/{made.account_id}/edit", {"username": "root", "notes": long_notes})
+    assert saved.status == 302, saved.text[:300]
+    assert services.vault.get_account(admin, made.account_id).notes == long_notes
+
+
+def test_a_resource_type_clash_names_the_type_as_stored(console: Console) -> None:
+    refused = console.browser().post("/resource-types", {"name": "linux"})
+    assert refused.status == 409
+    assert (
+        "a resource type named &#x27;Linux&#x27; exists already"
+        " (names are unique regardless of case)" in refused.text
+    )
