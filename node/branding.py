@@ -3,7 +3,9 @@
 A logo is a PNG or a JPEG of at most :data:`MAX_LOGO_BYTES`. The type is decided by the
 file's own bytes (its signature and structure), never by its name or the browser's claimed
 content type; its dimensions are read from the header (PNG IHDR, JPEG SOF segment) without
-decoding the image. Uploading and removing a logo are audited (user audit, operation
+decoding the image. A file that no browser would draw is refused too: a PNG with an
+invalid colour type and bit depth or no image data, a JPEG without a scan or with a second
+frame header. Uploading and removing a logo are audited (user audit, operation
 ``settings``).
 """
 
@@ -54,11 +56,34 @@ def _bad(what: str) -> ValidationError:
     return ValidationError(f"the logo must be a PNG or JPEG image: {what}")
 
 
+# The bit depths each PNG colour type allows (PNG specification, 11.2.2 IHDR): any
+# other pair is an image no browser draws.
+_PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
+
+
+def _png_header(body: bytes) -> tuple[int, int, int]:
+    """Width, height and colour type from IHDR, whose other fields must be ones a decoder
+    knows."""
+    width, height, depth, colour, compression, filtering, interlace = struct.unpack(
+        ">IIBBBBB", body
+    )
+    if depth not in _PNG_DEPTHS.get(colour, ()):
+        raise _bad(f"the PNG header's colour type {colour} with bit depth {depth} is not valid")
+    if compression != 0 or filtering != 0 or interlace not in (0, 1):
+        raise _bad(
+            "the PNG header names a compression, filter or interlace method that is not PNG's"
+        )
+    return width, height, colour
+
+
 def _png_size(data: bytes) -> tuple[int, int]:
     """Walk the PNG's chunks (checking each CRC) up to IEND; return IHDR's width and
-    height."""
+    height. A header that decoders refuse, or no image data, is refused too: the logo
+    would be a blank the upload's answer called a PNG."""
     pos = len(PNG_SIGNATURE)
     size: tuple[int, int] | None = None
+    colour = 0
+    seen: set[bytes] = set()
     first = True
     while True:
         if pos + 8 > len(data):
@@ -74,10 +99,15 @@ def _png_size(data: bytes) -> tuple[int, int]:
         if first:
             if kind != b"IHDR" or length != 13:
                 raise _bad("the PNG file has no header chunk")
-            width, height = struct.unpack(">II", body[:8])
+            width, height, colour = _png_header(body)
             size = (width, height)
             first = False
+        if kind == b"IDAT" and colour == 3 and b"PLTE" not in seen:
+            raise _bad("the PNG file is a palette image without a palette (PLTE chunk)")
+        seen.add(kind)
         if kind == b"IEND":
+            if b"IDAT" not in seen:
+                raise _bad("the PNG file has no image data (no IDAT chunk)")
             if end != len(data):  # a file that is a PNG and something else as well
                 raise _bad(f"{len(data) - end} bytes follow the PNG's end")
             break
@@ -86,53 +116,32 @@ def _png_size(data: bytes) -> tuple[int, int]:
     return size
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int]:
-    """Walk the JPEG's marker segments up to the first frame header (SOFn)."""
-    pos = 2
-    while pos < len(data):
-        if data[pos] != 0xFF:
-            raise _bad("the JPEG file is damaged (no marker where one is due)")
-        while pos < len(data) and data[pos] == 0xFF:
-            pos += 1  # fill bytes
-        if pos >= len(data):
-            break
-        marker = data[pos]
-        pos += 1
-        if marker in _STANDALONE:
-            continue
-        if marker in (0xD9, 0xDA):  # end of image, or scan data before any frame header
-            break
-        if pos + 2 > len(data):
-            break
-        (length,) = struct.unpack(">H", data[pos : pos + 2])
-        if length < 2 or pos + length > len(data):
-            raise _bad("the JPEG file is truncated")
-        if marker in _SOF_MARKERS:
-            if length < 7:
-                raise _bad("the JPEG frame header is too short")
-            height, width = struct.unpack(">HH", data[pos + 3 : pos + 7])
-            return width, height
-        pos += length
-    raise _bad("the JPEG file has no frame header")
-
-
-def _jpeg_end(data: bytes) -> int:
-    """Where the JPEG's first end-of-image marker ends: walk its segments and, after each
-    start-of-scan, its entropy-coded data (where 0xFF is followed by 0x00 or a restart
-    marker), so that a second file hidden behind the image, itself ending 0xFF 0xD9, is
-    not taken for the image's own end."""
+def _jpeg_walk(data: bytes) -> tuple[int, int, int]:
+    """Walk the JPEG's marker segments and, after each start-of-scan, its entropy-coded
+    data (where 0xFF is followed by 0x00 or a restart marker) up to the first end-of-image
+    marker: return the frame header's width and height, and where that marker ends. A
+    second file hidden behind the image, itself ending 0xFF 0xD9, is not taken for the
+    image's own end. Exactly one frame header (SOFn) and at least one scan (SOS) after it:
+    a frame without a scan draws nothing, and a second frame header could claim another
+    size than the one checked (60000x60000, say)."""
     pos, n = 2, len(data)
+    size: tuple[int, int] | None = None
+    scanned = False
     while pos < n:
         if data[pos] != 0xFF:
             raise _bad("the JPEG file is damaged (no marker where one is due)")
         while pos < n and data[pos] == 0xFF:
-            pos += 1
+            pos += 1  # fill bytes
         if pos >= n:
             break
         marker = data[pos]
         pos += 1
         if marker == 0xD9:
-            return pos
+            if size is None:
+                break
+            if not scanned:
+                raise _bad("the JPEG file has no image data (a frame header but no scan)")
+            return size[0], size[1], pos
         if marker in _STANDALONE:
             continue
         if pos + 2 > n:
@@ -140,12 +149,27 @@ def _jpeg_end(data: bytes) -> int:
         (length,) = struct.unpack(">H", data[pos : pos + 2])
         if length < 2:
             raise _bad("the JPEG file is damaged (a segment is too short)")
+        if pos + length > n:
+            raise _bad("the JPEG file is truncated")
+        if marker in _SOF_MARKERS:
+            if size is not None:
+                raise _bad("the JPEG file has more than one frame header")
+            if length < 7:
+                raise _bad("the JPEG frame header is too short")
+            height, width = struct.unpack(">HH", data[pos + 3 : pos + 7])
+            size = (width, height)
+        elif marker == 0xDA:
+            if size is None:  # scan data before any frame header
+                break
+            scanned = True
         pos += length
         if marker == 0xDA:  # entropy-coded data up to the next marker
             while pos + 1 < n and not (data[pos] == 0xFF and data[pos + 1] not in _IN_SCAN):
                 pos += 1
             if pos + 1 >= n:
                 break  # the scan runs to the end of the file
+    if size is None:
+        raise _bad("the JPEG file has no frame header")
     raise _bad("the JPEG file is truncated (no end-of-image marker)")
 
 
@@ -164,8 +188,7 @@ def inspect_logo(data: bytes) -> LogoInfo:
         width, height = _png_size(data)
     elif data.startswith(b"\xff\xd8\xff"):
         content_type = "image/jpeg"
-        width, height = _jpeg_size(data)
-        end = _jpeg_end(data)
+        width, height, end = _jpeg_walk(data)
         if end != len(data):  # a second file behind the image (what is inside it is not
             # looked at: metadata segments may hold anything, and are served as the image)
             raise _bad(f"{len(data) - end} bytes follow the JPEG's end")

@@ -7,7 +7,7 @@ import pytest
 
 from node.branding import MAX_LOGO_BYTES, inspect_logo
 from node.errors import ValidationError
-from tests.logo_images import PNG_SIGNATURE, jpeg, png, png_chunk
+from tests.logo_images import PNG_SIGNATURE, jpeg, jpeg_frame, png, png_chunk
 
 
 def test_png_and_jpeg_sizes_come_from_the_header() -> None:
@@ -71,4 +71,50 @@ def test_size_limit_is_200_kb() -> None:
 )
 def test_refusals_name_the_rule(data: bytes, rule: str) -> None:
     with pytest.raises(ValidationError, match=rule):
+        inspect_logo(data)
+
+
+def test_valid_png_bit_depths_and_colour_types_pass_the_header_check() -> None:
+    """The header is checked, not the data: each valid pair passes (the test image's data
+    stays RGB)."""
+    valid = {0: (1, 2, 4, 8, 16), 2: (8, 16), 4: (8, 16), 6: (8, 16)}
+    for colour, depths in valid.items():
+        for depth in depths:
+            assert inspect_logo(png(4, 4, depth_and_colour=(depth, colour))).width == 4
+    palette = png(4, 4, depth_and_colour=(8, 3))
+    ihdr_end = len(PNG_SIGNATURE) + 25
+    with_palette = palette[:ihdr_end] + png_chunk(b"PLTE", b"\x00\x00\x00") + palette[ihdr_end:]
+    assert inspect_logo(with_palette).width == 4
+
+
+@pytest.mark.parametrize(
+    ("data", "rule"),
+    [
+        (png(40, 10, idat=False), "the PNG file has no image data \\(no IDAT chunk\\)"),
+        (png(40, 10, depth_and_colour=(16, 3)), "colour type 3 with bit depth 16 is not valid"),
+        (png(40, 10, depth_and_colour=(4, 2)), "colour type 2 with bit depth 4 is not valid"),
+        (png(40, 10, depth_and_colour=(1, 6)), "colour type 6 with bit depth 1 is not valid"),
+        (png(40, 10, depth_and_colour=(8, 5)), "colour type 5 with bit depth 8 is not valid"),
+        (png(40, 10, depth_and_colour=(8, 3)), "a palette image without a palette"),
+        (jpeg(40, 10, scan=False), "no image data \\(a frame header but no scan\\)"),
+        (jpeg(40, 10, second_frame=jpeg_frame(60000, 60000)), "more than one frame header"),
+        (
+            jpeg(40, 10, second_frame=jpeg_frame(60000, 60000, sof=0xC2)),
+            "more than one frame header",
+        ),
+    ],
+    ids=[
+        "png-without-idat",
+        "png-palette-16-bit",
+        "png-rgb-4-bit",
+        "png-rgba-1-bit",
+        "png-colour-type-5",
+        "png-palette-without-plte",
+        "jpeg-frame-without-scan",
+        "jpeg-second-frame-60000",
+        "jpeg-second-progressive-frame",
+    ],
+)
+def test_images_no_browser_draws_are_refused(data: bytes, rule: str) -> None:
+    with pytest.raises(ValidationError, match=f"the logo must be a PNG or JPEG image: .*{rule}"):
         inspect_logo(data)
