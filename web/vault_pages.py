@@ -45,6 +45,11 @@ class VaultPage(ConsolePage):
             "custom_fields": fields,
         }
 
+    def confirmed(self) -> bool:
+        """Whether a form that deletes for good came with its "I understand" box ticked
+        (``confirm=1``): the box is required in the page, but a request may come without."""
+        return self.get_body_argument("confirm", "") == "1"
+
     def policy_choice(self) -> int | None:
         return self.int_field("password_policy_id", required=False, label="password policy")
 
@@ -364,6 +369,16 @@ class AccountDeletePage(VaultPage):
     async def post(self, account_id: str) -> None:
         aid = self.object_id(account_id)
         a = await self.call(self.services.vault.get_account, self.user, aid)
+        if not self.confirmed():  # an account has no trash: one click must not be enough
+            settings = await self.call(self.services.vault.get_settings, self.user)
+            self.refuse(
+                "vault_account.html",
+                'The account was not deleted: tick "I understand the account and its'
+                ' password history are deleted for good" to delete it.',
+                a=a,
+                settings=settings,
+            )
+            return
         await self.call(self.services.vault.delete_account, self.user, self.source_ip, aid)
         self.done(f"Account '{a.username}' deleted.", f"/resources/{a.resource_id}")
 
@@ -471,7 +486,7 @@ class TrashPage(VaultPage):
     @needs(Action.MANAGE_TRASH)
     async def get(self) -> None:
         items = await self.call(self.services.vault.list_trash, self.user)
-        self.render("vault_trash.html", items=items)
+        self.render("vault_trash.html", items=items, error=None)
 
 
 class TrashRestorePage(VaultPage):
@@ -486,6 +501,15 @@ class TrashPurgePage(VaultPage):
     @needs(Action.MANAGE_TRASH)
     async def post(self, resource_id: str) -> None:
         rid = self.object_id(resource_id)
+        if not self.confirmed():  # purging cannot be undone: one click must not be enough
+            items = await self.call(self.services.vault.list_trash, self.user)
+            self.refuse(
+                "vault_trash.html",
+                'The resource was not purged: tick "I understand it is deleted for good,'
+                ' with its accounts and their password history" to purge it.',
+                items=items,
+            )
+            return
         await self.call(self.services.vault.purge_resource, self.user, self.source_ip, rid)
         self.done("Resource deleted for good, with its accounts and history.", "/trash")
 

@@ -160,7 +160,15 @@ def test_resource_account_and_password_flow(console: Console) -> None:
     assert b.post(f"/trash/{rid}/restore").status == 302
     assert b.get(f"/resources/{rid}").status == 200
     b.post(f"/resources/{rid}/delete")
-    assert b.post(f"/trash/{rid}/purge").status == 302
+    assert 'name="confirm" value="1" required' in b.get("/trash").text
+    # Purging cannot be undone: without the box ticked, nothing is purged.
+    for confirm in ({}, {"confirm": ""}, {"confirm": "on"}):
+        unconfirmed = b.post(f"/trash/{rid}/purge", confirm)
+        assert unconfirmed.status == 400 and "The resource was not purged: tick" in (
+            unconfirmed.text
+        )
+        assert "db-prod-1" in unconfirmed.text and not _audit(console.services, "purge resource")
+    assert b.post(f"/trash/{rid}/purge", {"confirm": "1"}).status == 302
     assert "db-prod-1" not in b.get("/trash").text
 
 
@@ -725,3 +733,25 @@ def test_a_resource_type_clash_names_the_type_as_stored(console: Console) -> Non
         "a resource type named &#x27;Linux&#x27; exists already"
         " (names are unique regardless of case)" in refused.text
     )
+
+
+def test_deleting_an_account_asks_for_the_box_to_be_ticked(console: Console) -> None:
+    """An account has no trash: the delete form carries a required "I understand" box, and
+    a request without it deletes nothing."""
+    services, admin = console.services, console.admin
+    made = services.vault.create_resource(
+        admin, "127.0.0.1", NewResource(name="confirm-box"), NewAccount("root", "Confirm-pw-123")
+    )
+    b = console.browser()
+    page = b.get(f"/accounts/{made.account_id}").text
+    assert 'name="confirm" value="1" required> I understand the account and its password' in page
+    for confirm in ({}, {"confirm": "on"}):
+        refused = b.post(f"/accounts/{made.account_id}/delete", confirm)
+        assert refused.status == 400
+        assert "The account was not deleted: tick &quot;I understand" in refused.text
+        assert "Delete account" in refused.text  # the account's page, shown again
+    assert services.vault.get_account(admin, made.account_id).username == "root"
+    deleted = b.post(f"/accounts/{made.account_id}/delete", {"confirm": "1"})
+    assert deleted.status == 302
+    assert "Account 'root' deleted." in _flash(b, deleted.headers["location"])
+    assert b.get(f"/accounts/{made.account_id}").status == 404
