@@ -389,9 +389,16 @@ class VaultService:
         name one server): node/inputs.py ``name_clash``."""
         other = name_clash(s, Resource.name, name, except_id=except_id)
         if other is not None:
-            where = " (in the trash)" if other.deleted_at is not None else ""
             same = "" if other.name == name else " (names are unique regardless of case)"
-            raise ConflictError(f"a resource named '{other.name}' exists already{where}{same}")
+            # who may act on it, as _trash_filter and Action.MANAGE_TRASH decide: whoever
+            # holds the name may not see the trash at all (a Password Administrator)
+            where = (
+                ": it is in the trash, where an Administrator with the Super Administrator"
+                " scope, or its owner if their role is Administrator, can restore or purge it"
+                if other.deleted_at is not None
+                else ""
+            )
+            raise ConflictError(f"a resource named '{other.name}' exists already{same}{where}")
 
     def _effective_policy(self, s: Session, account: Account) -> PolicySpec:
         pid = account.password_policy_id or account.resource.password_policy_id
@@ -724,6 +731,9 @@ class VaultService:
             )
 
     def _trash_filter(self, actor: SessionUser) -> list[ColumnElement[bool]]:
+        """What of the trash ``actor`` sees: all of it with the Super Administrator scope,
+        else what they own. Only roles with Action.MANAGE_TRASH (Administrator) get here:
+        _unique_name's message and the resource page's say so; keep them in step."""
         conds: list[ColumnElement[bool]] = [Resource.deleted_at.is_not(None)]
         if not actor.super_admin:
             conds.append(Resource.owner_id == actor.id)

@@ -755,3 +755,25 @@ def test_deleting_an_account_asks_for_the_box_to_be_ticked(console: Console) -> 
     assert deleted.status == 302
     assert "Account 'root' deleted." in _flash(b, deleted.headers["location"])
     assert b.get(f"/accounts/{made.account_id}").status == 404
+
+
+def test_the_move_to_trash_card_says_who_can_bring_a_resource_back(tmp_path: Path) -> None:
+    # a node of its own: the module's has no administrator seat left in the licence
+    with live_app(tmp_path) as (services, port):
+        console = Console(services, port, first_admin(services))
+        _trash_card_says_who_can_bring_it_back(console)
+
+
+def _trash_card_says_who_can_bring_it_back(console: Console) -> None:
+    services, admin = console.services, console.admin
+    padmin = add_user(services, admin, "trash-padmin", Role.PASSWORD_ADMINISTRATOR)
+    own = services.vault.create_resource(padmin, "127.0.0.1", NewResource(name="pa-trash-box"))
+    page = console.browser(padmin).get(f"/resources/{own.resource_id}").text
+    rule = (
+        "go to the trash, where an Administrator with the Super Administrator scope, or its"
+        " owner if their role is Administrator, can restore or purge them."
+    )
+    assert rule in page and "an administrator can restore them" not in page
+    assert "Your role does not see the trash: only an Administrator with the Super" in page
+    admin_page = console.browser().get(f"/resources/{own.resource_id}").text
+    assert rule in admin_page and "Your role does not see the trash" not in admin_page

@@ -176,7 +176,12 @@ def test_resource_names_are_unique_regardless_of_case(services: Services) -> Non
     with pytest.raises(NotFoundError):
         vault.account_id_by_name(admin, "web-01", "ROOT")
     vault.delete_resource(admin, IP, other)
-    with pytest.raises(ConflictError, match="'db-01' exists already \\(in the trash\\)"):
+    with pytest.raises(
+        ConflictError,
+        match="'db-01' exists already \\(names are unique regardless of case\\): it is in the"
+        " trash, where an Administrator with the Super Administrator scope, or its owner if"
+        " their role is Administrator, can restore or purge it",
+    ):
         vault.create_resource(admin, IP, NewResource(name="DB-01"))
 
 
@@ -276,6 +281,15 @@ def _trash_is_for_admins_and_owners(services: Services) -> None:
         services.vault.list_trash(pa)  # the role has no trash
     assert services.vault.list_trash(other) == []  # not theirs
     assert [t.name for t in services.vault.list_trash(admin)] == ["pa-box"]  # super admin
+    # the name stays taken: the refusal says who can restore or purge it (not "an
+    # administrator": neither pa nor other-admin can)
+    for who in (pa, other):
+        with pytest.raises(
+            ConflictError,
+            match="it is in the trash, where an Administrator with the Super Administrator"
+            " scope, or its owner if their role is Administrator, can restore or purge it",
+        ):
+            services.vault.create_resource(who, IP, NewResource(name="pa-box"))
 
 
 def _edit_resource_and_types(services: Services) -> None:
