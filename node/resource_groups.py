@@ -3,9 +3,11 @@
 Methods of :class:`ResourceGroupService` (acting user + source IP, audited):
 - ``create_group`` (Action.MANAGE_RESOURCE_GROUPS; the creator owns the group),
 - ``edit_group`` (Modify on the group), ``delete_group`` (Owner; the resources stay),
-- ``add_resource`` (Modify on the group and Full on the resource, because members of a
+- ``add_resource`` (Modify on the group and Owner on the resource, because members of a
   shared group become shared; ``add_resource_in`` does it in the caller's transaction),
   ``remove_resource`` (Modify on the group),
+- ``groupable_resources`` (what ``add_resource`` would take: the caller's own resources,
+  every one with the Super Administrator scope, not yet in the group),
 - ``list_groups`` (visible groups; member counts count only resources the caller sees),
 - ``get_group`` (a visible group and its members the caller may see).
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.orm import Session
 
 from node.access import (
@@ -276,6 +278,29 @@ class ResourceGroupService:
                 )
             )
             return self._views(s, actor, groups)
+
+    def groupable_resources(self, actor: SessionUser, group_id: int) -> list[tuple[int, str]]:
+        """(id, name) of the resources ``add_resource`` would put in the group, by name:
+        those the actor owns (Owner access: every one with the Super Administrator scope),
+        not in the trash, not in the group yet. All of them, for the console's list."""
+        require(actor.role, Action.MANAGE_RESOURCE_GROUPS)
+        with self._store.sessions() as s:
+            g = self._group(s, actor, group_id, Access.MODIFY, "changing this group")
+            members = select(ResourceGroupMember.resource_id).where(
+                ResourceGroupMember.group_id == g.id
+            )
+            conds: list[ColumnElement[bool]] = [
+                Resource.deleted_at.is_(None),
+                Resource.id.not_in(members),
+            ]
+            if not actor.super_admin:
+                conds.append(Resource.owner_id == actor.id)
+            rows = s.execute(
+                select(Resource.id, Resource.name)
+                .where(*conds)
+                .order_by(Resource.name, Resource.id)
+            ).all()
+            return [(int(i), str(n)) for i, n in rows]
 
     def get_group(self, actor: SessionUser, group_id: int) -> GroupDetail:
         require(actor.role, Action.USE_VAULT)

@@ -1,6 +1,6 @@
 """Static resource groups: list, create, members, edit and delete. Sharing a group is in
 web/share_pages.py. node.resource_groups.ResourceGroupService checks the access on the
-group (and Full on a resource added to it) and audits."""
+group (and Owner on a resource added to it) and audits."""
 
 from __future__ import annotations
 
@@ -43,9 +43,10 @@ class GroupPage(ConsolePage):
         detail = await self.call(self.services.resource_groups.get_group, self.user, gid)
         candidates: list[tuple[int, str]] = []
         if self.can(Action.MANAGE_RESOURCE_GROUPS) and detail.group.access.value >= 2:
-            page = await self.call(self.services.vault.list_resources, self.user, limit=1000)
-            members = {rid for rid, _ in detail.resources}
-            candidates = [(r.id, r.name) for r in page.items if r.id not in members]
+            # only what add_resource takes (one's own resources), all of them
+            candidates = await self.call(
+                self.services.resource_groups.groupable_resources, self.user, gid
+            )
         self.render(
             "group_detail.html", d=detail, g=detail.group, candidates=candidates, error=error
         )

@@ -777,3 +777,38 @@ def _trash_card_says_who_can_bring_it_back(console: Console) -> None:
     assert "Your role does not see the trash: only an Administrator with the Super" in page
     admin_page = console.browser().get(f"/resources/{own.resource_id}").text
     assert rule in admin_page and "Your role does not see the trash" not in admin_page
+
+
+def test_a_group_offers_the_resources_one_may_add_all_of_them(tmp_path: Path) -> None:
+    """The "Add a resource" list offered every visible resource (Full shares included,
+    which adding refuses: only the owner groups a resource), and only the first 1000."""
+    with live_app(tmp_path) as (services, port):
+        admin = first_admin(services)
+        padmin = add_user(services, admin, "grouper", Role.PASSWORD_ADMINISTRATOR)
+        own = services.vault.create_resource(padmin, "127.0.0.1", NewResource(name="pa-own"))
+        shared = services.vault.create_resource(admin, "127.0.0.1", NewResource(name="full-one"))
+        services.sharing.share_resource(
+            admin, "127.0.0.1", shared.resource_id, "full", user_id=padmin.id
+        )
+        p = browser_for(services, port, padmin)
+        gid = _location_id(p.post("/groups", {"name": "pa-group"}).headers["location"])
+        page = p.get(f"/groups/{gid}").text
+        offered = re.findall(r'<option value="(\d+)">([^<]*)</option>', page)
+        assert offered == [(str(own.resource_id), "pa-own")]
+        assert "Only a resource's owner adds it to a group" in page
+        assert "Full access" not in page
+        assert (
+            p.post(f"/groups/{gid}", {"op": "add", "resource_id": str(own.resource_id)}).status
+            == 302
+        )
+        emptied = p.get(f"/groups/{gid}").text
+        assert '<select name="resource_id">' not in emptied
+        assert "No resource to add: only a resource's owner adds it" in emptied
+
+        # a Super Administrator may group any resource: all are offered, past 1000
+        for i in range(1001):
+            services.vault.create_resource(admin, "127.0.0.1", NewResource(name=f"zz-{i:04d}"))
+        b = browser_for(services, port, admin)
+        agid = _location_id(b.post("/groups", {"name": "all"}).headers["location"])
+        names = re.findall(r'<option value="\d+">([^<]*)</option>', b.get(f"/groups/{agid}").text)
+        assert len(names) == 1003 and names[-1] == "zz-1000" and "pa-own" in names
