@@ -50,6 +50,14 @@ class ConsolePage(BaseHandler):
             raise ValidationError(f"{label} is too long (at most {max_len} characters)")
         return value
 
+    def typed_or(self, name: str, current: str, max_len: int = MAX_LINE) -> str:
+        """For a form that edits a stored value: what was typed in ``name`` when the page
+        answers a POST that carried it (the edit was refused, and must not show the old
+        value as if the typing were lost), else ``current``."""
+        if self.request.method == "POST" and name in self.request.body_arguments:
+            return self.get_body_argument(name, "")[:max_len]
+        return current
+
     def secret_field(self, name: str, max_len: int = MAX_LINE) -> str:
         """A password field: kept exactly as typed (no stripping)."""
         return self.field(name, max_len, strip=False)

@@ -48,7 +48,13 @@ class GroupPage(ConsolePage):
                 self.services.resource_groups.groupable_resources, self.user, gid
             )
         self.render(
-            "group_detail.html", d=detail, g=detail.group, candidates=candidates, error=error
+            "group_detail.html",
+            d=detail,
+            g=detail.group,
+            candidates=candidates,
+            error=error,
+            name=self.typed_or("name", detail.group.name, 128),
+            description=self.typed_or("description", detail.group.description, 512),
         )
 
     @needs(Action.USE_VAULT)

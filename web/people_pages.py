@@ -278,7 +278,15 @@ class UserGroupPage(PeoplePage):
             return
         members = [u for u in users if u.username in group.members]
         others = [u for u in users if u.username not in group.members]
-        self.render("people_group.html", g=group, members=members, others=others, error=error)
+        self.render(
+            "people_group.html",
+            g=group,
+            members=members,
+            others=others,
+            error=error,
+            name=self.typed_or("name", group.name, 128),
+            description=self.typed_or("description", group.description, 512),
+        )
 
     @needs(Action.MANAGE_USERS)
     async def get(self, group_id: str) -> None:

@@ -812,3 +812,23 @@ def test_a_group_offers_the_resources_one_may_add_all_of_them(tmp_path: Path) ->
         agid = _location_id(b.post("/groups", {"name": "all"}).headers["location"])
         names = re.findall(r'<option value="\d+">([^<]*)</option>', b.get(f"/groups/{agid}").text)
         assert len(names) == 1003 and names[-1] == "zz-1000" and "pa-own" in names
+
+
+def test_a_refused_group_edit_keeps_what_was_typed(console: Console) -> None:
+    """A duplicate name answered 409 with the old name and description back in the form, as
+    if the typing had been lost."""
+    b = console.browser()
+    for path in ("/groups", "/user-groups"):
+        b.post(path, {"name": f"taken{path[1]}"})
+        gid = _location_id(
+            b.post(path, {"name": f"mine{path[1]}", "description": "old"}).headers["location"]
+        )
+        refused = b.post(
+            f"{path}/{gid}", {"op": "edit", "name": f"TAKEN{path[1]}", "description": "new words"}
+        )
+        assert refused.status == 409, path
+        assert f'name="name" value="TAKEN{path[1]}"' in refused.text, path
+        assert 'name="description" value="new words"' in refused.text, path
+        assert f"<h1>mine{path[1]}</h1>" in refused.text, path  # the stored name, as it is
+        shown = b.get(f"{path}/{gid}").text
+        assert f'name="name" value="mine{path[1]}"' in shown and 'value="old"' in shown
