@@ -66,6 +66,33 @@ def log_in_first_time(page: Page, base: str, username: str, otp: str, new: str) 
     expect(page).to_have_url(f"{base}/")
 
 
+LONG_NAME = "long-unbroken-name-" + "x" * 102  # 120 characters, no space
+
+
+def check_long_names_wrap(page: Page, base: str) -> None:
+    """A long unbroken name wraps in the list's cells and the page's heading: it made
+    /resources 2491 pixels wide in a 1366-pixel window."""
+    page.goto(f"{base}/resources/new")
+    page.fill("input[name=name]", LONG_NAME)
+    page.fill("input[name=department]", "d" * 100)
+    page.click("button.primary")
+    expect(page.locator(".flash")).to_contain_text("added")
+    long_url = page.url
+    for url, name in ((f"{base}/resources", "08b-resources-long-name"), (long_url, "08c-long")):
+        page.goto(url)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        shot(page, name)
+        assert width <= 1366, f"{url} is {width} pixels wide in a 1366-pixel window"
+        # and within the page's column, not only the window
+        overflow = page.evaluate(
+            "Math.max(...[...document.querySelectorAll('main table, main h1')].map("
+            "e => e.getBoundingClientRect().right)) - "
+            "document.querySelector('main').getBoundingClientRect().right"
+        )
+        assert overflow <= 0, f"{url}: a table or heading sticks out {overflow} pixels"
+    page.goto(f"{base}/resources")
+
+
 def scenario(node: NodeProcess, browser: Browser) -> None:
     base = f"https://127.0.0.1:{node.port}"
     errors: list[str] = []
@@ -121,6 +148,7 @@ def scenario(node: NodeProcess, browser: Browser) -> None:
     admin.click("nav >> text=Resources")
     expect(admin.locator("table.list")).to_contain_text("billing-db")
     shot(admin, "08-resources")
+    check_long_names_wrap(admin, base)
     for path, name in (
         ("/policies", "09-policies"),
         ("/admin", "10-admin"),
