@@ -506,7 +506,7 @@ class TrashPurgePage(VaultPage):
             self.refuse(
                 "vault_trash.html",
                 'The resource was not purged: tick "I understand it is deleted for good,'
-                ' with its accounts and their password history" to purge it.',
+                ' with its accounts" to purge it.',
                 items=items,
             )
             return

@@ -90,6 +90,15 @@ def check_long_names_wrap(page: Page, base: str) -> None:
             "document.querySelector('main').getBoundingClientRect().right"
         )
         assert overflow <= 0, f"{url}: a table or heading sticks out {overflow} pixels"
+    # to the trash, where purging it asks for the box to be ticked
+    page.goto(long_url)
+    page.click("button.danger:has-text('Move to trash')")
+    page.goto(f"{base}/trash")
+    expect(page.locator("table.list")).to_contain_text(LONG_NAME[:20])
+    page.click("button.danger:has-text('Purge for good')")  # the required box stops it
+    expect(page).to_have_url(f"{base}/trash")
+    expect(page.locator("table.list")).to_contain_text(LONG_NAME[:20])
+    shot(page, "08d-trash")
     page.goto(f"{base}/resources")
 
 
@@ -182,6 +191,9 @@ def scenario(node: NodeProcess, browser: Browser) -> None:
     assert len(errors) == expected_refusal + 2 and "400" in errors[-1]  # the refused form
     del errors[expected_refusal:]
     shot(admin, "11i-change-password-refused")
+    admin.goto(resource_url)
+    admin.click("table.list >> text=postgres")
+    shot(admin, "11j-account-as-owner")
     admin.click("text=Log out")
     expect(admin).to_have_url(f"{base}/login")
 
