@@ -126,7 +126,9 @@ def policy_problems(
         try:
             check_password(rule, password)
         except ValidationError as exc:
-            text = str(exc).split(": ", 1)[-1]
+            # the rule's words after the check's head, which names the policy: a name
+            # may itself hold ": " (splitting at the first one would cut the name)
+            text = str(exc).removeprefix(f"password policy '{rule.name}': ")
             if text not in problems:
                 problems.append(text)
     if policy.max_age_days and changed_at is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 from node.policies import BUILTIN_POLICIES
 from node.reports import policy_problems
@@ -28,3 +29,12 @@ def test_a_compliant_password_and_the_maximum_age() -> None:
     old = NOW - dt.timedelta(days=91)
     assert policy_problems(STRONG, good, old, NOW) == ["older than the maximum age of 90 days"]
     assert policy_problems(STRONG, "x" * 65, NOW, NOW)[0] == "at most 64 characters are allowed"
+
+
+def test_a_policy_name_with_a_colon_is_not_part_of_the_rule() -> None:
+    named = replace(STRONG, name="Ops: strict")
+    assert policy_problems(named, "abcdefghijkl", NOW, NOW) == [
+        "the password must contain an upper-case letter",
+        "the password must contain a digit",
+        "the password must contain a special character",
+    ]
