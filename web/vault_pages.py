@@ -53,6 +53,14 @@ class VaultPage(ConsolePage):
     def policy_choice(self) -> int | None:
         return self.int_field("password_policy_id", required=False, label="password policy")
 
+    def policy_change(self) -> int | None:
+        """An edit form's password policy: the chosen policy's id, 0 for the form's first
+        option (no own policy: "As the resource", "Vault default"), None when the form
+        did not send the field (no change)."""
+        if "password_policy_id" not in self.request.body_arguments:
+            return None
+        return self.policy_choice() or 0
+
 
 # --- resources -----------------------------------------------------------------------------
 
@@ -186,7 +194,7 @@ class ResourceEditPage(ResourceFormPage):
         try:
             changes = ResourceChanges(
                 **self.read_fields(),
-                password_policy_id=self.policy_choice(),
+                password_policy_id=self.policy_change(),
                 custom_attributes=self.custom_fields(),
             )
         except ValidationError as exc:
@@ -348,7 +356,7 @@ class AccountEditPage(VaultPage):
                 username=self.field("username"),
                 notes=self.field("notes", MAX_TEXT, strip=False),
                 custom_attributes=self.custom_fields(),
-                password_policy_id=self.policy_choice(),
+                password_policy_id=self.policy_change(),
                 reason_required=self.checkbox("reason_required"),
                 ticket_required=self.checkbox("ticket_required"),
             )

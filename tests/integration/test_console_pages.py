@@ -832,3 +832,36 @@ def test_a_refused_group_edit_keeps_what_was_typed(console: Console) -> None:
         assert f"<h1>mine{path[1]}</h1>" in refused.text, path  # the stored name, as it is
         shown = b.get(f"{path}/{gid}").text
         assert f'name="name" value="mine{path[1]}"' in shown and 'value="old"' in shown
+
+
+def test_an_own_password_policy_can_be_given_up_in_the_edit_forms(console: Console) -> None:
+    """The edit forms' first option ("As the resource", "Vault default") takes away the
+    account's or the resource's own policy; a form without the field changes nothing."""
+    services, admin = console.services, console.admin
+    strong = next(p.id for p in services.policies.list_policies(admin) if p.name == "Strong")
+    made = services.vault.create_resource(
+        admin,
+        "127.0.0.1",
+        NewResource(name="own-policy-box", password_policy_id=strong),
+        NewAccount("root", "Own-policy-pw-1!", password_policy_id=strong),
+    )
+    assert made.account_id is not None
+    aid, rid = made.account_id, made.resource_id
+    b = console.browser()
+
+    kept = b.post(f"/accounts/{aid}/edit", {"username": "root", "notes": ""})
+    assert kept.status == 302
+    assert services.vault.get_account(admin, aid).password_policy_id == strong
+    given_up = b.post(
+        f"/accounts/{aid}/edit", {"username": "root", "notes": "", "password_policy_id": ""}
+    )
+    assert given_up.status == 302
+    assert services.vault.get_account(admin, aid).password_policy_id is None
+
+    fields = {"name": "own-policy-box", "resource_type": "Generic"}
+    assert b.post(f"/resources/{rid}/edit", fields).status == 302
+    assert services.vault.get_resource(admin, rid).resource.password_policy_id == strong
+    given_up = b.post(f"/resources/{rid}/edit", {**fields, "password_policy_id": ""})
+    assert given_up.status == 302
+    assert services.vault.get_resource(admin, rid).resource.password_policy_id is None
+    assert services.vault.get_account(admin, aid).policy_name == "Low"  # the vault default
