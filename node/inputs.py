@@ -9,6 +9,8 @@ Functions:
 - :func:`in_range` and :func:`get_row`: an id outside the database's integer range (or
   not an int) matches nothing, instead of failing inside the driver.
 - :func:`is_decimal` tells whether a text is a whole number written in the digits 0-9.
+- :func:`shows_something` tells whether a text shows anything when printed (a required
+  reason made of invisible or blank-looking characters is no reason).
 - :func:`unique_keys` is a ``json.loads`` object hook refusing a key given twice.
 - :func:`host_name` and :func:`resource_url` check a resource's DNS name or IP and its
   URL (a scheme the console may link to).
@@ -105,6 +107,23 @@ def visible(text: str) -> str:
         return text
     return "".join(
         f"\\u{ord(c):04x}" if unicodedata.category(c) in _SHOWN_ESCAPED or c in BIDI_CONTROLS else c
+        for c in text
+    )
+
+
+# Letters and symbols to Unicode that show as blank space: the Hangul fillers and the
+# blank Braille pattern.
+BLANK_LOOKING = frozenset("\u115f\u1160\u2800\u3164\uffa0")
+_SHOWS_NOTHING = frozenset({"Cc", "Cf", "Mn", "Me", "Zs", "Zl", "Zp"})
+
+
+def shows_something(text: str) -> bool:
+    """Whether ``text`` has a character that shows as something when printed: not white
+    space, a control, a format character (invisible, a text-direction mark, a joiner), a
+    combining mark on its own, nor a :data:`BLANK_LOOKING` one. A text that is required
+    (a reason, a ticket id) is given only when it shows something."""
+    return any(
+        not c.isspace() and unicodedata.category(c) not in _SHOWS_NOTHING and c not in BLANK_LOOKING
         for c in text
     )
 

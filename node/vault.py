@@ -82,6 +82,7 @@ from node.inputs import (
     name_clash,
     one_line,
     resource_url,
+    shows_something,
     updated_attributes,
 )
 from node.keyring import KeyRing
@@ -1004,8 +1005,7 @@ class VaultService:
         if op not in REVEALS:
             raise ValueError(f"not a password reveal: {op}")
         require(actor.role, Action.VIEW_PASSWORD)
-        why = one_line("reason", reason, 1024)
-        ticket_id = one_line("ticket id", ticket, 128)
+        why, ticket_id = _reason_and_ticket(reason, ticket)
         if not in_range(account_id):
             raise NotFoundError(f"no account with id {account_id}")
         return RevealRequest(op, actor, ip, account_id, resource_id, why, ticket_id)
@@ -1108,8 +1108,7 @@ class VaultService:
         changed too (``asked_as``: what the refusal calls them). ``resource_id``: the
         account must belong to it (else the same NotFoundError as for no account)."""
         require(actor.role, Action.CHANGE_SHARED_PASSWORD)
-        why = one_line("reason", reason, 1024)
-        ticket_id = one_line("ticket id", ticket, 128)
+        why, ticket_id = _reason_and_ticket(reason, ticket)
         check_basic(new_password)
         with self._store.transaction() as s:
             a = self._changeable(s, actor, account_id, resource_id)
@@ -1227,6 +1226,19 @@ class VaultService:
                 raise NotFoundError(f"no password policy with id {policy_id}")
             put_setting(s, SETTING_DEFAULT_POLICY, row.name)
             self._log_setting(s, actor, ip, SETTING_DEFAULT_POLICY, row.name)
+
+
+def _reason_and_ticket(reason: str, ticket: str) -> tuple[str, str]:
+    """A reveal's or a change's reason and ticket id, checked as single lines; one that
+    shows nothing (only invisible, text-direction or blank-looking characters) counts as
+    not given, so that it neither meets a rule that asks for it nor reads as empty in the
+    audit trail while it is not."""
+    why = one_line("reason", reason, 1024)
+    ticket_id = one_line("ticket id", ticket, 128)
+    return (
+        why if shows_something(why) else "",
+        ticket_id if shows_something(ticket_id) else "",
+    )
 
 
 def _by_name(found: Sequence[tuple[int, str]], name: str) -> int | None:

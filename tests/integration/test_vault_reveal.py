@@ -180,3 +180,40 @@ def test_reason_rules(services: Services) -> None:
     """A reason required by the vault setting or the account, and a ticket id."""
     _reason_required_by_the_vault_setting(services)
     _reason_and_ticket_required_by_the_account(services)
+
+
+INVISIBLE_REASONS = (
+    "\u200e",
+    "\u200d\u200f",
+    "\u2800",
+    "\u3164",
+    "\u034f",
+    "\U000e0020",
+    " \uffa0 ",
+)
+
+
+def test_a_reason_or_ticket_that_shows_nothing_is_not_given(services: Services) -> None:
+    """Text-direction marks, joiners, fillers and the blank Braille pattern pass the
+    single-line check but show as nothing: they meet no rule that asks for a reason or a
+    ticket id, to see a password or to change it, and nothing changes."""
+    aid = _account(services)
+    admin = initial_admin(services)
+    services.vault.set_password_reason(admin, IP, "required")
+    for blank in INVISIBLE_REASONS:
+        for op in (services.vault.view_password, services.vault.copy_password):
+            with pytest.raises(ValidationError, match="reason is required"):
+                op(admin, IP, aid, reason=blank)
+    assert services.vault.view_password(admin, IP, aid, reason="r\u200eason") == SECRET
+    services.vault.set_password_reason(admin, IP, "optional")
+    services.vault.edit_account(
+        admin, IP, aid, AccountChanges(reason_required=True, ticket_required=True)
+    )
+    for blank in INVISIBLE_REASONS:
+        with pytest.raises(ValidationError, match="ticket id is required"):
+            services.vault.view_password(admin, IP, aid, reason="deploy", ticket=blank)
+        with pytest.raises(ValidationError, match="reason is required"):
+            services.vault.change_password(admin, IP, aid, "New-secret-1", blank, ticket="C-1")
+        with pytest.raises(ValidationError, match="ticket id is required"):
+            services.vault.change_password(admin, IP, aid, "New-secret-1", "why", ticket=blank)
+    assert services.vault.view_password(admin, IP, aid, reason="deploy", ticket="C-1") == SECRET
