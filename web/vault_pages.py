@@ -578,19 +578,19 @@ class VaultSettingsPage(VaultPage):
             self.set_status(400)
             await self.show(str(exc))
             return
+        # the policy is looked up before anything is saved: a refused form changes nothing
+        current = await self.call(self.services.vault.get_settings, self.user)
+        policies = await self.call(self.services.policies.list_policies, self.user)
+        chosen = next((p for p in policies if p.id == policy_id), None)
+        if policy_id is not None and chosen is None:
+            raise Refused(400, "No such password policy.")
         _, error = await self.attempt(
             self.services.vault.set_password_reason, self.user, self.source_ip, mode
         )
-        if error is None and policy_id is not None:
-            current = await self.call(self.services.vault.get_settings, self.user)
-            policies = await self.call(self.services.policies.list_policies, self.user)
-            chosen = next((p for p in policies if p.id == policy_id), None)
-            if chosen is None:
-                raise Refused(400, "No such password policy.")
-            if chosen.name != current.default_policy:
-                _, error = await self.attempt(
-                    self.services.vault.set_default_policy, self.user, self.source_ip, policy_id
-                )
+        if error is None and chosen is not None and chosen.name != current.default_policy:
+            _, error = await self.attempt(
+                self.services.vault.set_default_policy, self.user, self.source_ip, chosen.id
+            )
         if error is not None:
             await self.show(error)
             return

@@ -865,3 +865,14 @@ def test_an_own_password_policy_can_be_given_up_in_the_edit_forms(console: Conso
     assert given_up.status == 302
     assert services.vault.get_resource(admin, rid).resource.password_policy_id is None
     assert services.vault.get_account(admin, aid).policy_name == "Low"  # the vault default
+
+
+def test_a_refused_settings_form_changes_nothing(console: Console) -> None:
+    """A default policy that does not exist refuses the whole form: the reason setting
+    sent with it is not saved either."""
+    services, admin = console.services, console.admin
+    b = console.browser()
+    assert services.vault.get_settings(admin).password_reason == "optional"
+    refused = b.post("/settings", {"password_reason": "required", "default_policy_id": "999999"})
+    assert refused.status == 400
+    assert services.vault.get_settings(admin).password_reason == "optional"
