@@ -130,7 +130,8 @@ def shows_something(text: str) -> bool:
 
 def one_line(field: str, value: object, max_len: int, *, required: bool = False) -> str:
     """A single-line text field: stripped, no control characters (text-direction controls
-    included), no invisible ones (:data:`INVISIBLE`), at most ``max_len``."""
+    included), no invisible ones (:data:`INVISIBLE`), at most ``max_len``; when
+    ``required``, it must show something (:func:`shows_something`)."""
     if value is None:
         value = ""
     if not isinstance(value, str):
@@ -146,6 +147,9 @@ def one_line(field: str, value: object, max_len: int, *, required: bool = False)
         raise ValidationError(
             f"{field} must not contain invisible characters (a zero-width space, say)"
         )
+    if required and not shows_something(text):
+        # a name of marks and blank-looking letters reads as empty wherever it is listed
+        raise ValidationError(f"{field} is required (this shows as nothing)")
     return text
 
 

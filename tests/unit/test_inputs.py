@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from node.errors import ValidationError
-from node.inputs import is_decimal, multi_line, one_line, visible
+from node.inputs import is_decimal, multi_line, one_line, shows_something, visible
 
 
 def test_only_the_digits_0_to_9_make_a_decimal() -> None:
@@ -45,3 +45,17 @@ def test_invisible_characters_are_refused_in_names_and_shown_escaped() -> None:
     # the joiners some scripts and emoji need, and the right-to-left marks, stay
     for kept in ("\u200c", "\u200d", "\u200e", "\u200f"):
         assert one_line("name", f"a{kept}b", 10) == f"a{kept}b"
+
+
+def test_a_required_field_must_show_something() -> None:
+    """A resource or policy name made only of text-direction marks, joiners, combining
+    marks or blank-looking letters (Hangul fillers, the blank Braille pattern) would list
+    as an empty name: refused as missing. Such characters beside a visible one stay."""
+    for blank in ("\u200e", "\u200d\u200c", "\u3164", "\u2800\u115f", "\u034f", "\uffa0"):
+        assert not shows_something(blank)
+        with pytest.raises(ValidationError, match="resource name is required"):
+            one_line("resource name", blank, 256, required=True)
+        assert one_line("notes title", blank, 256) == blank  # optional: taken as typed
+    for shown in ("web01", "\u05e9\u05dc\u05d5\u05dd\u200f", "\u00e9", "\u4e2d", "e\u0301"):
+        assert shows_something(shown)
+        assert one_line("resource name", shown, 256, required=True) == shown
