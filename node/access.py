@@ -13,7 +13,8 @@ specific tier wins, and within a tier the most generous share:
 So an account-level share beats a resource-level one (even when it is lower), a
 resource-level share beats a group-level one, and at the same object a share to the user
 beats a share to a user group. Ownership and Super Administrator scope are not shares and
-always give OWNER.
+always give OWNER. A share never applies to the user who granted it (one passed on to a
+user group of theirs reaches the others in it, not them).
 
 Functions:
 - :func:`account_levels`, :func:`account_access` (:func:`account_access_by_id` when only
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, bindparam, or_, select, true
+from sqlalchemy import ColumnElement, Connection, Select, and_, bindparam, or_, select, true
 from sqlalchemy.orm import Session
 
 from node.auth import SessionUser
@@ -112,9 +113,20 @@ def _my_groups(user_id: int) -> Select[Any]:
     return select(UserGroupMember.group_id).where(UserGroupMember.user_id == user_id)
 
 
+def _not_granted_by(user_id: Any) -> ColumnElement[bool]:
+    """A share never reaches the one who granted it: else someone holding Full without
+    owning would, by sharing with a user group of theirs, give themself a share that
+    outlives what they held (the owner's removal of their share, a transfer of what
+    they owned), and sharing an account with their group would lower their own access."""
+    return or_(Share.granted_by.is_(None), Share.granted_by != user_id)
+
+
 def applies_to(user_id: int) -> ColumnElement[bool]:
-    """Shares made to the user or to one of their user groups."""
-    return or_(Share.user_id == user_id, Share.user_group_id.in_(_my_groups(user_id)))
+    """Shares made to the user or to one of their user groups, except those they granted."""
+    return and_(
+        or_(Share.user_id == user_id, Share.user_group_id.in_(_my_groups(user_id))),
+        _not_granted_by(user_id),
+    )
 
 
 def _tier(share: Share) -> Tier:
@@ -182,6 +194,7 @@ _SHARES_ON_ACCOUNT = select(Share.account_id, Share.resource_id, Share.user_id, 
             select(UserGroupMember.group_id).where(UserGroupMember.user_id == bindparam("uid"))
         ),
     ),
+    _not_granted_by(bindparam("uid")),
     or_(
         Share.account_id == bindparam("aid"),
         Share.resource_id == bindparam("rid"),

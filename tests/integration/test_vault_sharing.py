@@ -343,6 +343,36 @@ def test_a_full_holder_changes_or_removes_only_the_shares_they_granted(
     assert account_access_by_id_of(services, w.carol, w.a2) == Access.NONE
 
 
+def test_a_share_never_reaches_the_one_who_granted_it(services: Services, world: World) -> None:
+    """bob may not share with himself; sharing with a user group of his (ops) must not do
+    it either: the owner's removal of bob's share, or the transfer of what someone owned,
+    would leave them the access they passed to their own group."""
+    w = world
+    services.users.add_group_member(w.admin, IP, w.ops, w.carol.id)
+    _apply(services, w, [("resource", "bob", "full")])
+    services.sharing.share_resource(w.bob, IP, w.rid, "full", user_group_id=w.ops)
+    # his share to ops, at a more specific tier, leaves his own access as it was
+    services.sharing.share_account(w.bob, IP, w.a1, "view", user_group_id=w.ops)
+    assert _levels(services, w) == (Access.FULL, Access.FULL)
+    assert account_access_by_id_of(services, w.carol, w.a1) == Access.VIEW
+    services.sharing.unshare_resource(w.owner, IP, w.rid, user_id=w.bob.id)
+    assert services.vault.list_resources(w.bob).total == 0
+    for aid in (w.a1, w.a2):
+        assert account_access_by_id_of(services, w.bob, aid) == Access.NONE
+        with pytest.raises(NotFoundError):
+            services.vault.view_password(w.bob, IP, aid)
+    with pytest.raises(NotFoundError):
+        services.sharing.share_resource(w.bob, IP, w.rid, "view", user_id=w.admin.id)
+    assert services.vault.view_password(w.carol, IP, w.a2) == "pw-two-2"  # ops's share stays
+    # an owner's share with their own group does not follow them past a transfer
+    services.users.add_group_member(w.admin, IP, w.dba, w.owner.id)
+    services.sharing.share_resource(w.owner, IP, w.rid, "full", user_group_id=w.dba)
+    services.sharing.transfer_ownership(w.admin, IP, w.owner.id, w.admin.id)
+    assert services.vault.list_resources(w.owner).total == 0
+    with pytest.raises(NotFoundError):
+        services.vault.view_password(w.owner, IP, w.a1)
+
+
 def account_access_by_id_of(services: Services, user: SessionUser, account_id: int) -> Access:
     try:
         return services.vault.get_account(user, account_id).access
