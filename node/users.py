@@ -9,7 +9,8 @@ Methods of :class:`UserService` take the acting user and source IP and audit eve
   number of administrators belongs is the top of its transaction (and ``change_role``).
 - ``edit_user``, ``set_enabled`` (disabling ends the user's sessions), ``delete_user``
   (refused while the user owns resources or groups: transfer ownership first),
-  ``change_role``, ``grant_super_admin`` / ``revoke_super_admin`` (an administrator-type
+  ``change_role`` (to Password User or Auditor: refused, like a deletion, while the user
+  owns resources or groups), ``grant_super_admin`` / ``revoke_super_admin`` (an administrator-type
   user, by another administrator, never by themself). Once a Super Administrator exists,
   only a Super Administrator grants or revokes the scope, and a Super Administrator's
   account is changed only by another one (``require_may_manage``: also for a new login
@@ -261,6 +262,27 @@ class UserService:
         if not others:
             raise ConflictError("the vault must keep at least one active Administrator")
 
+    @staticmethod
+    def _owns_nothing(s: Session, u: User, before: str) -> None:
+        """Refuse (``before``: what is refused, or "" for a deletion) while ``u`` owns
+        resources or resource groups: they go first, by a transfer of ownership."""
+        owned = (
+            s.scalar(select(func.count()).select_from(Resource).where(Resource.owner_id == u.id))
+            or 0
+        ) + (
+            s.scalar(
+                select(func.count())
+                .select_from(ResourceGroup)
+                .where(ResourceGroup.owner_id == u.id)
+            )
+            or 0
+        )
+        if owned:
+            raise ConflictError(
+                f"{u.username} still owns {owned} resources or groups; transfer ownership "
+                f"first{before}"
+            )
+
     # users --------------------------------------------------------------------------------
 
     def add_user(
@@ -348,23 +370,7 @@ class UserService:
             u = self._user(s, user_id)
             self._guard_scoped(actor, u)
             self._keeps_an_admin(s, u)
-            owned = (
-                s.scalar(
-                    select(func.count()).select_from(Resource).where(Resource.owner_id == u.id)
-                )
-                or 0
-            ) + (
-                s.scalar(
-                    select(func.count())
-                    .select_from(ResourceGroup)
-                    .where(ResourceGroup.owner_id == u.id)
-                )
-                or 0
-            )
-            if owned:
-                raise ConflictError(
-                    f"{u.username} still owns {owned} resources or groups; transfer ownership first"
-                )
+            self._owns_nothing(s, u, "")
             # keep history rows, forget who they point at
             s.execute(
                 update(PasswordHistory)
@@ -396,6 +402,11 @@ class UserService:
                 self._keeps_an_admin(s, u)
             if the_role.is_admin_type and not old.is_admin_type and u.kind == "person":
                 self._licence.check_add_administrator(s)
+            if not the_role.is_admin_type:
+                # An owner has Owner access to what they own, whatever their role: a
+                # Password User or Auditor would keep seeing and sharing all of it. Owners
+                # are administrators (a transfer goes only to one).
+                self._owns_nothing(s, u, f" (a {the_role.label} owns nothing)")
             u.role = the_role.value
             detail = f"{old.label} -> {the_role.label}"
             if u.super_admin and not the_role.is_admin_type:

@@ -27,8 +27,13 @@ def test_what_the_node_changes_applies_to_the_next_request(tmp_path: Path) -> No
     with api_world(tmp_path) as w:
         users, tokens = w.services.users, w.services.api_tokens
         api = w.api("app-padmin")
-        path = _password_path(api, "cache-host")
         uid = users.user_id_by_name(w.admin, "app-padmin")
+        # owned by another, shared with app-padmin: an owner keeps an administrator's role
+        owner = w.api("app-padmin2")
+        rid, aid = one_account(owner, "cache-host", "Cache-pass-1!")
+        share = {"ACCESSTYPE": "view", "USERID": str(uid)}
+        op(owner.put(f"/resources/{rid}/accounts/{aid}/share", share))
+        path = f"/resources/{rid}/accounts/{aid}/password"
 
         assert op(api.get(path))["Details"]["PASSWORD"] == "Cache-pass-1!"
         users.change_role(w.admin, "::1", uid, Role.PASSWORD_USER)

@@ -134,6 +134,26 @@ def test_delete_user_needs_ownership_transferred_first(services: Services) -> No
     assert services.vault.list_resources(admin).items[0].owner_name == "admin"
 
 
+def test_an_owner_keeps_an_administrator_role_until_ownership_is_transferred(
+    services: Services,
+) -> None:
+    """A Password User sees only what is shared with them: an owner demoted to one would
+    keep Owner access (see, reveal, share) to all they own."""
+    admin = initial_admin(services)
+    boss = make_user(services, admin, "boss", Role.ADMINISTRATOR)
+    services.vault.create_resource(boss, IP, NewResource(name="theirs"))
+    heir = make_user(services, admin, "heir", Role.PASSWORD_ADMINISTRATOR)
+    services.resource_groups.create_group(heir, IP, "heir-group")
+    for who, role in ((boss, Role.PASSWORD_USER), (heir, Role.PASSWORD_AUDITOR)):
+        with pytest.raises(ConflictError, match="transfer ownership first"):
+            services.users.change_role(admin, IP, who.id, role)
+        assert services.users.get_user(admin, who.id).role != role
+    services.users.change_role(admin, IP, boss.id, Role.PASSWORD_ADMINISTRATOR)  # still owns
+    services.sharing.transfer_ownership(admin, IP, boss.id, heir.id)
+    services.users.change_role(admin, IP, boss.id, Role.PASSWORD_USER)
+    assert services.vault.list_resources(snapshot(services, boss.id)).total == 0
+
+
 def test_super_admin_scope_is_granted_by_another_admin_only(services: Services) -> None:
     admin = initial_admin(services)  # holds the scope
     a2 = make_user(services, admin, "a2", Role.ADMINISTRATOR)
