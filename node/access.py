@@ -121,12 +121,14 @@ def _not_granted_by(user_id: Any) -> ColumnElement[bool]:
     return or_(Share.granted_by.is_(None), Share.granted_by != user_id)
 
 
-def applies_to(user_id: int) -> ColumnElement[bool]:
-    """Shares made to the user or to one of their user groups, except those they granted."""
-    return and_(
+def applies_to(user_id: int, not_from: int | None = None) -> ColumnElement[bool]:
+    """Shares made to the user or to one of their user groups, except those they granted
+    (and, with ``not_from``, those that user granted)."""
+    cond = and_(
         or_(Share.user_id == user_id, Share.user_group_id.in_(_my_groups(user_id))),
         _not_granted_by(user_id),
     )
+    return cond if not_from is None else and_(cond, _not_granted_by(not_from))
 
 
 def _tier(share: Share) -> Tier:
@@ -157,14 +159,20 @@ def _groups_of(resource_ids: Sequence[int]) -> Select[Any]:
 
 
 def account_levels(
-    session: Session, actor: SessionUser, resource: Resource, account_ids: Sequence[int]
+    session: Session,
+    actor: SessionUser,
+    resource: Resource,
+    account_ids: Sequence[int],
+    *,
+    not_from: int | None = None,
 ) -> dict[int, Access]:
-    """Effective access on each of ``account_ids`` (all on ``resource``), in one query."""
+    """Effective access on each of ``account_ids`` (all on ``resource``), in one query
+    (``not_from``: as if the shares that user granted were not there)."""
     if _is_owner(actor, resource.owner_id):
         return dict.fromkeys(account_ids, Access.OWNER)
     rows = session.scalars(
         select(Share).where(
-            applies_to(actor.id),
+            applies_to(actor.id, not_from),
             or_(
                 Share.account_id.in_(account_ids),
                 Share.resource_id == resource.id,
@@ -227,7 +235,11 @@ def account_access_by_id(
 
 
 def resource_levels(
-    session: Session, actor: SessionUser, resources: Sequence[Resource]
+    session: Session,
+    actor: SessionUser,
+    resources: Sequence[Resource],
+    *,
+    not_from: int | None = None,
 ) -> dict[int, Access]:
     """Access on each resource itself (resource- and group-level shares). Someone who sees
     a resource only through shared accounts has NONE here, yet still sees the resource."""
@@ -241,12 +253,12 @@ def resource_levels(
     if not others:
         return result
     direct = session.scalars(
-        select(Share).where(applies_to(actor.id), Share.resource_id.in_(others))
+        select(Share).where(applies_to(actor.id, not_from), Share.resource_id.in_(others))
     ).all()
     via_groups = session.execute(
         select(ResourceGroupMember.resource_id, Share)
         .join(Share, Share.resource_group_id == ResourceGroupMember.group_id)
-        .where(applies_to(actor.id), ResourceGroupMember.resource_id.in_(others))
+        .where(applies_to(actor.id, not_from), ResourceGroupMember.resource_id.in_(others))
     ).all()
     grants: dict[int, list[Grant]] = {rid: [] for rid in others}
     for s in direct:
@@ -258,15 +270,19 @@ def resource_levels(
     return result
 
 
-def resource_access(session: Session, actor: SessionUser, resource: Resource) -> Access:
-    return resource_levels(session, actor, [resource])[resource.id]
+def resource_access(
+    session: Session, actor: SessionUser, resource: Resource, *, not_from: int | None = None
+) -> Access:
+    return resource_levels(session, actor, [resource], not_from=not_from)[resource.id]
 
 
-def group_access(session: Session, actor: SessionUser, group: ResourceGroup) -> Access:
+def group_access(
+    session: Session, actor: SessionUser, group: ResourceGroup, *, not_from: int | None = None
+) -> Access:
     if _is_owner(actor, group.owner_id):
         return Access.OWNER
     rows = session.scalars(
-        select(Share).where(applies_to(actor.id), Share.resource_group_id == group.id)
+        select(Share).where(applies_to(actor.id, not_from), Share.resource_group_id == group.id)
     ).all()
     return resolve(Grant(_tier(s), _level(s.access)) for s in rows)
 

@@ -55,6 +55,7 @@ from node.store.models import (
     Share,
     User,
     UserGroup,
+    UserGroupMember,
 )
 from node.users import guard_scoped
 
@@ -157,18 +158,7 @@ class SharingService:
         lowest, where = t.level, f"this {t.kind}"
         if t.kind == "account":
             return lowest, where
-        if t.kind == "resource":
-            resources = list(s.scalars(select(Resource).where(Resource.id == t.id)))
-        else:
-            resources = list(
-                s.scalars(
-                    select(Resource)
-                    .join(ResourceGroupMember, ResourceGroupMember.resource_id == Resource.id)
-                    .where(ResourceGroupMember.group_id == t.id, Resource.deleted_at.is_(None))
-                    .order_by(Resource.id)
-                )
-            )
-        for r in resources:
+        for r in SharingService._resources_reached(s, t):
             level = resource_access(s, actor, r)
             if level < lowest:
                 lowest, where = level, f"resource {r.name}"
@@ -177,6 +167,66 @@ class SharingService:
                 if level < lowest:
                     lowest, where = level, f"account {r.name}/{accounts[aid]}"
         return lowest, where
+
+    @staticmethod
+    def _resources_reached(s: Session, t: _Target) -> list[Resource]:
+        """The resources a share of a resource or a group reaches (none for an account)."""
+        if t.kind == "account":
+            return []
+        if t.kind == "resource":
+            return list(s.scalars(select(Resource).where(Resource.id == t.id)))
+        return list(
+            s.scalars(
+                select(Resource)
+                .join(ResourceGroupMember, ResourceGroupMember.resource_id == Resource.id)
+                .where(ResourceGroupMember.group_id == t.id, Resource.deleted_at.is_(None))
+                .order_by(Resource.id)
+            )
+        )
+
+    @staticmethod
+    def _people_reached(s: Session, actor: SessionUser, pkind: str, pid: int) -> list[SessionUser]:
+        """Who a share with the user or user group ``pid`` reaches (never its granter)."""
+        if pkind == "user":
+            ids = select(User.id).where(User.id == pid)
+        else:
+            ids = select(UserGroupMember.user_id).where(UserGroupMember.group_id == pid)
+        users = s.scalars(
+            select(User).where(User.id.in_(ids), User.id != actor.id).order_by(User.id)
+        ).all()
+        return [
+            SessionUser(u.id, u.username, Role(u.role), u.super_admin, False, u.full_name)
+            for u in users
+        ]
+
+    @staticmethod
+    def _holdings(
+        s: Session, people: Sequence[SessionUser], t: _Target, not_from: int | None = None
+    ) -> dict[tuple[str, str], Access]:
+        """What each of ``people`` holds on everything a share of ``t`` reaches, as
+        (username, what) -> level; with ``not_from``: through the shares others than that
+        user granted."""
+        out: dict[tuple[str, str], Access] = {}
+        resources = SharingService._resources_reached(s, t)
+        for u in people:
+            if t.kind == "account":
+                a = s.get(Account, t.id)
+                assert a is not None
+                level = account_levels(s, u, a.resource, [a.id], not_from=not_from)[a.id]
+                out[(u.username, f"account {t.name}")] = level
+            elif t.kind == "group":
+                group = s.get(ResourceGroup, t.id)
+                assert group is not None
+                level = group_access(s, u, group, not_from=not_from)
+                out[(u.username, f"resource group {t.name}")] = level
+            for r in resources:
+                level = resource_access(s, u, r, not_from=not_from)
+                out[(u.username, f"resource {r.name}")] = level
+                names = {a.id: a.username for a in r.accounts}
+                levels = account_levels(s, u, r, list(names), not_from=not_from)
+                for aid, level in levels.items():
+                    out[(u.username, f"account {r.name}/{names[aid]}")] = level
+        return out
 
     @staticmethod
     def _object_filter(t: _Target) -> list[ColumnElement[bool]]:
@@ -255,6 +305,8 @@ class SharingService:
                 raise ValidationError(f"{pname} owns this {kind} already")
             col = Share.user_id if pkind == "user" else Share.user_group_id
             row = s.scalars(select(Share).where(*self._object_filter(t), col == pid)).first()
+            before: dict[tuple[str, str], Access] | None = None
+            people: list[SessionUser] = []
             if t.level < Access.OWNER:  # passed on by a Full share holder
                 self._may_pass_on(actor, t, row, pname)
                 lowest, where = self._lowest_reached(s, actor, t)
@@ -263,6 +315,11 @@ class SharingService:
                         f"you hold {lowest.label} on {where}: you cannot share this {kind} "
                         f"at {level.label}"
                     )
+                # A more specific share beats a less specific one even when lower: what
+                # the people it reaches hold through the others' shares (the owner's) is
+                # theirs to keep.
+                people = self._people_reached(s, actor, pkind, pid)
+                before = self._holdings(s, people, t, not_from=actor.id)
             if row is None:
                 row = Share(
                     account_id=t.id if kind == "account" else None,
@@ -274,6 +331,15 @@ class SharingService:
                 s.add(row)
             row.access = level.name.lower()
             row.granted_by = actor.id
+            if before is not None:
+                s.flush()
+                after = self._holdings(s, people, t)
+                for (who, what), held in before.items():
+                    if after[(who, what)] < held:
+                        raise PermissionDeniedError(
+                            f"{who} holds {held.label} on {what} through others' shares: a "
+                            f"share from you at {level.label} would lower it"
+                        )
             self._log(s, actor, ip, "share", t, f"{pkind.replace('_', ' ')} {pname}: {level.label}")
 
     def share_account(

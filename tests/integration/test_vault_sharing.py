@@ -373,6 +373,37 @@ def test_a_share_never_reaches_the_one_who_granted_it(services: Services, world:
         services.vault.view_password(w.owner, IP, w.a1)
 
 
+def test_passing_a_share_on_takes_away_nothing_the_others_gave(
+    services: Services, world: World
+) -> None:
+    """An account's share beats its resource's even when lower (and a user's beats their
+    group's): bob, with Full on the resource, must not lower, by a share of his own, what
+    the owner gave carol; raising it, or lowering what he himself gave, he may."""
+    w = world
+    services.users.add_group_member(w.admin, IP, w.ops, w.carol.id)
+    _apply(services, w, [("resource", "bob", "full"), ("resource", "carol", "modify")])
+    for principal in ({"user_id": w.carol.id}, {"user_group_id": w.ops}):
+        with pytest.raises(PermissionDeniedError, match="carol holds Modify on account db-prod/sa"):
+            services.sharing.share_account(w.bob, IP, w.a1, "view", **principal)
+    assert account_access_by_id_of(services, w.carol, w.a1) == Access.MODIFY
+    with services.store.sessions() as s:
+        assert s.scalars(select(Share).where(Share.granted_by == w.bob.id)).all() == []
+    services.sharing.share_account(w.bob, IP, w.a1, "full", user_id=w.carol.id)
+    assert account_access_by_id_of(services, w.carol, w.a1) == Access.FULL
+    services.sharing.share_account(w.bob, IP, w.a1, "modify", user_id=w.carol.id)
+    assert account_access_by_id_of(services, w.carol, w.a1) == Access.MODIFY
+    with pytest.raises(PermissionDeniedError, match="would lower it"):
+        services.sharing.share_account(w.bob, IP, w.a1, "view", user_id=w.carol.id)
+    # the same one tier up: a user's share of the group beats their user group's
+    _apply(services, w, [("group", "bob", "full"), ("group", "ops", "full")])
+    with pytest.raises(PermissionDeniedError, match="carol holds Full on resource group"):
+        services.sharing.share_group(w.bob, IP, w.gid, "view", user_id=w.carol.id)
+    assert account_access_by_id_of(services, w.carol, w.a2) == Access.FULL
+    # the owner decides as before
+    services.sharing.share_group(w.owner, IP, w.gid, "view", user_id=w.carol.id)
+    assert account_access_by_id_of(services, w.carol, w.a2) == Access.VIEW
+
+
 def account_access_by_id_of(services: Services, user: SessionUser, account_id: int) -> Access:
     try:
         return services.vault.get_account(user, account_id).access
