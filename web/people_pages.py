@@ -395,7 +395,8 @@ class TransferPage(PeoplePage):
         receivers = [u for u in people if u.role.is_admin_type and u.status == "active"]
         self.render(
             "people_transfer.html",
-            people=people,
+            # what an API user (an application) made is transferred too: then it can go
+            givers=users,
             receivers=receivers,
             error=error,
             chosen_from=self.get_argument("from", "")[:9],

@@ -290,6 +290,27 @@ def test_users_groups_sharing_and_transfer(console: Console) -> None:
     assert b.get(f"/users/{uid}").status == 404
 
 
+def test_what_an_api_user_owns_is_transferred_from_the_console(console: Console) -> None:
+    """An application creates resources through the REST API, so it owns them: the
+    transfer page offers it as the user who gives, else it could never be deleted."""
+    svc = console.services
+    bot = svc.api_tokens.add_api_user("deploy-bot", Role.PASSWORD_ADMINISTRATOR, "t", "::1")
+    actor = SessionUser(bot.user_id, bot.username, bot.role, False, False)
+    svc.vault.create_resource(actor, "::1", NewResource(name="bot-made-1"))
+    b = console.browser()
+    page = b.get(f"/transfer?from={bot.user_id}").text
+    assert f'<option value="{bot.user_id}" selected>deploy-bot' in page
+    assert "API user" in page
+    refused = b.post(f"/users/{bot.user_id}/delete")
+    assert refused.status == 302 and "transfer ownership first" in _flash(
+        b, refused.headers["location"]
+    )
+    moved = b.post("/transfer", {"from": str(bot.user_id), "to": str(console.admin.id)})
+    assert moved.status == 302 and "Transferred 1 resources" in _flash(b, "/transfer")
+    assert b.post(f"/users/{bot.user_id}/delete").status == 302
+    assert b.get(f"/users/{bot.user_id}").status == 404
+
+
 def _fill(pattern: str, value: str) -> str | None:
     path = re.sub(r"\((?:\?P<\w+>)?[^()]*\)", value, pattern)
     return path if re.fullmatch(pattern, path) else None
