@@ -36,6 +36,7 @@ from node.access import (
     group_access,
     parse_access,
     resource_access,
+    resource_levels,
     visible_accounts,
     visible_groups,
     visible_resources,
@@ -219,9 +220,9 @@ class SharingService:
                 assert group is not None
                 level = group_access(s, u, group, not_from=not_from)
                 out[(u.username, f"resource group {t.name}")] = level
+            on_resources = resource_levels(s, u, resources, not_from=not_from)
             for r in resources:
-                level = resource_access(s, u, r, not_from=not_from)
-                out[(u.username, f"resource {r.name}")] = level
+                out[(u.username, f"resource {r.name}")] = on_resources[r.id]
                 names = {a.id: a.username for a in r.accounts}
                 levels = account_levels(s, u, r, list(names), not_from=not_from)
                 for aid, level in levels.items():
