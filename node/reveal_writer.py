@@ -31,9 +31,12 @@ the node and its child only.
 
 Failure, always closed: a reveal whose batch did not commit is answered AuditWriteError; so
 is every reveal waiting when the child dies (its pipe closes), when it cannot take a reveal
-within SEND_TIMEOUT, or while it cannot be restarted (at most once per RESTART_INTERVAL).
-A new child is started for the next reveal after one died. A read the child could not make
-is answered RevealFailed (a server error; the child logs why).
+within SEND_TIMEOUT, when it has left a reveal unanswered for ANSWER_TIMEOUT (it is taken
+for stuck and killed: a child that still reads but never answers would otherwise hold
+every caller, and every worker thread of the console, for good), or while it cannot be
+restarted (at most once per RESTART_INTERVAL). A new child is started for the next reveal
+after one died. A read the child could not make is answered RevealFailed (a server error;
+the child logs why).
 """
 
 from __future__ import annotations
@@ -72,6 +75,11 @@ SEND_TIMEOUT = 2.0  # seconds a reveal may wait for room in the pipe to the chil
 RESTART_INTERVAL = 1.0  # seconds between two starts of the child
 STOP_TIMEOUT = 20.0  # seconds the child may take to write what it holds when the node stops
 EXIT_TIMEOUT = 5.0  # seconds from the end of the child's pipe to its exit (then killed)
+# seconds the child may leave a reveal unanswered before it is taken for stuck and killed:
+# more than a batch can take when it waits its longest for the database's write lock
+# (node/store/db.py, SQLITE_BUSY_SECONDS for the writer's turn, as much again at BEGIN)
+ANSWER_TIMEOUT = 30.0
+WATCH_INTERVAL = 1.0  # seconds between two looks for a reveal unanswered too long
 _LENGTH = struct.Struct(">I")
 
 
@@ -242,6 +250,7 @@ class _Child:
         self.send_fd = send_fd  # non-blocking; closed = "no more reveals" for the child
         self.recv_fd = recv_fd
         self.pending: dict[int, Future[bytes]] = {}
+        self.sent_at: dict[int, float] = {}  # when each pending reveal was sent, oldest first
         self.inbox = bytearray()
         self.usable = True  # False once a send failed or the node stops: start another
         self.gone = False  # its answers' pipe reached its end
@@ -285,8 +294,10 @@ class WriterProcess:
         self._child: _Child | None = None
         self._last_start = -RESTART_INTERVAL
         self._closed = False
+        self._stop_watching = threading.Event()
         with self._lock:
             self._start()
+        threading.Thread(target=self._watch_answers, name="sr-reveal-watch", daemon=True).start()
 
     def _start(self) -> _Child | None:
         """A new child (the lock held), or None if one started less than RESTART_INTERVAL
@@ -353,6 +364,7 @@ class WriterProcess:
             elif failed is None and child is not None:
                 seq = next(self._seq)
                 child.pending[seq] = future
+                child.sent_at[seq] = time.monotonic()
                 self._send(child, frame(_to_wire(seq, request)))
         if failed is not None:
             future.set_exception(failed)
@@ -361,6 +373,30 @@ class WriterProcess:
     def on_batch_done(self, listener: Callable[[], None]) -> None:
         with self._lock:
             self._listeners.append(listener)
+
+    def _watch_answers(self) -> None:  # its own thread, until close()
+        while not self._stop_watching.wait(WATCH_INTERVAL):
+            self.stop_if_stuck()
+
+    def stop_if_stuck(self, now: float | None = None) -> bool:
+        """Kill the child if a reveal it was sent has waited ANSWER_TIMEOUT for its answer
+        (True): its pipe's end then fails whatever it held, and the next reveal starts
+        another child."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            child = self._child
+            if child is None or not child.usable or not child.sent_at:
+                return False  # none, already being stopped, or nothing awaited
+            waited = now - next(iter(child.sent_at.values()))
+            if waited < ANSWER_TIMEOUT:
+                return False
+            child.usable = False
+            child.proc.kill()
+        log.error(
+            "the audit writer process left a reveal unanswered: stopping it",
+            extra={"pid": child.proc.pid, "waited_s": round(waited, 1)},
+        )
+        return True
 
     # answers -------------------------------------------------------------------------
 
@@ -394,6 +430,7 @@ class WriterProcess:
         with self._lock:
             for batch in unframe(child.inbox):
                 for seq, outcome in batch:
+                    child.sent_at.pop(seq, None)
                     future = child.pending.pop(seq, None)
                     if future is not None:
                         answered.append((future, outcome))
@@ -413,6 +450,7 @@ class WriterProcess:
             child.gone = True
             child.usable = False
             lost, child.pending = list(child.pending.values()), {}
+            child.sent_at = {}
             listeners = list(self._listeners)
             stopping = self._closed
             send_fd, child.send_fd = child.send_fd, -1
@@ -459,6 +497,7 @@ class WriterProcess:
         """Let the child write what it holds and stop; wait for it (STOP_TIMEOUT at most,
         then it is killed). Reveals submitted afterwards fail. With a loop, call it on
         that loop: the last answers are then read here."""
+        self._stop_watching.set()
         with self._lock:
             self._closed = True
             child = self._child

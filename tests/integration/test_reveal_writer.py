@@ -7,6 +7,7 @@ by a real child process on SQLite and PostgreSQL, and every way it can fail clos
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
@@ -213,6 +214,37 @@ def test_a_stuck_child_is_replaced_without_holding_the_caller(
             future.result(timeout=10)
     assert to_next.result(timeout=10) == SECRET + "-0"
     assert _audit_count(services) == 2
+    assert _chain_ok(services)
+
+
+def test_a_child_that_takes_reveals_but_never_answers_is_replaced(
+    services: Services, writer: WriterProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child that reads reveals but never answers (stopped with room left in its pipe; a
+    database call that never returns looks the same) would hold its callers for good, and
+    with them the worker threads of the console. Once a reveal has waited ANSWER_TIMEOUT
+    the child is killed: what it held fails closed, and the next reveal starts another."""
+    monkeypatch.setattr(reveal_writer, "RESTART_INTERVAL", 0.0)
+    (aid,) = _accounts(services, 1)
+    admin = initial_admin(services)
+    assert services.vault.view_password(admin, IP, aid) == SECRET + "-0"
+    stuck = _child_pid(writer)
+    os.kill(stuck, signal.SIGSTOP)
+    try:
+        plan = services.vault.reveal_request("view password", admin, IP, aid)
+        waiting = services.vault.submit_reveal(plan)
+        assert not writer.stop_if_stuck()  # just sent: not waited long yet
+        later = time.monotonic() + reveal_writer.ANSWER_TIMEOUT
+        assert writer.stop_if_stuck(now=later)
+        with pytest.raises(AuditWriteError) as err:
+            waiting.result(timeout=10)
+        assert SECRET not in str(err.value)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(stuck, signal.SIGCONT)
+    assert services.vault.view_password(admin, IP, aid) == SECRET + "-0"  # a new child
+    assert _child_pid(writer) != stuck
+    assert _audit_count(services) == 2  # not the one the stopped child held
     assert _chain_ok(services)
 
 
