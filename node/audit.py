@@ -351,11 +351,41 @@ def verify_chain(session: Session, key: bytes) -> ChainReport:
         head_ok = False
     if not head_ok:
         return ChainReport(False, count, None, "the chain head record was altered")
-    if head.last_id != last_id or head.last_hmac != prev:
+    if head.last_id > last_id:
         return ChainReport(
             False,
             count,
             last_id + 1,
             f"rows after {last_id} were deleted (head names {head.last_id})",
         )
+    if head.last_id != last_id or head.last_hmac != prev:
+        return _past_the_head(session, head.last_id, head.last_hmac)
     return ChainReport(True, count, None, "")
+
+
+def _past_the_head(session: Session, head_id: int, head_row_hmac: str) -> ChainReport:
+    """The report on a chain that links up, every row's HMAC valid, yet does not end as
+    its (valid) head record says: rows follow the one the head names, or that row is not
+    the one the head names. Neither can happen by appending; both do when rows are copied
+    in from another copy of the trail (a node restored from the same backup, so with the
+    same key), or when an earlier head record is put back."""
+    if head_id == 0:
+        named = GENESIS
+    else:
+        named = session.scalar(select(AuditRow.hmac).where(AuditRow.id == head_id)) or ""
+    if not hmac.compare_digest(str(named), head_row_hmac):
+        return ChainReport(
+            False,
+            max(head_id - 1, 0),
+            head_id,
+            "it is not the row the chain head record names (it, and maybe rows before it, "
+            "were replaced, for example by rows of another copy of the trail)",
+        )
+    return ChainReport(
+        False,
+        head_id,
+        head_id + 1,
+        f"the chain head record ends the chain at row {head_id}: this row and those after "
+        "it were added outside the chain (copied in from another copy of the trail, or an "
+        "earlier head record was put back)",
+    )

@@ -172,3 +172,62 @@ def test_verify_names_the_first_broken_row(services: Services, world: World) -> 
     state = services.audit_query.verify()
     assert not state.report.ok and state.report.first_broken_id == 1
     assert "whole audit trail was deleted" in state.report.problem
+
+
+def _head(services: Services) -> tuple[int, str, str]:
+    with services.store.sessions() as s:
+        head = s.get(AuditHead, 1)
+        assert head is not None
+        return head.last_id, head.last_hmac, head.head_hmac
+
+
+def _put_head_back(services: Services, saved: tuple[int, str, str]) -> None:
+    last_id, last_hmac, head_hmac = saved
+    with services.store.transaction() as s:
+        s.execute(
+            update(AuditHead)
+            .where(AuditHead.id == 1)
+            .values(last_id=last_id, last_hmac=last_hmac, head_hmac=head_hmac)
+        )
+
+
+def _append(services: Services, username: str) -> None:
+    event = AuditEvent(operation="view password", username=username, source_ip="198.51.100.9")
+    with services.store.transaction() as s:
+        services.audit.append(s, event)
+
+
+def test_verify_names_rows_copied_in_from_another_copy_of_the_trail(
+    services: Services, world: World
+) -> None:
+    """Rows whose HMACs are valid and that link up, yet are not the chain the head record
+    names: a row copied in after the chain's last row (from a node restored from the same
+    backup, so with the same key, or after an earlier head record was put back), and a
+    last row replaced by the other copy's. The check names that row, not a row past the
+    end as deleted."""
+    before = _head(services)
+    last = before[0]
+    _append(services, "replayed")
+    _put_head_back(services, before)
+    state = services.audit_query.verify()
+    assert not state.report.ok
+    assert state.report.first_broken_id == last + 1, state.report
+    assert "added outside the chain" in state.report.problem
+    assert state.broken_row is not None and state.broken_row.username == "replayed"
+    assert state.report.rows_checked == last
+
+    with services.store.transaction() as s:  # as it was, then this copy's own next row
+        s.execute(delete(AuditRow).where(AuditRow.id == last + 1))
+    assert services.audit_query.verify().report.ok
+    _append(services, "this node")
+    ours = _head(services)
+    with services.store.transaction() as s:  # the other copy's row in its place
+        s.execute(delete(AuditRow).where(AuditRow.id == last + 1))
+    _put_head_back(services, before)
+    _append(services, "other node")
+    _put_head_back(services, ours)
+    state = services.audit_query.verify()
+    assert not state.report.ok
+    assert state.report.first_broken_id == last + 1, state.report
+    assert "not the row the chain head record names" in state.report.problem
+    assert state.broken_row is not None and state.broken_row.username == "other node"
