@@ -21,8 +21,8 @@ from sqlalchemy import Connection, Table, bindparam, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from node.errors import AuditWriteError
-from node.store.db import deferred_rows, transaction_state
+from node.errors import AUDIT_NOT_WRITTEN, AuditWriteError
+from node.store.db import AUDITED, deferred_rows, transaction_state
 from node.store.dialect import is_postgres
 from node.store.models import AuditHead, AuditRow, User, utcnow
 from node.store.point_reads import write_rows
@@ -53,7 +53,6 @@ _UPDATE_HEAD = (
     )
 )
 _BATCH_ROWS = "audit.events"  # this group commit's events, not yet written
-AUDIT_NOT_WRITTEN = "the audit trail could not be written, so the operation was not carried out"
 MAX_FIELD = {"target": 512, "reason": 1024, "detail": 1024, "username": 128, "source_ip": 64}
 
 
@@ -177,6 +176,8 @@ class AuditLog:
                 pending = deferred_rows(session, _BATCH_ROWS, self._write_batch)
                 pending.append({"event": event, "at": now or utcnow()})
                 return
+            if isinstance(session, Session):
+                session.info[AUDITED] = True  # Store.transaction: a failed commit says so
             last_id, last_hmac = self._read_head(session)
             values = self._row(last_id, last_hmac, event, now)
             session.execute(_INSERT_ROW, values)

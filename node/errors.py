@@ -61,6 +61,9 @@ class ConflictError(StrongroomError):
     """The object already exists, or the change conflicts with the current state."""
 
 
+AUDIT_NOT_WRITTEN = "the audit trail could not be written, so the operation was not carried out"
+
+
 class AuditWriteError(StrongroomError):
     """The audit row could not be written, so the audited operation did not happen."""
 

@@ -56,9 +56,10 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any, Protocol
 
-from node.audit import AUDIT_NOT_WRITTEN, AuditLog
+from node.audit import AuditLog
 from node.auth import SessionUser
 from node.errors import (
+    AUDIT_NOT_WRITTEN,
     AuditWriteError,
     NotFoundError,
     PermissionDeniedError,

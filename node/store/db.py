@@ -20,10 +20,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from node.errors import StoreError
+from node.errors import AUDIT_NOT_WRITTEN, AuditWriteError, StoreError
 from node.store.dialect import sqlite_file
 from node.store.point_reads import PointReader, PointReads
 
@@ -50,6 +50,7 @@ SQLITE_BUSY_SECONDS = 10  # as busy_timeout: how long a writer waits for SQLite'
 COMMIT_DELAY = 0.001
 COMMIT_BATCH = 16
 READ_ONLY = "sr_read_only"  # execution option of the engine behind Store.sessions
+AUDITED = "sr.audited"  # Session.info key: the transaction holds an audit row (node/audit.py)
 
 
 def _sqlite_begin(conn: Any) -> None:
@@ -258,10 +259,23 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """A session whose work commits on success and rolls back on any error."""
+        """A session whose work commits on success and rolls back on any error. When the
+        commit of a transaction that holds an audit row fails (the disk is full, the
+        database is gone), AuditWriteError: neither the operation nor its row happened,
+        and the caller says so rather than answer a bare server error. A constraint's
+        IntegrityError stays as it is (callers turn it into a conflict)."""
+        committing = False
+        session: Session | None = None
         try:
             with self._writer_turn(), self._writer() as session, session.begin():
                 yield session
+                committing = True
+        except IntegrityError:
+            raise
+        except SQLAlchemyError as exc:
+            if committing and session is not None and session.info.get(AUDITED):
+                raise AuditWriteError(AUDIT_NOT_WRITTEN) from exc
+            raise
         finally:
             self._next_epoch()
 

@@ -176,6 +176,49 @@ def test_fail_closed_when_insert_is_revoked_on_postgres(pg_url: str, tmp_path: P
         store.dispose()
 
 
+def test_fail_closed_when_the_commit_fails_on_postgres(pg_url: str, tmp_path: Path) -> None:
+    """A full disk shows at the commit (SQLite in WAL mode writes its pages then): here a
+    deferred trigger fails the commit of every transaction that holds an audit row. A
+    password change, a view and a copy each fail with the audit trail's error (not a bare
+    server error), and nothing of them is kept."""
+    settings = Settings(data_dir=tmp_path / "data", database_url=pg_url)
+    store = open_store(settings.db_url)
+    try:
+        services = build_services(settings, store, KeyRing.open(store, settings.key_path))
+        aid = _prepare(services)
+        admin = initial_admin(services)
+        rows_before = len(_audit_rows(services))
+        with store.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "CREATE FUNCTION sr_disk_full() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$ BEGIN RAISE EXCEPTION 'could not extend file: No space left'; END $$"
+                )
+            )
+            conn.execute(
+                text(
+                    "CREATE CONSTRAINT TRIGGER sr_disk_full AFTER INSERT ON audit_log "
+                    "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION sr_disk_full()"
+                )
+            )
+        try:
+            with pytest.raises(AuditWriteError) as err:
+                services.vault.change_password(admin, IP, aid, "Another-Passw0rd-77")
+            assert "Another-Passw0rd-77" not in str(err.value)
+            for op in (services.vault.view_password, services.vault.copy_password):
+                with pytest.raises(AuditWriteError) as err:
+                    op(admin, IP, aid)
+                assert SECRET not in str(err.value)
+        finally:
+            with store.engine.begin() as conn:
+                conn.execute(text("DROP TRIGGER sr_disk_full ON audit_log"))
+                conn.execute(text("DROP FUNCTION sr_disk_full()"))
+        assert services.vault.view_password(admin, IP, aid) == SECRET  # not changed
+        assert len(_audit_rows(services)) == rows_before + 1  # only that last view
+    finally:
+        store.dispose()
+
+
 def test_reason_rules(services: Services) -> None:
     """A reason required by the vault setting or the account, and a ticket id."""
     _reason_required_by_the_vault_setting(services)
