@@ -29,11 +29,24 @@ def cmd_version(_args: argparse.Namespace) -> int:
 def cmd_keys(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     setup_logging("WARNING")
+    from appliance.server import rekey, rotate_keys
+    from node.audit import AuditLog
+
     if args.action == "rotate":
-        result = on_node(settings, "keys.rotate", {}, lambda _s, kr: {"key_id": kr.rotate()})
+        result = on_node(
+            settings,
+            "keys.rotate",
+            {},
+            lambda _s, kr: {"key_id": rotate_keys(kr, AuditLog(kr.audit_hmac_key))},
+        )
         print(f"new active data key: {result['key_id']} (older keys still decrypt)")
     else:
-        result = on_node(settings, "keys.rekey", {}, lambda _s, kr: {"backup": str(kr.rekey())})
+        result = on_node(
+            settings,
+            "keys.rekey",
+            {},
+            lambda _s, kr: {"backup": str(rekey(kr, AuditLog(kr.audit_hmac_key)))},
+        )
         print(f"master key replaced; data keys re-wrapped; old key kept at {result['backup']}")
         print("Copy the new key file to your off-box key store now.")
     return 0
@@ -68,12 +81,29 @@ def cmd_tls_install(args: argparse.Namespace) -> int:
     try:
         result = call(settings.control_socket, "tls.install", request)
     except NodeNotRunningError:
-        from appliance.server import install_tls
+        from appliance.server import install_tls, open_node
+        from node.audit import AuditLog
+        from node.store.db import open_store
         from node.tls import TlsFiles, fingerprint
 
         with data_dir_lock(settings, "tls install"):
             files = TlsFiles.in_dir(settings.tls_dir)
-            install_tls(files, args.cert, args.key, args.chain)
+            vault = not settings.uses_sqlite or (settings.data_dir / "strongroom.db").is_file()
+            if vault:
+                probe = open_store(settings.db_url, migrate=False)
+                try:
+                    vault = probe.has_data()
+                finally:
+                    probe.dispose()
+            if not vault:  # before the first start: there is no audit trail to write to yet
+                install_tls(files, args.cert, args.key, args.chain, None)
+            else:
+                store, keyring = open_node(settings)
+                try:
+                    audit = AuditLog(keyring.audit_hmac_key)
+                    install_tls(files, args.cert, args.key, args.chain, (store, audit))
+                finally:
+                    store.dispose()
             result = {"fingerprint": fingerprint(files.cert.read_bytes())}
     print(f"certificate installed; SHA-256 fingerprint {result['fingerprint']}")
     return 0

@@ -20,12 +20,14 @@ from typing import Any
 import tornado.httpserver
 import tornado.netutil
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
 from appliance.context import data_dir_lock
 from appliance.control import ControlServer
 from backup.service import BackupService, Scheduler
 from cluster.config import is_member as cluster_member
 from node import __version__
+from node.audit import AuditEvent, AuditLog
 from node.errors import FatalError, StrongroomError, ValidationError
 from node.keyring import KeyRing
 from node.reveal_writer import WriterProcess
@@ -282,15 +284,47 @@ def serve(settings: Settings, announce: Callable[[str], None] = print) -> None:
 # --- control verbs of the foundation -------------------------------------------------------
 
 
+LOCAL_ACTOR = "local admin"  # who the audit trail names for the CLI on the node itself
+LOCAL_SOURCE = "local"
+
+
+def local_setting(audit: AuditLog, target: str) -> Callable[[Session, str], None]:
+    """What writes the user-audit row (operation ``settings``) of a change to ``target``
+    made with the CLI on the node, in the transaction that makes it."""
+
+    def record(session: Session, detail: str) -> None:
+        audit.append(
+            session,
+            AuditEvent(
+                operation="settings",
+                username=LOCAL_ACTOR,
+                source_ip=LOCAL_SOURCE,
+                target=target,
+                category="user",
+                detail=detail,
+            ),
+        )
+
+    return record
+
+
+def rotate_keys(keyring: KeyRing, audit: AuditLog) -> int:
+    return keyring.rotate(record=local_setting(audit, "key ring"))
+
+
+def rekey(keyring: KeyRing, audit: AuditLog) -> Path:
+    return keyring.rekey(record=local_setting(audit, "key ring"))
+
+
 @control_verb("keys.rotate")
 async def _keys_rotate(node: Node, _args: dict[str, Any]) -> dict[str, Any]:
-    key_id = await node.in_thread(node.keyring.rotate)
+    key_id = await node.in_thread(rotate_keys, node.keyring, node.services.audit)
     return {"key_id": key_id}
 
 
 @control_verb("keys.rekey")
 async def _keys_rekey(node: Node, _args: dict[str, Any]) -> dict[str, Any]:
-    backup = await node.in_thread(node.keyring.rekey)
+    backup = await node.in_thread(rekey, node.keyring, node.services.audit)
     return {"backup": str(backup)}
 
 
@@ -306,13 +340,23 @@ async def _tls_install(node: Node, args: dict[str, Any]) -> dict[str, Any]:
     cert = Path(str(args.get("cert", "")))
     key = Path(str(args.get("key", "")))
     chain = Path(str(args["chain"])) if args.get("chain") else None
-    install_tls(node.tls, cert, key, chain)
+    audited = (node.services.store, node.services.audit)
+    await node.in_thread(install_tls, node.tls, cert, key, chain, audited)
     node.reload_tls()
     return {"fingerprint": fingerprint(node.tls.cert.read_bytes())}
 
 
-def install_tls(target: TlsFiles, cert: Path, key: Path, chain: Path | None) -> None:
-    """Check an operator's certificate and key, then install them over ``target``."""
+def install_tls(
+    target: TlsFiles,
+    cert: Path,
+    key: Path,
+    chain: Path | None,
+    audited: tuple[Store, AuditLog] | None,
+) -> None:
+    """Check an operator's certificate and key, then install them over ``target``. With
+    ``audited`` (None only before the vault's first start, when there is no trail yet) the
+    user-audit row (``settings``, ``TLS certificate``) is written first, in a transaction
+    that commits once the files are written: no row, no install."""
     try:
         cert_pem = cert.read_bytes()
         key_pem = key.read_bytes()
@@ -320,8 +364,19 @@ def install_tls(target: TlsFiles, cert: Path, key: Path, chain: Path | None) -> 
     except OSError as exc:
         raise ValidationError(f"cannot read {exc.filename}: {exc.strerror}") from None
     full = validate_pair(cert_pem, key_pem, chain_pem)
+    if audited is None:
+        _write_tls(target, key_pem, full)
+        return
+    store, audit = audited
+    with store.transaction() as session:
+        detail = f"installed an operator's certificate, SHA-256 fingerprint {fingerprint(full)}"
+        local_setting(audit, "TLS certificate")(session, detail)
+        _write_tls(target, key_pem, full)
+
+
+def _write_tls(target: TlsFiles, key_pem: bytes, cert_pem: bytes) -> None:
     write_private(target.key, key_pem)
-    write_private(target.cert, full)
+    write_private(target.cert, cert_pem)
     os.chmod(target.cert, 0o644)
 
 

@@ -22,6 +22,7 @@ import secrets
 import stat
 import struct
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -36,6 +37,8 @@ from node.store.db import Store
 from node.store.models import DataKey, KeyringMeta, utcnow
 
 log = logging.getLogger("strongroom.keyring")
+# Writes the audit row of a rotation or rekey in its transaction: (session, what was done).
+Record = Callable[[Session, str], None]
 
 FORMAT_V1 = 0x01
 _HEADER = struct.Struct(">BI")
@@ -282,8 +285,9 @@ class KeyRing:
 
     # rotation and rekey -----------------------------------------------------------------
 
-    def rotate(self) -> int:
-        """Add a new active data key. Old keys stay and still decrypt. Returns its id."""
+    def rotate(self, record: Record | None = None) -> int:
+        """Add a new active data key. Old keys stay and still decrypt. Returns its id.
+        ``record(session, what)`` writes its audit row in the same transaction."""
         with self._store.transaction() as session:
             session.execute(update(DataKey).where(DataKey.purpose == "data").values(active=False))
             row = DataKey(
@@ -294,13 +298,18 @@ class KeyRing:
             session.add(row)
             session.flush()
             new_id = row.id
+            if record is not None:
+                record(
+                    session, f"data key {new_id} added and made active (older keys still decrypt)"
+                )
         self._load()
         log.info("rotated data key", extra={"key_id": new_id})
         return new_id
 
-    def rekey(self, now: dt.datetime | None = None) -> Path:
+    def rekey(self, now: dt.datetime | None = None, record: Record | None = None) -> Path:
         """Replace the master key: re-wrap every data key (not the secrets) and swap the key
-        file, keeping the old one as a dated backup whose path is returned."""
+        file, keeping the old one as a dated backup whose path is returned. ``record(session,
+        what)`` writes its audit row in the transaction that re-wraps the keys."""
         when = now or dt.datetime.now(dt.UTC)
         new_master = secrets.token_bytes(KEY_LEN)
         pending = _pending_rekey(self._key_path)
@@ -308,6 +317,8 @@ class KeyRing:
         write_key_file(pending, new_master)
         with self._store.transaction() as session:
             self._rewrap_all(session, new_master)
+            if record is not None:
+                record(session, "master key replaced (data keys re-wrapped)")
         backup = self._key_path.with_name(
             f"{self._key_path.name}.{when.strftime('%Y%m%dT%H%M%SZ')}.bak"
         )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from node.tls import make_self_signed
+from node.tls import fingerprint, make_self_signed
 from tests.helpers import NodeProcess, free_port, run_cli
 
 
@@ -126,6 +126,37 @@ def test_tls_install_refuses_mismatched_key(stopped_node: NodeProcess, tmp_path:
     assert result.returncode == 1
     assert result.stderr.strip() == "strongroom: the private key does not match the certificate"
     assert _snapshot(tls_dir) == before
+
+
+def test_key_rotation_and_tls_install_without_a_node_are_audited(
+    stopped_node: NodeProcess, tmp_path: Path
+) -> None:
+    """Run on a stopped node, the verbs open the vault themselves: each change of the key
+    ring or the certificate gets its user-audit row (operation ``settings``) all the same,
+    and the chain stays intact."""
+    data = str(stopped_node.data_dir)
+    cert, key = make_self_signed(["vault.example.org"])
+    (tmp_path / "c.pem").write_bytes(cert)
+    (tmp_path / "k.pem").write_bytes(key)
+    for verb in (
+        ["keys", "rotate"],
+        ["keys", "rekey"],
+        ["tls", "install", str(tmp_path / "c.pem"), str(tmp_path / "k.pem")],
+    ):
+        result = run_cli(*verb, "--data-dir", data)
+        assert result.returncode == 0, (verb, result.stderr)
+    with sqlite3.connect(stopped_node.data_dir / "strongroom.db") as conn:
+        rows = conn.execute(
+            "SELECT username, source_ip, target, detail FROM audit_log "
+            "WHERE operation = 'settings' ORDER BY id"
+        ).fetchall()
+    assert [r[:3] for r in rows] == [
+        ("local admin", "local", "key ring"),
+        ("local admin", "local", "key ring"),
+        ("local admin", "local", "TLS certificate"),
+    ]
+    assert fingerprint(cert) in rows[2][3]
+    assert run_cli("audit", "verify", "--data-dir", data).returncode == 0
 
 
 def test_sqlite_file_is_a_real_database(stopped_node: NodeProcess) -> None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import re
 import socket
+import sqlite3
 import ssl
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -168,6 +170,20 @@ def _read_secret(data_dir: Path, blob: bytes) -> str:
         store.dispose()
 
 
+def _settings_rows(data_dir: Path) -> list[tuple[str, str, str, str]]:
+    """The user-audit rows of settings changes: user, source, target, detail."""
+    with closing(sqlite3.connect(data_dir / "strongroom.db")) as conn:
+        rows = conn.execute(
+            "SELECT username, source_ip, target, detail FROM audit_log "
+            "WHERE operation = 'settings' AND category = 'user' ORDER BY id"
+        ).fetchall()
+    return [(str(a), str(b), str(c), str(d)) for a, b, c, d in rows]
+
+
+def _chain_intact(data_dir: Path) -> bool:
+    return run_cli("audit", "verify", "--data-dir", str(data_dir)).returncode == 0
+
+
 def test_rotate_and_rekey_on_running_node(node: NodeProcess) -> None:
     blob = _plant_secret(node.data_dir, "db-root-pw-before")
     old_key = (node.data_dir / "keys" / "master.key").read_bytes()
@@ -181,6 +197,11 @@ def test_rotate_and_rekey_on_running_node(node: NodeProcess) -> None:
     assert (node.data_dir / "keys" / "master.key").read_bytes() != old_key
     assert (node.data_dir / "keys" / "master.key").stat().st_mode & 0o777 == 0o600
     assert _read_secret(node.data_dir, blob) == "db-root-pw-before"
+    # Both are audited, as the CLI on the node itself, in the chain the node goes on with.
+    rows = _settings_rows(node.data_dir)
+    assert [r[:3] for r in rows] == [("local admin", "local", "key ring")] * 2
+    assert "added and made active" in rows[0][3] and "master key replaced" in rows[1][3]
+    assert _chain_intact(node.data_dir)
     # The running node still works after both, and survives a restart with the new key.
     assert node.client().login("admin", node.initial_password()).status == 302
     node.stop()
@@ -208,6 +229,10 @@ def test_tls_install_on_running_node(node: NodeProcess, tmp_path: Path) -> None:
     assert served is not None
     der = ssl.PEM_cert_to_DER_cert(cert.decode())
     assert served == der
+    (row,) = _settings_rows(node.data_dir)
+    assert row[:3] == ("local admin", "local", "TLS certificate")
+    assert fingerprint(cert) in row[3]
+    assert _chain_intact(node.data_dir)
 
 
 def test_logs_hold_no_secrets(node: NodeProcess) -> None:
