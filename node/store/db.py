@@ -274,6 +274,8 @@ class Store:
             raise
         except SQLAlchemyError as exc:
             if committing and session is not None and session.info.get(AUDITED):
+                # answered as a refusal (not logged by the web layer): logged here
+                log.error("an audited transaction could not commit", exc_info=exc)
                 raise AuditWriteError(AUDIT_NOT_WRITTEN) from exc
             raise
         finally:

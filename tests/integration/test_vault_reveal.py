@@ -176,7 +176,9 @@ def test_fail_closed_when_insert_is_revoked_on_postgres(pg_url: str, tmp_path: P
         store.dispose()
 
 
-def test_fail_closed_when_the_commit_fails_on_postgres(pg_url: str, tmp_path: Path) -> None:
+def test_fail_closed_when_the_commit_fails_on_postgres(
+    pg_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A full disk shows at the commit (SQLite in WAL mode writes its pages then): here a
     deferred trigger fails the commit of every transaction that holds an audit row. A
     password change, a view and a copy each fail with the audit trail's error (not a bare
@@ -205,6 +207,8 @@ def test_fail_closed_when_the_commit_fails_on_postgres(pg_url: str, tmp_path: Pa
             with pytest.raises(AuditWriteError) as err:
                 services.vault.change_password(admin, IP, aid, "Another-Passw0rd-77")
             assert "Another-Passw0rd-77" not in str(err.value)
+            assert "an audited transaction could not commit" in caplog.text  # for operators
+            assert "Another-Passw0rd-77" not in caplog.text
             for op in (services.vault.view_password, services.vault.copy_password):
                 with pytest.raises(AuditWriteError) as err:
                     op(admin, IP, aid)
