@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,23 @@ class JsonFormatter(logging.Formatter):
         return "".join(parts)
 
 
+# Tornado's line for a request it cannot parse quotes the header value it refused
+# ("Invalid header value '...'"): an AUTHTOKEN or a session cookie with one stray byte.
+_HEADER_VALUE = re.compile(r"(Invalid header value)\b.*", re.DOTALL)
+
+
+class HeaderValueFilter(logging.Filter):
+    """Keeps what was wrong with a refused header, never its value."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("tornado"):
+            text = record.getMessage()
+            hidden = _HEADER_VALUE.sub(r"\1 (its value is not logged)", text)
+            if hidden != text:
+                record.msg, record.args = hidden, None
+        return True
+
+
 def setup_logging(level: str = "INFO", log_file: Path | None = None) -> None:
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -111,6 +129,7 @@ def setup_logging(level: str = "INFO", log_file: Path | None = None) -> None:
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(HeaderValueFilter())
     root.addHandler(handler)
     root.setLevel(level)
     # Tornado's own access log is replaced by web.base.access_log (no query strings).
