@@ -81,22 +81,30 @@ def cmd_tls_install(args: argparse.Namespace) -> int:
     try:
         result = call(settings.control_socket, "tls.install", request)
     except NodeNotRunningError:
+        from sqlalchemy.engine import make_url
+
         from appliance.server import install_tls, open_node
         from node.audit import AuditLog
         from node.store.db import open_store
+        from node.store.dialect import sqlite_file
         from node.tls import TlsFiles, fingerprint
 
         with data_dir_lock(settings, "tls install"):
             files = TlsFiles.in_dir(settings.tls_dir)
-            vault = not settings.uses_sqlite or (settings.data_dir / "strongroom.db").is_file()
+            # Offline, only a single node's SQLite vault can be written: a cluster member's
+            # PostgreSQL runs only while its node does.
+            db_file = sqlite_file(make_url(settings.db_url))
+            vault = db_file is not None and Path(db_file).is_file()
             if vault:
                 probe = open_store(settings.db_url, migrate=False)
                 try:
                     vault = probe.has_data()
                 finally:
                     probe.dispose()
-            if not vault:  # before the first start: there is no audit trail to write to yet
+            if not vault:  # before the first start, or PostgreSQL: no trail to write to
                 install_tls(files, args.cert, args.key, args.chain, None)
+                if db_file is None:
+                    print("note: the node is stopped; this install is not in the audit trail")
             else:
                 store, keyring = open_node(settings)
                 try:

@@ -340,8 +340,16 @@ async def _tls_install(node: Node, args: dict[str, Any]) -> dict[str, Any]:
     cert = Path(str(args.get("cert", "")))
     key = Path(str(args.get("key", "")))
     chain = Path(str(args["chain"])) if args.get("chain") else None
-    audited = (node.services.store, node.services.audit)
+    # A cluster standby's vault is a read-only replica: it has no trail to write to, and
+    # its certificate is its own, so the install goes ahead there, logged.
+    writable = node.cluster is None or node.cluster.node_state.writable
+    audited = (node.services.store, node.services.audit) if writable else None
     await node.in_thread(install_tls, node.tls, cert, key, chain, audited)
+    if audited is None:
+        log.warning(
+            "TLS certificate installed on a node that is not the primary: not in the audit trail",
+            extra={"fingerprint": fingerprint(node.tls.cert.read_bytes())},
+        )
     node.reload_tls()
     return {"fingerprint": fingerprint(node.tls.cert.read_bytes())}
 
@@ -354,9 +362,10 @@ def install_tls(
     audited: tuple[Store, AuditLog] | None,
 ) -> None:
     """Check an operator's certificate and key, then install them over ``target``. With
-    ``audited`` (None only before the vault's first start, when there is no trail yet) the
-    user-audit row (``settings``, ``TLS certificate``) is written first, in a transaction
-    that commits once the files are written: no row, no install."""
+    ``audited`` (None where there is no trail to write to: before the vault's first start,
+    on a cluster standby, offline with PostgreSQL) the user-audit row (``settings``, ``TLS
+    certificate``) is written first, in a transaction that commits once the files are
+    written: a row that cannot be written stops the install."""
     try:
         cert_pem = cert.read_bytes()
         key_pem = key.read_bytes()

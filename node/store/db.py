@@ -260,10 +260,12 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A session whose work commits on success and rolls back on any error. When the
-        commit of a transaction that holds an audit row fails (the disk is full, the
-        database is gone), AuditWriteError: neither the operation nor its row happened,
-        and the caller says so rather than answer a bare server error. A constraint's
-        IntegrityError stays as it is (callers turn it into a conflict)."""
+        commit of a transaction that holds an audit row is refused by the database (the
+        disk is full), AuditWriteError: neither the operation nor its row happened, and
+        the caller says so rather than answer a bare server error. A constraint's
+        IntegrityError stays as it is (callers turn it into a conflict), and so does a
+        connection lost during the commit: whether that commit took place is not known,
+        so nothing may say it did not."""
         committing = False
         session: Session | None = None
         try:
@@ -273,7 +275,8 @@ class Store:
         except IntegrityError:
             raise
         except SQLAlchemyError as exc:
-            if committing and session is not None and session.info.get(AUDITED):
+            lost = getattr(exc, "connection_invalidated", False)
+            if committing and not lost and session is not None and session.info.get(AUDITED):
                 # answered as a refusal (not logged by the web layer): logged here
                 log.error("an audited transaction could not commit", exc_info=exc)
                 raise AuditWriteError(AUDIT_NOT_WRITTEN) from exc

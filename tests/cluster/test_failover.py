@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from node.tls import CERT_FILE, KEY_FILE, make_self_signed
 from tests.cluster.netns import STRONGROOM, Lab, reachable_dir, sweep, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
@@ -263,6 +264,35 @@ def test_1_a_write_through_the_vip_is_on_the_standby(cluster: Cluster) -> None:
     witness = c.lab.status("w")
     assert witness["role"] == "witness" and witness["primary"] == primary
     check_outcome(c, w)
+
+
+def test_1b_a_certificate_installs_on_the_standby_without_an_audit_row(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A standby's vault is a read-only replica, so `strongroom tls install` there has no
+    trail to write to: the install goes ahead (the certificate is the node's own) and is
+    logged, and the primary's trail gets no row of it. The original goes back after."""
+    c = cluster
+    primary, standby = c.primary(), c.other(c.primary())
+    tls = c.lab.data_dir(standby) / "tls"
+    cert, key = (tls / CERT_FILE).read_bytes(), (tls / KEY_FILE).read_bytes()
+    saved = tmp_path
+    (saved / "orig.crt").write_bytes(cert)
+    (saved / "orig.key").write_bytes(key)
+    new_cert, new_key = make_self_signed(["standby.example.org"])
+    (saved / "new.crt").write_bytes(new_cert)
+    (saved / "new.key").write_bytes(new_key)
+    rows = "SELECT count(*) FROM audit_log WHERE target = 'TLS certificate'"
+    before = c.lab.psql(primary, rows)
+    c.lab.cli(standby, "tls", "install", str(saved / "new.crt"), str(saved / "new.key"))
+    assert (tls / CERT_FILE).read_bytes() == new_cert
+    c.lab.cli(standby, "tls", "install", str(saved / "orig.crt"), str(saved / "orig.key"))
+    assert (tls / CERT_FILE).read_bytes() == cert
+    assert c.lab.psql(primary, rows) == before
+    log = (c.lab.base / standby / "node.log").read_text()
+    assert "not the primary: not in the audit trail" in log
+    base = f"https://{c.lab.addr(standby)}:7272"
+    assert c.lab.https("client", "GET", f"{base}/health", c.ca_file)["status"] == 200
 
 
 def test_4_a_killed_standby_is_dropped_then_returns_as_synchronous_standby(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import OperationalError
 
 from node.audit_query import AuditFilter
 from node.errors import AuditWriteError, PermissionDeniedError, ValidationError
@@ -219,6 +220,45 @@ def test_fail_closed_when_the_commit_fails_on_postgres(
                 conn.execute(text("DROP FUNCTION sr_disk_full()"))
         assert services.vault.view_password(admin, IP, aid) == SECRET  # not changed
         assert len(_audit_rows(services)) == rows_before + 1  # only that last view
+    finally:
+        store.dispose()
+
+
+def test_a_connection_lost_at_the_commit_is_not_called_not_carried_out(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """When the connection drops during the commit (the primary fails over, the network
+    goes), whether the commit took place is unknown: the error must not claim that the
+    operation was not carried out, as AuditWriteError does. Here a deferred trigger ends
+    the session's own backend at the commit."""
+    settings = Settings(data_dir=tmp_path / "data", database_url=pg_url)
+    store = open_store(settings.db_url)
+    try:
+        services = build_services(settings, store, KeyRing.open(store, settings.key_path))
+        aid = _prepare(services)
+        admin = initial_admin(services)
+        with store.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "CREATE FUNCTION sr_conn_lost() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$ BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); "
+                    "PERFORM pg_sleep(1); RETURN NULL; END $$"
+                )
+            )
+            conn.execute(
+                text(
+                    "CREATE CONSTRAINT TRIGGER sr_conn_lost AFTER INSERT ON audit_log "
+                    "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION sr_conn_lost()"
+                )
+            )
+        try:
+            with pytest.raises(OperationalError) as err:
+                services.vault.change_password(admin, IP, aid, "Another-Passw0rd-78")
+            assert err.value.connection_invalidated
+        finally:
+            with store.engine.begin() as conn:
+                conn.execute(text("DROP TRIGGER sr_conn_lost ON audit_log"))
+                conn.execute(text("DROP FUNCTION sr_conn_lost()"))
     finally:
         store.dispose()
 
