@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -177,6 +179,31 @@ def test_fail_closed_when_insert_is_revoked_on_postgres(pg_url: str, tmp_path: P
         store.dispose()
 
 
+@contextmanager
+def at_audited_commits(store: Store, plpgsql: str) -> Iterator[None]:
+    """Run ``plpgsql`` at the commit of every transaction that writes an audit row (a
+    deferred constraint trigger on PostgreSQL), until the block ends."""
+    with store.engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE FUNCTION sr_at_commit() RETURNS trigger LANGUAGE plpgsql AS "
+                f"$$ BEGIN {plpgsql}; RETURN NULL; END $$"
+            )
+        )
+        conn.execute(
+            text(
+                "CREATE CONSTRAINT TRIGGER sr_at_commit AFTER INSERT ON audit_log "
+                "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION sr_at_commit()"
+            )
+        )
+    try:
+        yield
+    finally:
+        with store.engine.begin() as conn:
+            conn.execute(text("DROP TRIGGER sr_at_commit ON audit_log"))
+            conn.execute(text("DROP FUNCTION sr_at_commit()"))
+
+
 def test_fail_closed_when_the_commit_fails_on_postgres(
     pg_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -191,20 +218,7 @@ def test_fail_closed_when_the_commit_fails_on_postgres(
         aid = _prepare(services)
         admin = initial_admin(services)
         rows_before = len(_audit_rows(services))
-        with store.engine.begin() as conn:
-            conn.execute(
-                text(
-                    "CREATE FUNCTION sr_disk_full() RETURNS trigger LANGUAGE plpgsql AS "
-                    "$$ BEGIN RAISE EXCEPTION 'could not extend file: No space left'; END $$"
-                )
-            )
-            conn.execute(
-                text(
-                    "CREATE CONSTRAINT TRIGGER sr_disk_full AFTER INSERT ON audit_log "
-                    "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION sr_disk_full()"
-                )
-            )
-        try:
+        with at_audited_commits(store, "RAISE EXCEPTION 'could not extend file: No space left'"):
             with pytest.raises(AuditWriteError) as err:
                 services.vault.change_password(admin, IP, aid, "Another-Passw0rd-77")
             assert "Another-Passw0rd-77" not in str(err.value)
@@ -214,10 +228,6 @@ def test_fail_closed_when_the_commit_fails_on_postgres(
                 with pytest.raises(AuditWriteError) as err:
                     op(admin, IP, aid)
                 assert SECRET not in str(err.value)
-        finally:
-            with store.engine.begin() as conn:
-                conn.execute(text("DROP TRIGGER sr_disk_full ON audit_log"))
-                conn.execute(text("DROP FUNCTION sr_disk_full()"))
         assert services.vault.view_password(admin, IP, aid) == SECRET  # not changed
         assert len(_audit_rows(services)) == rows_before + 1  # only that last view
     finally:
@@ -237,28 +247,11 @@ def test_a_connection_lost_at_the_commit_is_not_called_not_carried_out(
         services = build_services(settings, store, KeyRing.open(store, settings.key_path))
         aid = _prepare(services)
         admin = initial_admin(services)
-        with store.engine.begin() as conn:
-            conn.execute(
-                text(
-                    "CREATE FUNCTION sr_conn_lost() RETURNS trigger LANGUAGE plpgsql AS "
-                    "$$ BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); "
-                    "PERFORM pg_sleep(1); RETURN NULL; END $$"
-                )
-            )
-            conn.execute(
-                text(
-                    "CREATE CONSTRAINT TRIGGER sr_conn_lost AFTER INSERT ON audit_log "
-                    "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION sr_conn_lost()"
-                )
-            )
-        try:
+        ends_backend = "PERFORM pg_terminate_backend(pg_backend_pid()); PERFORM pg_sleep(1)"
+        with at_audited_commits(store, ends_backend):
             with pytest.raises(OperationalError) as err:
                 services.vault.change_password(admin, IP, aid, "Another-Passw0rd-78")
             assert err.value.connection_invalidated
-        finally:
-            with store.engine.begin() as conn:
-                conn.execute(text("DROP TRIGGER sr_conn_lost ON audit_log"))
-                conn.execute(text("DROP FUNCTION sr_conn_lost()"))
     finally:
         store.dispose()
 
