@@ -22,7 +22,8 @@ from decimal import Decimal
 Cell = str | int | float | bool | Decimal | dt.datetime | dt.date | None
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_FORMULA_INSIDE = re.compile("([;\r\n])([=+\\-@\t\r])")
+# a lookahead, so that a break right after a ";" or another break is itself checked
+_FORMULA_INSIDE = re.compile("([;\r\n])(?=[=+\\-@\t\r])")
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
@@ -66,7 +67,7 @@ def csv_safe(value: Cell | object) -> str | int | float:
     # A spreadsheet that splits at ";" (the list separator in many locales), or that
     # reads a line break inside a cell as a new row, starts a cell there: the same quote
     # keeps that one from being a formula too.
-    return _FORMULA_INSIDE.sub(r"\1'\2", text)
+    return _FORMULA_INSIDE.sub(r"\1'", text)
 
 
 @dataclass

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 import xml.etree.ElementTree as ET  # noqa: S405 - parsing our own output in a test
 
 import pytest
@@ -165,6 +166,12 @@ def test_csv_is_formula_safe_and_xml_escaped(services: Services, world: World) -
     read_right = list(csv.reader(io.StringIO(to_csv(split), newline="")))
     assert read_right[1] == ["routine;'=1+1;check", "T-1;'=cmd|' /C calc'!A0;"]
     assert read_right[2] == ["3", "ok"]
+    # a break right after a ";" or another break: the cell after the second one is guarded
+    # too ("a;<CR>=1" is a cell "a", then a new row whose first cell is "=1")
+    stacked = ["a;\r=1+1", "a\r\r=1+1", "a\n\r@SUM(A1)", "\r\r-2", "a;\r\n+3", "x\r\t=4"]
+    for written in next(csv.reader(io.StringIO(to_csv(Table("t", stacked)), newline=""))):
+        for piece in re.split("[;\r\n]", written):
+            assert not piece.startswith(("=", "+", "-", "@", "\t")), (written, piece)
 
     xml = to_xml(table)
     assert b"<script>" not in xml and b"&lt;script&gt;" in xml
