@@ -23,6 +23,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +52,9 @@ log = logging.getLogger("strongroom.query_reports")
 MAX_SQL = 10_000
 MAX_ROWS = 10_000
 MAX_RESULT_CHARS = 20_000_000  # what one run may bring back, its values as text
+# SQLite: the longest string or blob a query may build (SQLite's own default is 1e9 bytes,
+# made in single steps that the time limit cannot interrupt)
+MAX_VALUE_BYTES = 4 * MAX_RESULT_CHARS
 _FETCH = 500
 TIME_LIMIT_S = 10.0
 
@@ -300,7 +307,11 @@ def _check_table(node: exp.Table, real: bool, ctes: set[str], views: set[str]) -
     views.add(name)
 
 
-def _fetch(cursor: Any) -> list[tuple[Any, ...]]:
+class _TimeUp(Exception):
+    pass
+
+
+def _fetch(cursor: Any, deadline: float) -> list[tuple[Any, ...]]:
     """At most MAX_ROWS + 1 rows (one more says there were more), and at most about
     MAX_RESULT_CHARS characters of values in all (else a ValidationError: the answer, as
     a page, a CSV or an XML file, would be larger still)."""
@@ -310,6 +321,8 @@ def _fetch(cursor: Any) -> list[tuple[Any, ...]]:
         batch = cursor.fetchmany(min(_FETCH, MAX_ROWS + 1 - len(rows)))
         if not batch:
             break
+        if time.monotonic() > deadline:  # a server-side cursor's time limit is per fetch
+            raise _TimeUp
         for row in batch:
             size += sum(len(v) if isinstance(v, str | bytes) else 8 for v in row)
         if size > MAX_RESULT_CHARS:
@@ -319,6 +332,20 @@ def _fetch(cursor: Any) -> list[tuple[Any, ...]]:
             )
         rows.extend(tuple(r) for r in batch)
     return rows
+
+
+@contextmanager
+def _value_limit(raw: Any, sqlite: bool) -> Iterator[None]:
+    """On SQLite, no string or blob longer than MAX_VALUE_BYTES while the query runs (the
+    connection's own limit is put back for its other readers)."""
+    if not sqlite:
+        yield
+        return
+    before = raw.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
+    try:
+        yield
+    finally:
+        raw.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, before)
 
 
 class QueryReportService:
@@ -371,12 +398,20 @@ class QueryReportService:
                 driver_error: type[Exception] = conn.dialect.loaded_dbapi.Error
                 raw = conn.connection.dbapi_connection
                 assert raw is not None
-                with statement_deadline(conn, self.time_limit_s):
-                    cursor = raw.cursor()
+                sqlite = conn.dialect.name == "sqlite"
+                deadline = time.monotonic() + self.time_limit_s
+                with statement_deadline(conn, self.time_limit_s), _value_limit(raw, sqlite):
+                    # PostgreSQL: a server-side cursor, so that only the rows fetched
+                    # leave the database (psycopg2's ordinary cursor takes the whole
+                    # result into the node's memory first, whatever its size); SQLite's
+                    # cursor steps through the result as it is fetched
+                    cursor = raw.cursor() if sqlite else raw.cursor(name="query_report")
                     try:
                         cursor.execute(checked.sql)
+                        rows = _fetch(cursor, deadline)
                         columns = [str(d[0]) for d in cursor.description or []]
-                        rows = _fetch(cursor)
+                    except _TimeUp:
+                        raise ValidationError(self._stopped()) from None
                     except driver_error as exc:
                         raise ValidationError(self._db_message(exc)) from None
                     except (ValueError, OverflowError) as exc:  # the driver's conversion
@@ -395,11 +430,19 @@ class QueryReportService:
             note = f"only the first {MAX_ROWS} rows are shown"
         return Table("Query report", columns, list(rows), note=note)
 
+    def _stopped(self) -> str:
+        return (
+            "the database refused the query: the query ran longer than "
+            f"{self.time_limit_s:g} seconds and was stopped"
+        )
+
     def _db_message(self, exc: Exception) -> str:
         text = _ANSI.sub("", str(exc).strip())
         first = text.splitlines()[0][:300] if text else "query failed"
         if "interrupted" in first or "statement timeout" in first:
-            first = f"the query ran longer than {self.time_limit_s:g} seconds and was stopped"
+            return self._stopped()
+        if "string or blob too big" in first:
+            first = f"a value in the query grew longer than {MAX_VALUE_BYTES:,} bytes"
         return f"the database refused the query: {first}"
 
     def _record(

@@ -4,6 +4,7 @@ other kind of SQL is refused with a clear reason and changes nothing."""
 from __future__ import annotations
 
 import re
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -213,3 +214,39 @@ def test_what_a_run_brings_back_is_bounded_and_every_run_is_audited(
             with pytest.raises(ValidationError, match="cannot be shown"):
                 services.query_reports.run(world.admin, sql, IP)
             assert _last_run(services, world)[0] == "failure"
+
+
+def test_rows_past_the_cap_are_never_fetched(services: Services, world: World) -> None:
+    # Row 15,000 fails on PostgreSQL (division by zero); only 10,001 rows may ever leave
+    # the database, so the run succeeds with the first 10,000. A driver that pulled the
+    # whole result into the node's memory (any number of rows) would meet the error.
+    sql = (
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) "
+        "SELECT i, 1 / (i - 15000) AS x FROM n WHERE EXISTS (SELECT 1 FROM report_users)"
+    )
+    table = services.query_reports.run(world.admin, sql, IP)
+    assert len(table.rows) == 10_000 and table.note
+    assert table.columns == ["i", "x"]
+    assert [row[0] for row in table.rows[:3]] == [1, 2, 3]
+    # a result with no row still names its columns
+    empty = services.query_reports.run(world.admin, "SELECT id FROM report_users WHERE 1 = 0", IP)
+    assert empty.columns == ["id"] and empty.rows == []
+
+
+def test_a_value_cannot_grow_past_the_result_cap(services: Services, world: World) -> None:
+    if services.store.dialect != "sqlite":
+        pytest.skip("SQLite's own length limit; PostgreSQL caps a value at 1 GB itself")
+    # SQLite would build a string of up to 1e9 bytes in the node's memory, in one step
+    # that its time limit cannot interrupt: the read-only connection is limited instead.
+    sql = (
+        "WITH RECURSIVE r(s, k) AS (SELECT 'x', 0 UNION ALL SELECT s || s, k + 1 FROM r "
+        "WHERE k < 27) SELECT max(length(s)) AS n FROM r, report_users"
+    )
+    with pytest.raises(ValidationError, match="grew longer than"):
+        services.query_reports.run(world.admin, sql, IP)
+    assert _last_run(services, world)[0] == "failure"
+    # the limit is the query report's own: other reads on that connection are as before
+    with services.audit_query._reader.session() as session:  # noqa: SLF001
+        raw = session.connection().connection.dbapi_connection
+        assert raw is not None
+        assert raw.getlimit(sqlite3.SQLITE_LIMIT_LENGTH) == 1_000_000_000
