@@ -36,6 +36,8 @@ GENESIS = "0" * 64
 # or account: it is for readers who see the whole vault (node.audit_query), not for every
 # auditor, as the rest of the user audit is.
 QUERY_REPORT_OPERATION = "run query report"
+# Its user-audit row counts the resources and groups a user owned: for the same readers.
+TRANSFER_OWNERSHIP_OPERATION = "transfer ownership"
 # Core statements on the tables, built once: appending runs for every password fetch.
 _ROWS = cast(Table, AuditRow.__table__)
 _HEAD = cast(Table, AuditHead.__table__)

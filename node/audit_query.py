@@ -19,7 +19,13 @@ from sqlalchemy import ColumnElement, and_, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from node.access import visible_accounts, visible_resources
-from node.audit import DAMAGED, QUERY_REPORT_OPERATION, ChainReport, verify_chain
+from node.audit import (
+    DAMAGED,
+    QUERY_REPORT_OPERATION,
+    TRANSFER_OWNERSHIP_OPERATION,
+    ChainReport,
+    verify_chain,
+)
 from node.auth import SessionUser, normalize_username
 from node.errors import PermissionDeniedError, ValidationError
 from node.permissions import Action, allowed
@@ -33,6 +39,8 @@ RESULTS = ("success", "failure")
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 50
 MAX_FILTER_TEXT = 256
+# User-audit rows that tell of vault objects: for readers of every row only.
+ADMIN_ONLY_USER_OPERATIONS = (QUERY_REPORT_OPERATION, TRANSFER_OWNERSHIP_OPERATION)
 
 
 @dataclass(frozen=True)
@@ -212,8 +220,12 @@ class AuditQueryService:
                 ),
             ),
         )
-        # The user audit names people, not vault objects, except a query report's SQL.
-        user_rows = and_(AuditRow.category == "user", AuditRow.operation != QUERY_REPORT_OPERATION)
+        # The user audit names people, not vault objects, except a query report's SQL and
+        # an ownership transfer's summary (how many resources and groups a user owned:
+        # the resource audit has a row for each resource, for those who may see it).
+        user_rows = and_(
+            AuditRow.category == "user", AuditRow.operation.not_in(ADMIN_ONLY_USER_OPERATIONS)
+        )
         return or_(user_rows, resource_rows)
 
     def _where(self, flt: AuditFilter) -> list[ColumnElement[bool]]:

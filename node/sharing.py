@@ -41,7 +41,7 @@ from node.access import (
     visible_groups,
     visible_resources,
 )
-from node.audit import AuditEvent, AuditLog, user_event
+from node.audit import TRANSFER_OWNERSHIP_OPERATION, AuditEvent, AuditLog, user_event
 from node.auth import SessionUser
 from node.errors import NotFoundError, PermissionDeniedError, ValidationError
 from node.inputs import get_row, in_range
@@ -522,7 +522,7 @@ class SharingService:
                 self._audit.append(
                     s,
                     AuditEvent(
-                        operation="transfer ownership",
+                        operation=TRANSFER_OWNERSHIP_OPERATION,
                         username=actor.username,
                         source_ip=ip,
                         target=r.name,
@@ -546,7 +546,7 @@ class SharingService:
             s.execute(delete(Share).where(Share.user_id == taker.id, owned))
             summary = f"{detail}: {len(resources)} resources, {len(groups)} groups"
             self._audit.append(
-                s, user_event(actor, ip, "transfer ownership", giver.username, summary)
+                s, user_event(actor, ip, TRANSFER_OWNERSHIP_OPERATION, giver.username, summary)
             )
             return TransferResult(resources=len(resources), groups=len(groups))
 

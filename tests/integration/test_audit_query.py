@@ -3,6 +3,7 @@ after the database was tampered with (edit, delete, reorder), on SQLite and Post
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pytest
@@ -104,6 +105,26 @@ def test_auditor_sees_user_audit_and_only_shared_resources(
     assert q.search(world.admin2, AuditFilter()).total == q.search(world.admin, AuditFilter()).total
     with pytest.raises(PermissionDeniedError):
         q.search(world.user, AuditFilter())
+
+
+def test_auditor_learns_no_count_of_resources_from_an_ownership_transfer(
+    services: Services, world: World
+) -> None:
+    # the owner holds web-01 (shared with the auditor), db-secret-7 and zz-hidden-9
+    services.sharing.transfer_ownership(world.admin, IP, world.pwadmin.id, world.admin2.id)
+    q = services.audit_query
+    moved = AuditFilter(operation="transfer ownership")
+    summary = q.search(world.admin, dataclasses.replace(moved, category="user")).entries
+    assert [e.detail for e in summary] == ["from owner to admin2: 3 resources, 0 groups"]
+    seen = q.search(world.auditor, moved).entries
+    # one row for each resource the auditor may see (db-secret-7 through a shared account)
+    assert {(e.category, e.target) for e in seen} == {
+        ("resource", "web-01"),
+        ("resource", "db-secret-7"),
+    }
+    assert not any("resources" in e.detail for e in seen)
+    assert "transfer ownership" in q.operations(world.auditor, "resource")
+    assert "transfer ownership" not in q.operations(world.auditor, "user")
 
 
 def test_a_new_account_or_resource_never_takes_an_id_the_audit_trail_names(
