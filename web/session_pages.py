@@ -95,6 +95,7 @@ class ChangePasswordPage(BaseHandler):
             return
         self.start_session(token)  # every other session of the user has ended
         await self.run(self.services.forget_initial_password, user.username)
+        self.flash("Your login password was changed.")
         self.redirect("/")
 
 

@@ -46,7 +46,7 @@ METHODS = ("get", "post", "put", "delete", "patch")
 # Public routes: reachable without logging in, each for a reason. Nothing else may be.
 PUBLIC = {
     r"/login": "the login form",
-    r"/change-password": "the forced change of a one-time password (checks the session itself)",
+    r"/change-password": "one's own login password, or the forced change (checks the session)",
     r"/logout": "ends the session, if any",
     r"/health": "load balancers and operators; reveals no vault data",
     r"/branding/logo": "the logo shown on the login page",

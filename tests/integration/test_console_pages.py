@@ -897,3 +897,52 @@ def test_a_refused_settings_form_changes_nothing(console: Console) -> None:
     refused = b.post("/settings", {"password_reason": "required", "default_policy_id": "999999"})
     assert refused.status == 400
     assert services.vault.get_settings(admin).password_reason == "optional"
+
+
+def test_a_refused_view_or_change_keeps_the_reason_and_ticket_typed(console: Console) -> None:
+    """A view refused for a missing ticket id, or a change refused for a mistyped
+    confirmation, shows the form again with the reason and ticket id still in it."""
+    b = console.browser()
+    rid = _location_id(
+        b.post(
+            "/resources/new",
+            {
+                "name": "kept-reason-box",
+                "account_username": "root",
+                "account_password": "Root-pw-12345",
+                "account_confirm": "Root-pw-12345",
+            },
+        ).headers["location"]
+    )
+    aid = int(re.search(r'href="/accounts/(\d+)"', b.get(f"/resources/{rid}").text).group(1))  # type: ignore[union-attr]
+    b.post(f"/accounts/{aid}/edit", {"username": "root", "ticket_required": "on"})
+    no_ticket = b.post(f"/accounts/{aid}/view", {"reason": "night <call> 42"})
+    assert no_ticket.status == 400 and "a ticket id is required" in no_ticket.text
+    assert 'value="night &lt;call&gt; 42"' in no_ticket.text
+    mismatch = b.post(
+        f"/accounts/{aid}/password",
+        {"new": "Root-pw-67890", "confirm": "Root-pw-6789", "reason": "rotation", "ticket": "T-7"},
+    )
+    assert mismatch.status == 400 and "confirmation differ" in mismatch.text
+    assert 'name="reason" maxlength="1024" value="rotation"' in mismatch.text
+    assert 'name="ticket" maxlength="128" required value="T-7"' in mismatch.text
+    assert "Root-pw-6789" not in mismatch.text  # the passwords are never sent back
+    fresh = b.get(f"/accounts/{aid}/password").text
+    assert 'name="reason" maxlength="1024" value=""' in fresh
+
+
+def test_every_role_finds_how_to_change_its_own_login_password(console: Console) -> None:
+    """The header links to /change-password for every role; the page has a way back, and
+    a change says it was made."""
+    user = add_user(console.services, console.admin, "own-pw-user", Role.PASSWORD_USER)
+    b = console.browser(user)
+    for path in ("/", "/resources", "/groups"):
+        assert 'href="/change-password"' in b.get(path).text
+    form = b.get("/change-password").text
+    assert '<a href="/">Cancel</a>' in form
+    done = b.post(
+        "/change-password",
+        {"current": "own-pw-user-own-password", "new": "Own-pw-new-12", "confirm": "Own-pw-new-12"},
+    )
+    assert done.status == 302 and done.headers["location"] == "/"
+    assert _flash(b, "/") == "Your login password was changed."
