@@ -19,6 +19,7 @@ import tornado.web
 from tornado.ioloop import IOLoop
 
 from node import __version__
+from node.access import Access
 from node.auth import SessionUser
 from node.errors import (
     AuthenticationError,
@@ -442,6 +443,15 @@ class BaseHandler(tornado.web.RequestHandler):
         user = self.get_current_user()
         return user is not None and not user.must_change_password and allowed(user.role, action)
 
+    def access_label(self, access: Access, owner: str) -> str:
+        """The "Your access" text: Owner only for the object's owner (``owner``, their
+        username); someone else who holds owner-level access holds it through the Super
+        Administrator scope, and is told so rather than shown as its owner."""
+        user = self.get_current_user()
+        if access == Access.OWNER and user is not None and user.username != owner:
+            return "Super Administrator"
+        return access.label
+
     def get_template_namespace(self) -> dict[str, Any]:
         ns = super().get_template_namespace()
         ns.update(
@@ -451,6 +461,7 @@ class BaseHandler(tornado.web.RequestHandler):
             path=self.request.path,
             licence_warnings=getattr(self, "licence_warnings", ()),
             can=self.can,
+            access_label=self.access_label,
             Action=Action,
             flash=self._take_flash(),
             # the maxlength of free text and custom attribute inputs: the services' limits

@@ -946,3 +946,36 @@ def test_every_role_finds_how_to_change_its_own_login_password(console: Console)
     )
     assert done.status == 302 and done.headers["location"] == "/"
     assert _flash(b, "/") == "Your login password was changed."
+
+
+def test_your_access_says_owner_only_to_the_owner(tmp_path: Path) -> None:
+    # a node of its own: the module's has no administrator seat left in the licence
+    with live_app(tmp_path) as (services, port):
+        _your_access_says_owner_only_to_the_owner(Console(services, port, first_admin(services)))
+
+
+def _your_access_says_owner_only_to_the_owner(console: Console) -> None:
+    """A Super Administrator holds owner-level access on what others own: the "Your
+    access" lines name the scope, not "Owner", next to the real owner's name."""
+    services, admin = console.services, console.admin
+    owner = add_user(services, admin, "access-owner", Role.PASSWORD_ADMINISTRATOR)
+    created = services.vault.create_resource(
+        owner,
+        "127.0.0.1",
+        NewResource(name="owned-by-another"),
+        NewAccount(username="svc", password="Svc-pw-123456!"),
+    )
+    gid = services.resource_groups.create_group(owner, "127.0.0.1", "group-of-another")
+    listing = re.compile(r"owned-by-another</a></td>.*?</tr>", re.S)
+    for who, expected in ((admin, "Super Administrator"), (owner, "Owner")):
+        b = console.browser(who)
+        row = listing.search(b.get("/resources?q=owned-by-another").text)
+        assert row and f'<span class="badge">{expected}</span>' in row.group(0)
+        resource = b.get(f"/resources/{created.resource_id}").text
+        assert f"<dt>Your access</dt><dd>{expected}</dd>" in resource
+        assert f'<td><span class="badge">{expected}</span></td>' in resource  # its account
+        account = b.get(f"/accounts/{created.account_id}").text
+        assert f"<dt>Your access</dt><dd>{expected}</dd>" in account
+        assert f"<dt>Your access</dt><dd>{expected}</dd>" in b.get(f"/groups/{gid}").text
+        groups = re.search(r"group-of-another</a></td>.*?</tr>", b.get("/groups").text, re.S)
+        assert groups and f'<span class="badge">{expected}</span>' in groups.group(0)
