@@ -228,6 +228,15 @@ class UserResetPasswordPage(UserActionPage):
         if u.kind != "person":
             await self.finish_with(uid, "API users have no login password.", "")
             return
+        if uid == self.user.id:
+            # it would end this very session and show one's own new password as if for
+            # someone else to pass on: one's own password is changed on /change-password
+            await self.finish_with(
+                uid,
+                "This is your own account: change your login password with My password.",
+                "",
+            )
+            return
         await self.call(self.services.users.require_may_manage, self.user, uid)
         password, error = await self.attempt(
             self.services.auth.reset_password, u.username, self.user.username, self.source_ip

@@ -979,3 +979,25 @@ def _your_access_says_owner_only_to_the_owner(console: Console) -> None:
         assert f"<dt>Your access</dt><dd>{expected}</dd>" in b.get(f"/groups/{gid}").text
         groups = re.search(r"group-of-another</a></td>.*?</tr>", b.get("/groups").text, re.S)
         assert groups and f'<span class="badge">{expected}</span>' in groups.group(0)
+
+
+def test_an_administrator_s_own_page_offers_no_reset_disable_or_delete(console: Console) -> None:
+    """On one's own user page, "Reset login password" ended this very session and showed
+    one's own new password as if to pass on to someone else; Disable and Delete always
+    failed. The page offers the change of one's own password instead, and a reset of
+    oneself posted anyway is refused with nothing changed."""
+    b = console.browser()
+    me = console.admin.id
+    page = b.get(f"/users/{me}").text
+    assert f'action="/users/{me}/reset-password"' not in page
+    assert f'action="/users/{me}/status"' not in page
+    assert f'action="/users/{me}/delete"' not in page
+    assert '<a class="button" href="/change-password">Change my login password</a>' in page
+    refused = b.post(f"/users/{me}/reset-password", {})
+    assert refused.status == 302 and refused.headers["location"] == f"/users/{me}"
+    assert "change your login password with My password" in _flash(b, f"/users/{me}")
+    assert b.get("/resources").status == 200  # still logged in: the session was not ended
+    other = add_user(console.services, console.admin, "not-me", Role.PASSWORD_USER)
+    theirs = b.get(f"/users/{other.id}").text
+    for action in ("reset-password", "status", "delete"):
+        assert f'action="/users/{other.id}/{action}"' in theirs
