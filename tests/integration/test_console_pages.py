@@ -478,13 +478,13 @@ def test_share_levels_decide_what_a_password_user_may_do(console: Console) -> No
     assert v.get(f"/resources/{rid}/edit").status == 403
 
 
-def test_ticket_id_and_over_long_reason(console: Console) -> None:
-    b = console.browser()
+def _account_asking_a_ticket(b: Browser, resource: str) -> int:
+    """A new resource whose one account, root, asks for a ticket id to show its password."""
     rid = _location_id(
         b.post(
             "/resources/new",
             {
-                "name": "ticket-box",
+                "name": resource,
                 "account_username": "root",
                 "account_password": "Root-pw-12345",
                 "account_confirm": "Root-pw-12345",
@@ -493,6 +493,12 @@ def test_ticket_id_and_over_long_reason(console: Console) -> None:
     )
     aid = int(re.search(r'href="/accounts/(\d+)"', b.get(f"/resources/{rid}").text).group(1))  # type: ignore[union-attr]
     b.post(f"/accounts/{aid}/edit", {"username": "root", "ticket_required": "on"})
+    return aid
+
+
+def test_ticket_id_and_over_long_reason(console: Console) -> None:
+    b = console.browser()
+    aid = _account_asking_a_ticket(b, "ticket-box")
     page = b.get(f"/accounts/{aid}").text
     assert 'name="ticket" maxlength="128" required' in page
     no_ticket = b.post(f"/accounts/{aid}/copy", {"reason": "r"})
@@ -903,19 +909,7 @@ def test_a_refused_view_or_change_keeps_the_reason_and_ticket_typed(console: Con
     """A view refused for a missing ticket id, or a change refused for a mistyped
     confirmation, shows the form again with the reason and ticket id still in it."""
     b = console.browser()
-    rid = _location_id(
-        b.post(
-            "/resources/new",
-            {
-                "name": "kept-reason-box",
-                "account_username": "root",
-                "account_password": "Root-pw-12345",
-                "account_confirm": "Root-pw-12345",
-            },
-        ).headers["location"]
-    )
-    aid = int(re.search(r'href="/accounts/(\d+)"', b.get(f"/resources/{rid}").text).group(1))  # type: ignore[union-attr]
-    b.post(f"/accounts/{aid}/edit", {"username": "root", "ticket_required": "on"})
+    aid = _account_asking_a_ticket(b, "kept-reason-box")
     no_ticket = b.post(f"/accounts/{aid}/view", {"reason": "night <call> 42"})
     assert no_ticket.status == 400 and "a ticket id is required" in no_ticket.text
     assert 'value="night &lt;call&gt; 42"' in no_ticket.text
