@@ -345,13 +345,14 @@ async def _tls_install(node: Node, args: dict[str, Any]) -> dict[str, Any]:
     writable = node.cluster is None or node.cluster.node_state.writable
     audited = (node.services.store, node.services.audit) if writable else None
     await node.in_thread(install_tls, node.tls, cert, key, chain, audited)
+    installed = fingerprint(node.tls.cert.read_bytes())
     if audited is None:
         log.warning(
             "TLS certificate installed on a node that is not the primary: not in the audit trail",
-            extra={"fingerprint": fingerprint(node.tls.cert.read_bytes())},
+            extra={"fingerprint": installed},
         )
     node.reload_tls()
-    return {"fingerprint": fingerprint(node.tls.cert.read_bytes())}
+    return {"fingerprint": installed}
 
 
 def install_tls(

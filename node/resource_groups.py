@@ -46,6 +46,7 @@ class GroupView:
     owner_name: str
     access: Access
     resource_count: int
+    owner_id: int
 
 
 @dataclass(frozen=True)
@@ -265,6 +266,7 @@ class ResourceGroupService:
                 owners.get(g.owner_id, ""),
                 group_access(s, actor, g),
                 counts.get(g.id, 0),
+                g.owner_id,
             )
             for g in groups
         ]

@@ -159,8 +159,10 @@ class SharingService:
         lowest, where = t.level, f"this {t.kind}"
         if t.kind == "account":
             return lowest, where
-        for r in SharingService._resources_reached(s, t):
-            level = resource_access(s, actor, r)
+        resources = SharingService._resources_reached(s, t)
+        on_resources = resource_levels(s, actor, resources)
+        for r in resources:
+            level = on_resources[r.id]
             if level < lowest:
                 lowest, where = level, f"resource {r.name}"
             accounts = {a.id: a.username for a in r.accounts}
@@ -209,15 +211,13 @@ class SharingService:
         user granted."""
         out: dict[tuple[str, str], Access] = {}
         resources = SharingService._resources_reached(s, t)
+        account = s.get(Account, t.id) if t.kind == "account" else None
+        group = s.get(ResourceGroup, t.id) if t.kind == "group" else None
         for u in people:
-            if t.kind == "account":
-                a = s.get(Account, t.id)
-                assert a is not None
-                level = account_levels(s, u, a.resource, [a.id], not_from=not_from)[a.id]
-                out[(u.username, f"account {t.name}")] = level
-            elif t.kind == "group":
-                group = s.get(ResourceGroup, t.id)
-                assert group is not None
+            if account is not None:
+                on_account = account_levels(s, u, account.resource, [account.id], not_from=not_from)
+                out[(u.username, f"account {t.name}")] = on_account[account.id]
+            if group is not None:
                 level = group_access(s, u, group, not_from=not_from)
                 out[(u.username, f"resource group {t.name}")] = level
             on_resources = resource_levels(s, u, resources, not_from=not_from)

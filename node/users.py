@@ -263,9 +263,9 @@ class UserService:
             raise ConflictError("the vault must keep at least one active Administrator")
 
     @staticmethod
-    def _owns_nothing(s: Session, u: User, before: str) -> None:
-        """Refuse (``before``: what is refused, or "" for a deletion) while ``u`` owns
-        resources or resource groups: they go first, by a transfer of ownership."""
+    def _owns_nothing(s: Session, u: User, why: str) -> None:
+        """Refuse while ``u`` owns resources or resource groups: they go first, by a
+        transfer of ownership (``why``: said after that, or "" for a deletion)."""
         owned = (
             s.scalar(select(func.count()).select_from(Resource).where(Resource.owner_id == u.id))
             or 0
@@ -280,7 +280,7 @@ class UserService:
         if owned:
             raise ConflictError(
                 f"{u.username} still owns {owned} resources or groups; transfer ownership "
-                f"first{before}"
+                f"first{why}"
             )
 
     # users --------------------------------------------------------------------------------

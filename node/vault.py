@@ -233,6 +233,7 @@ class AccountView:
     last_accessed_at: dt.datetime | None
     password_expired: bool
     access: Access
+    owner_id: int  # the resource's owner
 
 
 @dataclass(frozen=True)
@@ -883,6 +884,7 @@ class VaultService:
             last_accessed_at=a.last_accessed_at,
             password_expired=expired,
             access=level,
+            owner_id=a.resource.owner_id,
         )
 
     def get_account(self, actor: SessionUser, account_id: int) -> AccountView:

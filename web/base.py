@@ -443,12 +443,12 @@ class BaseHandler(tornado.web.RequestHandler):
         user = self.get_current_user()
         return user is not None and not user.must_change_password and allowed(user.role, action)
 
-    def access_label(self, access: Access, owner: str) -> str:
-        """The "Your access" text: Owner only for the object's owner (``owner``, their
-        username); someone else who holds owner-level access holds it through the Super
+    def access_label(self, access: Access, owner_id: int) -> str:
+        """The "Your access" text: Owner only for the object's owner (``owner_id``);
+        someone else who holds owner-level access holds it through the Super
         Administrator scope, and is told so rather than shown as its owner."""
         user = self.get_current_user()
-        if access == Access.OWNER and user is not None and user.username != owner:
+        if access == Access.OWNER and user is not None and user.id != owner_id:
             return "Super Administrator"
         return access.label
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import urllib.parse
 from typing import Any
 
-from node.access import Access
 from node.errors import ValidationError
 from node.inputs import MAX_TEXT, is_decimal
 from node.permissions import Action
@@ -45,19 +44,6 @@ class VaultPage(ConsolePage):
             "policies": policies,
             "custom_fields": fields,
         }
-
-    async def account_context(self, account: Any) -> dict[str, Any]:
-        """What the account page shows besides the account: the vault's settings, and the
-        resource's owner where the caller holds owner-level access (the "Your access"
-        line names the Super Administrator scope when the owner is someone else)."""
-        settings = await self.call(self.services.vault.get_settings, self.user)
-        owner = ""
-        if account.access == Access.OWNER:
-            detail = await self.call(
-                self.services.vault.get_resource, self.user, account.resource_id
-            )
-            owner = detail.resource.owner_name
-        return {"settings": settings, "owner": owner}
 
     def confirmed(self) -> bool:
         """Whether a form that deletes for good came with its "I understand" box ticked
@@ -320,8 +306,8 @@ class AccountPage(VaultPage):
         account = await self.call(
             self.services.vault.get_account, self.user, self.object_id(account_id)
         )
-        extras = await self.account_context(account)
-        self.render("vault_account.html", a=account, error=None, **extras)
+        settings = await self.call(self.services.vault.get_settings, self.user)
+        self.render("vault_account.html", a=account, settings=settings, error=None)
 
 
 class AccountEditPage(VaultPage):
@@ -392,12 +378,13 @@ class AccountDeletePage(VaultPage):
         aid = self.object_id(account_id)
         a = await self.call(self.services.vault.get_account, self.user, aid)
         if not self.confirmed():  # an account has no trash: one click must not be enough
+            settings = await self.call(self.services.vault.get_settings, self.user)
             self.refuse(
                 "vault_account.html",
                 'The account was not deleted: tick "I understand the account and its'
                 ' password history are deleted for good" to delete it.',
                 a=a,
-                **await self.account_context(a),
+                settings=settings,
             )
             return
         await self.call(self.services.vault.delete_account, self.user, self.source_ip, aid)
@@ -413,12 +400,12 @@ class RevealPage(VaultPage):
     async def reveal(self, account_id: str) -> None:
         aid = self.object_id(account_id)
         a = await self.call(self.services.vault.get_account, self.user, aid)
-        extras = await self.account_context(a)
+        settings = await self.call(self.services.vault.get_settings, self.user)
         try:
             reason = self.field("reason", 1024)
             ticket = self.field("ticket", 128)
         except ValidationError as exc:
-            self.refuse("vault_account.html", str(exc), a=a, **extras)
+            self.refuse("vault_account.html", str(exc), a=a, settings=settings)
             return
         fn = (
             self.services.vault.copy_password
@@ -427,7 +414,7 @@ class RevealPage(VaultPage):
         )
         password, error = await self.attempt(fn, self.user, self.source_ip, aid, reason, ticket)
         if password is None:
-            self.refuse("vault_account.html", error or "", a=a, **extras)
+            self.refuse("vault_account.html", error or "", a=a, settings=settings)
             return
         self.render("vault_password.html", a=a, password=password, operation=self.operation)
 
