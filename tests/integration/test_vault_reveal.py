@@ -204,56 +204,47 @@ def at_audited_commits(store: Store, plpgsql: str) -> Iterator[None]:
             conn.execute(text("DROP FUNCTION sr_at_commit()"))
 
 
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)  # a deferred trigger
 def test_fail_closed_when_the_commit_fails_on_postgres(
-    pg_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    services: Services, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A full disk shows at the commit (SQLite in WAL mode writes its pages then): here a
     deferred trigger fails the commit of every transaction that holds an audit row. A
     password change, a view and a copy each fail with the audit trail's error (not a bare
     server error), and nothing of them is kept."""
-    settings = Settings(data_dir=tmp_path / "data", database_url=pg_url)
-    store = open_store(settings.db_url)
-    try:
-        services = build_services(settings, store, KeyRing.open(store, settings.key_path))
-        aid = _prepare(services)
-        admin = initial_admin(services)
-        rows_before = len(_audit_rows(services))
-        with at_audited_commits(store, "RAISE EXCEPTION 'could not extend file: No space left'"):
+    aid = _prepare(services)
+    admin = initial_admin(services)
+    rows_before = len(_audit_rows(services))
+    disk_full = "RAISE EXCEPTION 'could not extend file: No space left'"
+    with at_audited_commits(services.store, disk_full):
+        with pytest.raises(AuditWriteError) as err:
+            services.vault.change_password(admin, IP, aid, "Another-Passw0rd-77")
+        assert "Another-Passw0rd-77" not in str(err.value)
+        assert "an audited transaction could not commit" in caplog.text  # for operators
+        assert "Another-Passw0rd-77" not in caplog.text
+        for op in (services.vault.view_password, services.vault.copy_password):
             with pytest.raises(AuditWriteError) as err:
-                services.vault.change_password(admin, IP, aid, "Another-Passw0rd-77")
-            assert "Another-Passw0rd-77" not in str(err.value)
-            assert "an audited transaction could not commit" in caplog.text  # for operators
-            assert "Another-Passw0rd-77" not in caplog.text
-            for op in (services.vault.view_password, services.vault.copy_password):
-                with pytest.raises(AuditWriteError) as err:
-                    op(admin, IP, aid)
-                assert SECRET not in str(err.value)
-        assert services.vault.view_password(admin, IP, aid) == SECRET  # not changed
-        assert len(_audit_rows(services)) == rows_before + 1  # only that last view
-    finally:
-        store.dispose()
+                op(admin, IP, aid)
+            assert SECRET not in str(err.value)
+    assert services.vault.view_password(admin, IP, aid) == SECRET  # not changed
+    assert len(_audit_rows(services)) == rows_before + 1  # only that last view
 
 
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)  # a deferred trigger
 def test_a_connection_lost_at_the_commit_is_not_called_not_carried_out(
-    pg_url: str, tmp_path: Path
+    services: Services,
 ) -> None:
     """When the connection drops during the commit (the primary fails over, the network
     goes), whether the commit took place is unknown: the error must not claim that the
     operation was not carried out, as AuditWriteError does. Here a deferred trigger ends
     the session's own backend at the commit."""
-    settings = Settings(data_dir=tmp_path / "data", database_url=pg_url)
-    store = open_store(settings.db_url)
-    try:
-        services = build_services(settings, store, KeyRing.open(store, settings.key_path))
-        aid = _prepare(services)
-        admin = initial_admin(services)
-        ends_backend = "PERFORM pg_terminate_backend(pg_backend_pid()); PERFORM pg_sleep(1)"
-        with at_audited_commits(store, ends_backend):
-            with pytest.raises(OperationalError) as err:
-                services.vault.change_password(admin, IP, aid, "Another-Passw0rd-78")
-            assert err.value.connection_invalidated
-    finally:
-        store.dispose()
+    aid = _prepare(services)
+    admin = initial_admin(services)
+    ends_backend = "PERFORM pg_terminate_backend(pg_backend_pid()); PERFORM pg_sleep(1)"
+    with at_audited_commits(services.store, ends_backend):
+        with pytest.raises(OperationalError) as err:
+            services.vault.change_password(admin, IP, aid, "Another-Passw0rd-78")
+        assert err.value.connection_invalidated
 
 
 def test_reason_rules(services: Services) -> None:
